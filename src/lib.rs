@@ -1,0 +1,11 @@
+//! agentform: infrastructure-as-config for managed AI agents.
+//!
+//! The stages follow the data flow: [`manifest`] → [`graph`] → [`plan`] →
+//! [`apply`] → [`state`], with providers behind the [`runtime`] protocol.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod graph;
+pub mod lockfile;
+pub mod manifest;
+pub mod runtime;

@@ -1,0 +1,309 @@
+//! The manifest as written: serde types with no logic, one per YAML construct.
+//!
+//! Agent and environment bodies use the Managed Agents API's own field names, so
+//! the body of `agents.NAME` is the body `POST /v1/agents` takes (with `name`
+//! defaulting to the key).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One manifest file. Several files combine into one manifest.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "agentform manifest")]
+pub struct FileSpec {
+    /// Manifest format version; always `1`.
+    pub version: Option<u32>,
+    /// Project name, recorded on every created object as `agentform.manifest`.
+    /// Defaults to the name of the manifest's directory.
+    pub name: Option<String>,
+    /// Template variables, available as `{{ vars.NAME }}`; `-var NAME=VALUE` overrides them.
+    #[serde(default)]
+    pub vars: BTreeMap<String, Value>,
+    /// Default provider for every resource: `local` (embedded, the default).
+    pub provider: Option<String>,
+    /// Settings per provider.
+    #[serde(default)]
+    pub providers: ProvidersSpec,
+    /// Sandbox templates, keyed by name.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentSpec>,
+    /// Agents, keyed by name. Every change makes a new immutable version.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSpec>,
+    /// Sessions: an agent running in an environment.
+    #[serde(default)]
+    pub sessions: BTreeMap<String, SessionSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersSpec {
+    pub local: Option<LocalProviderSpec>,
+}
+
+/// Settings of the embedded local runtime.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalProviderSpec {
+    /// Delay added to every runtime call, to make the local runtime behave like a
+    /// remote one in tests and benchmarks. `AGENTFORM_LOCAL_LATENCY_MS` overrides it.
+    pub latency_ms: Option<u64>,
+}
+
+/// `POST /v1/agents`, as a manifest entry.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Provider for this agent; defaults to the manifest's `provider`.
+    #[serde(skip_serializing)]
+    pub provider: Option<String>,
+    /// Extra dependencies, as addresses such as `environment.data`.
+    #[serde(default, skip_serializing)]
+    pub depends_on: Vec<String>,
+    /// Agent name; defaults to the key.
+    pub name: Option<String>,
+    /// A model id such as `claude-sonnet-4-6`, or a model configuration object.
+    pub model: ModelSpec,
+    /// System prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Tools: `agent_toolset_20260401`, `mcp_toolset` or `custom`. At most 256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// URL MCP servers, referenced by `mcp_toolset` tools. At most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServerSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skills: Vec<SkillSpec>,
+    /// Passed to the API as is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_identity: Option<serde_json::Map<String, Value>>,
+    /// Passed to the API as is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiagent: Option<serde_json::Map<String, Value>>,
+    /// At most 16 pairs in all (agentform uses two); keys ≤ 64, values ≤ 512 characters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ModelSpec {
+    Id(String),
+    Config(ModelConfigSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfigSpec {
+    pub id: String,
+    /// `low`, `medium`, `high`, `xhigh`, `max` or `{type: LEVEL}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effort: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference_geo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<Speed>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Speed {
+    Standard,
+    Fast,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum ToolSpec {
+    /// The built-in tools: bash, edit, read, write, glob, grep, web_fetch, web_search.
+    #[serde(rename = "agent_toolset_20260401")]
+    AgentToolset {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        configs: Vec<ToolConfigSpec>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        default_config: Option<ToolDefaultSpec>,
+    },
+    /// Tools of an MCP server declared in `mcp_servers`.
+    #[serde(rename = "mcp_toolset")]
+    McpToolset {
+        mcp_server_name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        configs: Vec<ToolConfigSpec>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        default_config: Option<ToolDefaultSpec>,
+    },
+    /// A tool executed by the client: the session waits for `user.custom_tool_result`.
+    #[serde(rename = "custom")]
+    Custom {
+        name: String,
+        description: String,
+        input_schema: serde_json::Map<String, Value>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfigSpec {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission_policy: Option<PermissionPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolDefaultSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission_policy: Option<PermissionPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PermissionPolicy {
+    AlwaysAllow,
+    AlwaysAsk,
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum McpServerSpec {
+    Url { name: String, url: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SkillSpec {
+    Anthropic {
+        skill_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+    },
+    Custom {
+        skill_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+    },
+}
+
+/// `POST /v1/environments`, as a manifest entry.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSpec {
+    #[serde(skip_serializing)]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub depends_on: Vec<String>,
+    /// Environment name, unique per organization; defaults to the key.
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<EnvironmentConfigSpec>,
+    /// `organization` or `account`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Organization,
+    Account,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EnvironmentConfigSpec {
+    /// A sandbox in the provider's cloud (or on this machine, for `local`).
+    Cloud {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        packages: Option<PackagesSpec>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        networking: Option<NetworkingSpec>,
+    },
+}
+
+/// Packages installed once per environment, by package manager.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackagesSpec {
+    /// Always `packages`; may be omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<PackagesType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apt: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cargo: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gem: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub npm: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pip: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PackagesType {
+    Packages,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NetworkingSpec {
+    Unrestricted,
+    Limited {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        allowed_hosts: Option<Vec<String>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        allow_mcp_servers: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        allow_package_managers: Option<bool>,
+    },
+}
+
+/// A session: an agent (latest or a pinned version) running in an environment.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// An agent name (its latest version) or `{ name, version }` to pin one.
+    pub agent: AgentRefSpec,
+    /// An environment name.
+    pub environment: String,
+    pub title: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AgentRefSpec {
+    Latest(String),
+    Pinned(PinnedAgentSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedAgentSpec {
+    pub name: String,
+    /// Agent version, from 1.
+    pub version: u64,
+}
