@@ -5,7 +5,10 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod apply;
 pub mod graph;
 pub mod lockfile;
 pub mod manifest;
+pub mod plan;
 pub mod runtime;
+pub mod state;

@@ -1147,3 +1147,9 @@ fn type_error(file: &ParsedFile, e: &serde_path_to_error::Error<serde_json::Erro
     };
     Diagnostic::new(message, span).help(help)
 }
+
+/// The JSON Schema of a manifest file, as committed in `schemas/`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(FileSpec);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}

@@ -258,3 +258,27 @@ where
         }
     }
 }
+
+/// The providers a command can reach, by name.
+#[derive(Clone, Default)]
+pub struct Providers {
+    map: BTreeMap<String, std::sync::Arc<dyn Runtime>>,
+}
+
+impl Providers {
+    pub fn insert(&mut self, runtime: std::sync::Arc<dyn Runtime>) {
+        self.map.insert(runtime.name().to_string(), runtime);
+    }
+
+    pub fn get(&self, name: &str) -> Result<std::sync::Arc<dyn Runtime>> {
+        self.map.get(name).cloned().ok_or_else(|| {
+            RuntimeError::new(
+                ErrorKind::Transport,
+                format!(
+                    "provider `{name}` is not available in this build; available: {}",
+                    self.map.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+}

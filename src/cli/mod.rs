@@ -1,0 +1,521 @@
+//! The `agentform` command line: argument parsing, output and exit codes.
+//! Every operation is a library call; this module only presents it.
+
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use agentform::apply::{self, Outcome};
+use agentform::graph::{Address, Kind};
+use agentform::lockfile::LockFile;
+use agentform::manifest::{self, LoadOptions, Manifest};
+use agentform::plan::{self, render, Action, Plan, PlanOptions};
+use agentform::runtime::local::{LocalOptions, LocalRuntime};
+use agentform::runtime::Providers;
+use agentform::state::StateStore;
+
+use output::{Printer, ProgressReporter};
+
+/// Overrides the local runtime's injected latency (milliseconds).
+const LATENCY_ENV: &str = "AGENTFORM_LOCAL_LATENCY_MS";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agentform",
+    version,
+    about = "Infrastructure-as-config for managed AI agents",
+    long_about = "Declare agents, environments and sessions in YAML; plan, apply and destroy them \
+                  against a provider, with state kept in a local sled database.",
+    after_help = "Examples:\n  agentform validate -f examples/quickstart.yaml\n  agentform plan -f examples/quickstart.yaml\n  agentform apply -f examples/quickstart.yaml --auto-approve\n  agentform destroy -f examples/quickstart.yaml --auto-approve"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// Manifest file or directory (every `*.yaml` in it); repeatable
+    #[arg(short = 'f', long = "file", global = true, value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// State directory
+    #[arg(long, global = true, env = "AGENTFORM_STATE", default_value = "state", value_name = "DIR")]
+    state: PathBuf,
+    /// Set a manifest variable (also `-var NAME=VALUE`); repeatable
+    #[arg(long = "var", global = true, value_name = "NAME=VALUE", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+    /// More logging (-v info, -vv debug, -vvv trace); `RUST_LOG` overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// No colours (also when `NO_COLOR` is set or output is not a terminal)
+    #[arg(long, global = true)]
+    no_color: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check the manifest: syntax, types, references, cycles
+    #[command(after_help = "Examples:\n  agentform validate\n  agentform validate -f manifests/ --var model=claude-opus-4-6")]
+    Validate,
+    /// Show what apply would change
+    #[command(after_help = "Examples:\n  agentform plan\n  agentform plan --refresh --detailed-exitcode\n  agentform plan --json > plan.json\n  agentform plan --locked\n\nExit codes: 0 no changes (or changes without --detailed-exitcode), 1 error, 2 changes pending with --detailed-exitcode")]
+    Plan(PlanArgs),
+    /// Create, update, archive and delete resources to match the manifest
+    #[command(after_help = "Examples:\n  agentform apply\n  agentform apply --auto-approve --parallelism 16\n  agentform apply --target session.smoke")]
+    Apply(ApplyArgs),
+    /// Delete sessions and environments and archive agents recorded in the state
+    #[command(after_help = "Examples:\n  agentform destroy --auto-approve\n  agentform destroy --target environment.data")]
+    Destroy(DestroyArgs),
+    /// Inspect and edit the state
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Print the JSON Schema of the manifest
+    #[command(after_help = "Example:\n  agentform schema > schemas/agentform.schema.json")]
+    Schema,
+    /// Print a shell completion script
+    #[command(after_help = "Examples:\n  agentform completions bash > /etc/bash_completion.d/agentform\n  agentform completions zsh > \"${fpath[1]}/_agentform\"")]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Targeting {
+    /// Limit to this resource (and what it needs); repeatable
+    #[arg(long = "target", value_name = "ADDR", value_parser = parse_address)]
+    targets: Vec<Address>,
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    #[command(flatten)]
+    targeting: Targeting,
+    /// Read the live objects and report drift
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", value_name = "BOOL")]
+    refresh: bool,
+    /// Print the plan as JSON
+    #[arg(long)]
+    json: bool,
+    /// Exit 2 when changes are pending
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// Fail when agentform.lock disagrees with what would be deployed
+    #[arg(long)]
+    locked: bool,
+    /// Plan a destroy instead
+    #[arg(long)]
+    destroy: bool,
+    /// Parallel refresh calls
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    parallelism: u16,
+}
+
+#[derive(Args, Debug)]
+struct ApplyArgs {
+    #[command(flatten)]
+    targeting: Targeting,
+    /// Skip the confirmation prompt
+    #[arg(long)]
+    auto_approve: bool,
+    /// Changes in flight at once
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    parallelism: u16,
+    /// Read the live objects first and repair drift
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", value_name = "BOOL")]
+    refresh: bool,
+}
+
+#[derive(Args, Debug)]
+struct DestroyArgs {
+    #[command(flatten)]
+    targeting: Targeting,
+    /// Skip the confirmation prompt
+    #[arg(long)]
+    auto_approve: bool,
+    /// Changes in flight at once
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    parallelism: u16,
+}
+
+#[derive(Subcommand, Debug)]
+enum StateCommand {
+    /// List the recorded resources
+    List,
+    /// Show one record as YAML
+    #[command(after_help = "Example:\n  agentform state show agent.analyst")]
+    Show {
+        #[arg(value_parser = parse_address)]
+        address: Address,
+    },
+    /// Forget a resource without touching the remote object
+    #[command(after_help = "Example:\n  agentform state rm session.smoke")]
+    Rm {
+        #[arg(value_parser = parse_address)]
+        address: Address,
+    },
+    /// Record an existing remote object as a declared resource
+    #[command(after_help = "Example:\n  agentform state import agent.analyst agent_01AbC…")]
+    Import {
+        #[arg(value_parser = parse_address)]
+        address: Address,
+        remote_id: String,
+    },
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not NAME=VALUE")),
+    }
+}
+
+fn parse_address(s: &str) -> Result<Address, String> {
+    s.parse()
+}
+
+/// Terraform users type `-var k=v`; clap only knows `--var`.
+fn normalize_args() -> Vec<std::ffi::OsString> {
+    std::env::args_os()
+        .map(|a| if a == "-var" { "--var".into() } else { a })
+        .collect()
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args());
+    let printer = Printer::new(&cli.global);
+    output::init_tracing(cli.global.verbose, cli.global.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            printer.error(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, &printer)) {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<manifest::Diagnostics>() {
+                Some(d) => printer.diagnostics(d),
+                None => printer.error(&format!("{e:#}")),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, printer: &Printer) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Validate => {
+            let m = load(g)?;
+            printer.out(&format!(
+                "The manifest is valid: {} resources ({} environments, {} agents, {} sessions) in {} file(s).",
+                m.resources.len(),
+                count(&m, Kind::Environment),
+                count(&m, Kind::Agent),
+                count(&m, Kind::Session),
+                m.sources.files().count()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(args) => plan_command(g, args, printer).await,
+        Command::Apply(args) => apply_command(g, args, printer).await,
+        Command::Destroy(args) => destroy_command(g, args, printer).await,
+        Command::State(cmd) => state_command(g, cmd, printer).await,
+        Command::Schema => {
+            printer.out(&agentform::manifest::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "agentform", &mut buf);
+            printer.out(String::from_utf8_lossy(&buf).trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn count(m: &Manifest, kind: Kind) -> usize {
+    m.resources.iter().filter(|r| r.address.kind == kind).count()
+}
+
+fn manifest_files(g: &Global) -> Vec<PathBuf> {
+    if g.files.is_empty() {
+        vec![PathBuf::from("agentform.yaml")]
+    } else {
+        g.files.clone()
+    }
+}
+
+fn load(g: &Global) -> Result<Manifest> {
+    manifest::load(&LoadOptions {
+        files: manifest_files(g),
+        vars: g.vars.clone(),
+    })
+    .map_err(anyhow::Error::new)
+}
+
+fn open_state(g: &Global, command: &str) -> Result<StateStore> {
+    Ok(StateStore::open(&g.state, command)?)
+}
+
+fn providers(state: &StateStore, manifest: Option<&Manifest>) -> Result<Providers> {
+    let latency_ms = match std::env::var(LATENCY_ENV) {
+        Ok(v) => v
+            .parse::<u64>()
+            .map_err(|_| anyhow!("{LATENCY_ENV}=`{v}` is not a number of milliseconds"))?,
+        Err(_) => manifest.map(Manifest::local_latency_ms).unwrap_or(0),
+    };
+    let local = LocalRuntime::open(
+        state.db(),
+        LocalOptions {
+            latency: Duration::from_millis(latency_ms),
+        },
+    )
+    .map_err(|e| anyhow!("cannot open the local runtime: {e}"))?;
+    let mut p = Providers::default();
+    p.insert(Arc::new(local));
+    Ok(p)
+}
+
+async fn plan_command(g: &Global, args: PlanArgs, printer: &Printer) -> Result<ExitCode> {
+    let m = load(g)?;
+    let state = open_state(g, "plan")?;
+    let providers = providers(&state, Some(&m))?;
+    let options = PlanOptions {
+        refresh: args.refresh,
+        destroy: args.destroy,
+        targets: args.targeting.targets.clone(),
+        parallelism: args.parallelism as usize,
+    };
+    let plan = plan::plan(Some(&m), &state, &providers, &options).await?;
+    if args.json {
+        printer.out(&serde_json::to_string_pretty(&plan)?);
+    } else {
+        printer.out(render::render(&plan, printer.palette()).trim_end());
+    }
+    if args.locked {
+        let lock = LockFile::read(&m.lock_path())?.ok_or_else(|| {
+            anyhow!(
+                "--locked: `{}` does not exist; run `agentform apply` and commit the lock file",
+                m.lock_path().display()
+            )
+        })?;
+        let problems = lock.disagreements(&m, &plan, &state.list()?);
+        if !problems.is_empty() {
+            bail!(
+                "--locked: the deploy would differ from `{}`:\n  {}\nhint: run `agentform apply` and commit the updated lock file",
+                m.lock_path().display(),
+                problems.join("\n  ")
+            );
+        }
+    }
+    if args.detailed_exitcode && plan.has_changes() {
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn confirm(printer: &Printer, auto_approve: bool, verb: &str) -> Result<bool> {
+    if auto_approve {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to {verb} without confirmation: standard input is not a terminal\nhint: review the plan above and pass `--auto-approve`");
+    }
+    printer.prompt(&format!("Do you want to {verb}? Only `yes` is accepted: "));
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+async fn execute_plan(
+    plan: &Plan,
+    manifest: Option<Manifest>,
+    state: StateStore,
+    providers: Providers,
+    parallelism: u16,
+    printer: &Printer,
+) -> Result<(apply::ApplyReport, Arc<StateStore>, Option<Arc<Manifest>>)> {
+    let total = plan.pending().count();
+    let reporter = Arc::new(ProgressReporter::new(printer, total));
+    let state = Arc::new(state);
+    let manifest = manifest.map(Arc::new);
+    let report = apply::apply(
+        plan,
+        apply::Context {
+            manifest: manifest.clone(),
+            state: state.clone(),
+            providers,
+            parallelism: parallelism as usize,
+            reporter: reporter.clone(),
+        },
+    )
+    .await;
+    reporter.finish();
+    Ok((report, state, manifest))
+}
+
+fn summarize(report: &apply::ApplyReport, printer: &Printer, verb: &str) -> ExitCode {
+    let done = |a| report.count(a);
+    let summary = format!(
+        "{} added, {} changed, {} replaced, {} archived, {} destroyed",
+        done(Action::Create),
+        done(Action::Update),
+        done(Action::Replace),
+        done(Action::Archive),
+        done(Action::Delete)
+    );
+    if report.ok() {
+        printer.out(&format!("{verb} complete! {summary}."));
+        return ExitCode::SUCCESS;
+    }
+    let mut lines = vec![format!("{verb} failed. {summary}; these did not complete:")];
+    for (addr, _, outcome) in report.failed() {
+        match outcome {
+            Outcome::Failed(e) => lines.push(format!("  {addr}: {e}")),
+            Outcome::Skipped { because } => lines.push(format!("  {addr}: skipped because {because} failed")),
+            Outcome::Done(_) => {}
+        }
+    }
+    lines.push("The state records everything that succeeded; fix the cause and run the command again.".into());
+    printer.error(&lines.join("\n"));
+    ExitCode::FAILURE
+}
+
+async fn apply_command(g: &Global, args: ApplyArgs, printer: &Printer) -> Result<ExitCode> {
+    let m = load(g)?;
+    let state = open_state(g, "apply")?;
+    let providers = providers(&state, Some(&m))?;
+    let options = PlanOptions {
+        refresh: args.refresh,
+        destroy: false,
+        targets: args.targeting.targets.clone(),
+        parallelism: args.parallelism as usize,
+    };
+    let plan = plan::plan(Some(&m), &state, &providers, &options).await?;
+    printer.out(render::render(&plan, printer.palette()).trim_end());
+    let lock_path = m.lock_path();
+    if !plan.has_changes() {
+        write_lock(&m, &state, printer)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !confirm(printer, args.auto_approve, "apply these changes")? {
+        printer.out("Apply cancelled; nothing was changed.");
+        return Ok(ExitCode::FAILURE);
+    }
+    let (report, state, manifest) = execute_plan(&plan, Some(m), state, providers, args.parallelism, printer).await?;
+    if let Some(m) = manifest.as_deref() {
+        write_lock(m, &state, printer).with_context(|| format!("writing `{}`", lock_path.display()))?;
+    }
+    Ok(summarize(&report, printer, "Apply"))
+}
+
+fn write_lock(m: &Manifest, state: &StateStore, printer: &Printer) -> Result<()> {
+    let path = m.lock_path();
+    let lock = LockFile::from_state(m, &state.list()?);
+    if LockFile::read(&path).ok().flatten().as_ref() == Some(&lock) {
+        return Ok(());
+    }
+    lock.write(&path)?;
+    printer.info(&format!("Wrote {}", path.display()));
+    Ok(())
+}
+
+async fn destroy_command(g: &Global, args: DestroyArgs, printer: &Printer) -> Result<ExitCode> {
+    // The manifest supplies provider settings; destroy works from the state alone
+    // when there is none.
+    let m = match load(g) {
+        Ok(m) => Some(m),
+        Err(e) if manifest_missing(g) => {
+            tracing::info!("destroying from the state alone: {e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let state = open_state(g, "destroy")?;
+    let providers = providers(&state, m.as_ref())?;
+    let options = PlanOptions {
+        refresh: false,
+        destroy: true,
+        targets: args.targeting.targets.clone(),
+        parallelism: args.parallelism as usize,
+    };
+    let plan = plan::plan(m.as_ref(), &state, &providers, &options).await?;
+    printer.out(render::render(&plan, printer.palette()).trim_end());
+    if !plan.has_changes() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !confirm(printer, args.auto_approve, "destroy these resources")? {
+        printer.out("Destroy cancelled; nothing was changed.");
+        return Ok(ExitCode::FAILURE);
+    }
+    let (report, state, manifest) = execute_plan(&plan, m, state, providers, args.parallelism, printer).await?;
+    if let Some(m) = manifest.as_deref() {
+        write_lock(m, &state, printer)?;
+    }
+    Ok(summarize(&report, printer, "Destroy"))
+}
+
+fn manifest_missing(g: &Global) -> bool {
+    manifest_files(g).iter().all(|p| !p.exists())
+}
+
+async fn state_command(g: &Global, cmd: StateCommand, printer: &Printer) -> Result<ExitCode> {
+    match cmd {
+        StateCommand::List => {
+            let state = open_state(g, "state list")?;
+            for r in state.list()? {
+                let version = r.version.map(|v| format!(" v{v}")).unwrap_or_default();
+                printer.out(&format!("{}\t{}\t{}{version}", r.address, r.provider, r.remote_id));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCommand::Show { address } => {
+            let state = open_state(g, "state show")?;
+            let r = state
+                .get(&address)?
+                .ok_or_else(|| anyhow!("`{address}` is not in the state\nhint: `agentform state list` shows what is"))?;
+            printer.out(serde_yaml::to_string(&r)?.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCommand::Rm { address } => {
+            let state = open_state(g, "state rm")?;
+            match state.remove(&address)? {
+                Some(r) => {
+                    printer.out(&format!(
+                        "Removed {address} from the state; the remote object {} was not touched.",
+                        r.remote_id
+                    ));
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => bail!("`{address}` is not in the state\nhint: `agentform state list` shows what is"),
+            }
+        }
+        StateCommand::Import { address, remote_id } => {
+            let m = load(g)?;
+            let state = open_state(g, "state import")?;
+            let providers = providers(&state, Some(&m))?;
+            let record = agentform::state::import::import(&m, &state, &providers, &address, &remote_id).await?;
+            printer.out(&format!(
+                "Imported {address} as {}{}; `agentform plan` shows any difference from the manifest.",
+                record.remote_id,
+                record.version.map(|v| format!(" (version {v})")).unwrap_or_default()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

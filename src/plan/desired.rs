@@ -1,0 +1,228 @@
+//! The configuration a resource should have, given what is known of the
+//! outputs it refers to. Shared by the planner (outputs from the state) and the
+//! executor (outputs of the actions that just ran).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::graph::{Address, Kind};
+use crate::manifest::{Resource, Templater};
+use crate::state::ResourceRecord;
+
+pub const UNKNOWN: &str = "(known after apply)";
+pub const SENSITIVE: &str = "(sensitive)";
+
+/// Outputs of a resource, each `None` while unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outputs {
+    pub id: Option<String>,
+    pub version: Option<u64>,
+    pub name: Option<String>,
+}
+
+impl Outputs {
+    pub fn from_record(r: &ResourceRecord) -> Self {
+        Outputs {
+            id: Some(r.remote_id.clone()),
+            version: r.version,
+            name: r.config.get("name").and_then(Value::as_str).map(String::from),
+        }
+    }
+
+    fn get(&self, attribute: &str) -> Option<Value> {
+        match attribute {
+            "id" => self.id.clone().map(Value::String),
+            "version" => self.version.map(Value::from),
+            "name" => self.name.clone().map(Value::String),
+            _ => None,
+        }
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, Value> {
+        ["id", "version", "name"]
+            .iter()
+            .filter_map(|a| self.get(a).map(|v| (a.to_string(), v)))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// With real values; unknown ones hold [`UNKNOWN`].
+    pub config: Value,
+    /// JSON pointers whose values are known only after apply.
+    pub unknown: Vec<String>,
+    /// JSON pointer → sha256 of each value that came from `env()`.
+    pub sensitive: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{address}: {message}")]
+pub struct DesiredError {
+    pub address: Address,
+    pub message: String,
+}
+
+impl Desired {
+    pub fn is_known(&self) -> bool {
+        self.unknown.is_empty()
+    }
+
+    /// The digest of a fully known configuration.
+    pub fn digest(&self) -> Option<String> {
+        self.is_known().then(|| digest(&self.config))
+    }
+
+    /// What may be written to the state: sensitive values replaced.
+    pub fn stored_config(&self) -> Value {
+        let mut v = self.config.clone();
+        for pointer in self.sensitive.keys() {
+            if let Some(slot) = v.pointer_mut(pointer) {
+                *slot = Value::String(SENSITIVE.into());
+            }
+        }
+        v
+    }
+}
+
+pub fn digest(v: &Value) -> String {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let hash = Sha256::digest(&bytes);
+    let mut out = String::with_capacity(71);
+    out.push_str("sha256:");
+    for b in hash {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Computes the desired configuration of `resource`; `outputs` tells what is
+/// known of other resources.
+pub fn desired(
+    resource: &Resource,
+    templater: &Templater,
+    outputs: &dyn Fn(&Address) -> Option<Outputs>,
+) -> Result<Desired, DesiredError> {
+    let mut config = resource.body.clone();
+    let mut unknown = Vec::new();
+    let mut sensitive = BTreeMap::new();
+    let fail = |message: String| DesiredError {
+        address: resource.address.clone(),
+        message,
+    };
+
+    for d in &resource.deferred {
+        let mut context = serde_json::Map::new();
+        let mut known = true;
+        for r in &d.references {
+            match outputs(&r.address).and_then(|o| o.get(&r.attribute)) {
+                Some(v) => {
+                    let kind = context
+                        .entry(r.address.kind.as_str())
+                        .or_insert_with(|| Value::Object(Default::default()));
+                    let entry = kind
+                        .as_object_mut()
+                        .map(|m| m.entry(r.address.name.clone()).or_insert_with(|| Value::Object(Default::default())));
+                    if let Some(Value::Object(obj)) = entry {
+                        obj.insert(r.attribute.clone(), v);
+                    }
+                }
+                None => known = false,
+            }
+        }
+        let value = if known {
+            let (v, secret) = templater
+                .render_with(&d.template, &Value::Object(context))
+                .map_err(|e| fail(format!("template `{}` failed: {}", d.template, e.message)))?;
+            if secret {
+                sensitive.insert(d.pointer.clone(), digest(&v));
+            }
+            v
+        } else {
+            unknown.push(d.pointer.clone());
+            Value::String(UNKNOWN.into())
+        };
+        if let Some(slot) = config.pointer_mut(&d.pointer) {
+            *slot = value;
+        }
+    }
+    for pointer in &resource.sensitive {
+        if let Some(v) = config.pointer(pointer) {
+            sensitive.insert(pointer.clone(), digest(v));
+        }
+    }
+
+    if resource.address.kind == Kind::Session {
+        let target = resource
+            .session
+            .as_ref()
+            .ok_or_else(|| fail("session without a target".into()))?;
+        let agent = outputs(&target.agent).unwrap_or_default();
+        let env = outputs(&target.environment).unwrap_or_default();
+        let mut obj = serde_json::Map::new();
+        let known_or = |v: Option<Value>, pointer: &str, unknown: &mut Vec<String>| {
+            v.unwrap_or_else(|| {
+                unknown.push(pointer.to_string());
+                Value::String(UNKNOWN.into())
+            })
+        };
+        let agent_id = known_or(agent.id.map(Value::String), "/agent/id", &mut unknown);
+        let version = known_or(
+            target.version.or(agent.version).map(Value::from),
+            "/agent/version",
+            &mut unknown,
+        );
+        obj.insert(
+            "agent".into(),
+            serde_json::json!({ "id": agent_id, "version": version, "pinned": target.version.is_some() }),
+        );
+        obj.insert(
+            "environment_id".into(),
+            known_or(env.id.map(Value::String), "/environment_id", &mut unknown),
+        );
+        if let Some(t) = config.get("title") {
+            obj.insert("title".into(), t.clone());
+        }
+        if let Some(m) = config.get("metadata") {
+            obj.insert("metadata".into(), m.clone());
+        }
+        // Deferred pointers were relative to the session spec; they keep their
+        // paths because title and metadata sit at the same place.
+        config = Value::Object(obj);
+    }
+    unknown.sort();
+    unknown.dedup();
+    Ok(Desired {
+        config,
+        unknown,
+        sensitive,
+    })
+}
+
+/// The API body that creates a session from its desired configuration.
+pub fn session_create_body(config: &Value) -> Value {
+    let agent = &config["agent"];
+    let agent_ref = if agent["pinned"].as_bool() == Some(true) {
+        serde_json::json!({"type": "agent", "id": agent["id"], "version": agent["version"]})
+    } else {
+        agent["id"].clone()
+    };
+    let mut body = serde_json::json!({
+        "agent": agent_ref,
+        "environment_id": config["environment_id"],
+    });
+    for key in ["title", "metadata"] {
+        if let Some(v) = config.get(key) {
+            body[key] = v.clone();
+        }
+    }
+    body
+}
+
+/// Session fields that cannot change in place: a change replaces the session.
+pub fn session_needs_replace(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| (v.get("agent").cloned(), v.get("environment_id").cloned());
+    strip(old) != strip(new)
+}

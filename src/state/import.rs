@@ -1,0 +1,136 @@
+//! `state import`: record an existing remote object as a declared resource.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::{now, HistoryEntry, ResourceRecord, StateError, StateStore};
+use crate::graph::{Address, Kind};
+use crate::manifest::{Manifest, META_ADDRESS, META_MANIFEST};
+use crate::plan::desired::{desired, digest, Outputs};
+use crate::runtime::{Providers, RuntimeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("`{0}` is not declared in the manifest\nhint: declare it first, so agentform knows what it should look like")]
+    NotDeclared(Address),
+    #[error("`{address}` is already in the state as {remote_id}\nhint: `agentform state rm {address}` first to replace it")]
+    AlreadyRecorded { address: Address, remote_id: String },
+    #[error("`{0}` is archived and cannot be managed")]
+    Archived(String),
+    #[error("reading `{id}` failed: {source}")]
+    Remote {
+        id: String,
+        #[source]
+        source: RuntimeError,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Desired(String),
+}
+
+/// Reads the live object and records what it is now, so the next plan shows
+/// how it differs from the manifest.
+pub async fn import(
+    manifest: &Manifest,
+    state: &StateStore,
+    providers: &Providers,
+    address: &Address,
+    remote_id: &str,
+) -> Result<ResourceRecord, ImportError> {
+    let resource = manifest
+        .resource(address)
+        .ok_or_else(|| ImportError::NotDeclared(address.clone()))?;
+    if let Some(existing) = state.get(address)? {
+        return Err(ImportError::AlreadyRecorded {
+            address: address.clone(),
+            remote_id: existing.remote_id,
+        });
+    }
+    let remote = |source| ImportError::Remote { id: remote_id.to_string(), source };
+    let runtime = providers.get(&resource.provider).map_err(remote)?;
+    let lookup = |a: &Address| state.get(a).ok().flatten().map(|r| Outputs::from_record(&r));
+    let want = desired(resource, &manifest.templater, &lookup).map_err(|e| ImportError::Desired(e.to_string()))?;
+    let mut config = want.config.clone();
+    let user_metadata = |m: &BTreeMap<String, String>| -> Value {
+        let kept: BTreeMap<&String, &String> = m
+            .iter()
+            .filter(|(k, _)| k.as_str() != META_ADDRESS && k.as_str() != META_MANIFEST)
+            .collect();
+        json!(kept)
+    };
+    let set = |config: &mut Value, key: &str, v: Option<Value>| match v {
+        Some(v) if !v.is_null() && v != json!({}) => config[key] = v,
+        _ => {
+            if let Some(o) = config.as_object_mut() {
+                o.remove(key);
+            }
+        }
+    };
+    let (version, updated_at) = match address.kind {
+        Kind::Agent => {
+            let a = runtime.retrieve_agent(remote_id, None).await.map_err(remote)?;
+            if a.archived_at.is_some() {
+                return Err(ImportError::Archived(remote_id.into()));
+            }
+            set(&mut config, "name", Some(json!(a.name)));
+            set(&mut config, "system", a.system.map(Value::String));
+            set(&mut config, "description", a.description.map(Value::String));
+            set(&mut config, "metadata", Some(user_metadata(&a.metadata)));
+            if config.get("model").is_some_and(Value::is_string) {
+                set(&mut config, "model", a.model.get("id").cloned());
+            }
+            (Some(a.version), a.updated_at)
+        }
+        Kind::Environment => {
+            let e = runtime.retrieve_environment(remote_id).await.map_err(remote)?;
+            if e.archived_at.is_some() {
+                return Err(ImportError::Archived(remote_id.into()));
+            }
+            set(&mut config, "name", Some(json!(e.name)));
+            set(&mut config, "description", e.description.map(Value::String));
+            set(&mut config, "metadata", Some(user_metadata(&e.metadata)));
+            (None, e.updated_at)
+        }
+        Kind::Session => {
+            let s = runtime.retrieve_session(remote_id).await.map_err(remote)?;
+            if s.archived_at.is_some() {
+                return Err(ImportError::Archived(remote_id.into()));
+            }
+            let pinned = config["agent"]["pinned"].clone();
+            config["agent"] = json!({"id": s.agent_id(), "version": s.agent_version(), "pinned": pinned});
+            config["environment_id"] = json!(s.environment_id);
+            set(&mut config, "title", s.title.map(Value::String));
+            set(&mut config, "metadata", Some(user_metadata(&s.metadata)));
+            (None, s.updated_at)
+        }
+    };
+    let d = digest(&config);
+    // Values that come from env() in the manifest are secrets: keep only their hash.
+    let mut sensitive = BTreeMap::new();
+    for pointer in want.sensitive.keys() {
+        if let Some(slot) = config.pointer_mut(pointer) {
+            sensitive.insert(pointer.clone(), digest(slot));
+            *slot = Value::String(crate::plan::SENSITIVE.into());
+        }
+    }
+    let mut record = ResourceRecord {
+        address: address.clone(),
+        provider: resource.provider.clone(),
+        remote_id: remote_id.to_string(),
+        version,
+        digest: d.clone(),
+        config,
+        sensitive,
+        outputs: BTreeMap::new(),
+        depends_on: resource.depends_on.clone(),
+        remote_updated_at: Some(updated_at),
+        created_at: now(),
+        updated_at: now(),
+        history: vec![HistoryEntry { at: now(), action: "import".into(), version, digest: d }],
+    };
+    record.outputs = Outputs::from_record(&record).to_map();
+    state.put(&record)?;
+    Ok(record)
+}

@@ -1,0 +1,51 @@
+//! An advisory lock on the state directory, held for the life of the process.
+//! The kernel releases it when the process dies, so a crash never leaves a stale lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use super::StateError;
+
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    pub fn acquire(dir: &Path, command: &str) -> Result<Self, StateError> {
+        let path = dir.join("lock");
+        let io = |source| StateError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let mut lines = holder.lines();
+                let pid = lines.next().unwrap_or("unknown").to_string();
+                let what = lines.next().unwrap_or("agentform").to_string();
+                let since = lines.next().map(|s| format!(", since {s}")).unwrap_or_default();
+                return Err(StateError::Locked {
+                    dir: dir.to_path_buf(),
+                    pid,
+                    holder: format!("`{what}`{since}"),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        writeln!(file, "{}\nagentform {command}\n{}", std::process::id(), super::now()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(StateLock { _file: file })
+    }
+}
