@@ -86,7 +86,10 @@ impl LockFile {
 impl LockFile {
     /// The lock for the agents of `manifest`, as the state records them.
     pub fn from_state(manifest: &Manifest, records: &[ResourceRecord]) -> LockFile {
-        let mut lock = LockFile { version: 1, agents: BTreeMap::new() };
+        let mut lock = LockFile {
+            version: 1,
+            agents: BTreeMap::new(),
+        };
         for r in records {
             if r.address.kind != Kind::Agent || manifest.resource(&r.address).is_none() {
                 continue;
@@ -105,20 +108,33 @@ impl LockFile {
     }
 
     /// Where a deploy of `plan` would differ from this lock; empty when it agrees.
-    pub fn disagreements(&self, manifest: &Manifest, plan: &Plan, records: &[ResourceRecord]) -> Vec<String> {
+    pub fn disagreements(
+        &self,
+        manifest: &Manifest,
+        plan: &Plan,
+        records: &[ResourceRecord],
+    ) -> Vec<String> {
         let mut out = Vec::new();
         let expected = LockFile::from_state(manifest, records);
         for c in plan.pending().filter(|c| c.address.kind == Kind::Agent) {
-            out.push(format!("{} would be {}", c.address, match c.action {
-                Action::Create => "created",
-                Action::Update => "updated to a new version",
-                Action::Replace => "replaced",
-                Action::Archive => "archived",
-                Action::Delete => "deleted",
-                Action::NoOp => "kept",
-            }));
+            out.push(format!(
+                "{} would be {}",
+                c.address,
+                match c.action {
+                    Action::Create => "created",
+                    Action::Update => "updated to a new version",
+                    Action::Replace => "replaced",
+                    Action::Archive => "archived",
+                    Action::Delete => "deleted",
+                    Action::NoOp => "kept",
+                }
+            ));
         }
-        for r in manifest.resources.iter().filter(|r| r.address.kind == Kind::Agent) {
+        for r in manifest
+            .resources
+            .iter()
+            .filter(|r| r.address.kind == Kind::Agent)
+        {
             let name = &r.address.name;
             match (self.agents.get(name), expected.agents.get(name)) {
                 (None, _) => out.push(format!("agent.{name} is not in {LOCK_FILE}")),
@@ -131,8 +147,13 @@ impl LockFile {
             }
         }
         for name in self.agents.keys() {
-            if manifest.resource(&crate::graph::Address::new(Kind::Agent, name.clone())).is_none() {
-                out.push(format!("agent.{name} is in {LOCK_FILE} but not in the manifest"));
+            if manifest
+                .resource(&crate::graph::Address::new(Kind::Agent, name.clone()))
+                .is_none()
+            {
+                out.push(format!(
+                    "agent.{name} is in {LOCK_FILE} but not in the manifest"
+                ));
             }
         }
         out
@@ -148,13 +169,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOCK_FILE);
         assert_eq!(LockFile::read(&path).unwrap(), None);
-        let mut lock = LockFile { version: 1, ..Default::default() };
+        let mut lock = LockFile {
+            version: 1,
+            ..Default::default()
+        };
         lock.agents.insert(
             "analyst".into(),
-            LockedAgent { provider: "local".into(), id: "agent_1".into(), version: 3, digest: "sha256:ab".into() },
+            LockedAgent {
+                provider: "local".into(),
+                id: "agent_1".into(),
+                version: 3,
+                digest: "sha256:ab".into(),
+            },
         );
         lock.write(&path).unwrap();
-        assert!(std::fs::read_to_string(&path).unwrap().starts_with("# Written by"));
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("# Written by"));
         assert_eq!(LockFile::read(&path).unwrap(), Some(lock));
     }
 }

@@ -1,1 +1,12 @@
+//! Integration tests: one binary, one module per feature, each driving the real
+//! `agentform` executable in its own temporary directory.
 
+mod common;
+
+mod bad_manifests;
+mod cli;
+mod crash;
+mod examples;
+mod lifecycle;
+mod locking;
+mod schema;

@@ -38,7 +38,9 @@ pub enum Outcome {
     Done(String),
     Failed(String),
     /// Not attempted because a change it waits for failed.
-    Skipped { because: Address },
+    Skipped {
+        because: Address,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -122,7 +124,9 @@ pub async fn apply(plan: &Plan, ctx: Context) -> ApplyReport {
                 (i, outcome)
             });
         }
-        let Some(joined) = running.join_next().await else { break };
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
         let (i, outcome) = match joined {
             Ok(r) => r,
             Err(e) => {
@@ -147,7 +151,9 @@ pub async fn apply(plan: &Plan, ctx: Context) -> ApplyReport {
                 if !seen.insert(d) || outcomes[d].is_some() {
                     continue;
                 }
-                let o = Outcome::Skipped { because: changes[i].address.clone() };
+                let o = Outcome::Skipped {
+                    because: changes[i].address.clone(),
+                };
                 ctx.reporter.finished(&changes[d], &o, Duration::ZERO);
                 outcomes[d] = Some(o);
                 stack.extend(dependents[d].iter().copied());
@@ -176,7 +182,10 @@ async fn execute(change: &Change, ctx: &Context) -> Result<String, ExecError> {
             let gone = destroy_remote(runtime.as_ref(), &record).await?;
             ctx.state.remove(&change.address)?;
             Ok(match (change.action, gone) {
-                (_, true) => format!("{} was already gone; removed from the state", record.remote_id),
+                (_, true) => format!(
+                    "{} was already gone; removed from the state",
+                    record.remote_id
+                ),
                 (Action::Archive, _) => format!("archived {}", record.remote_id),
                 _ => format!("deleted {}", record.remote_id),
             })
@@ -211,7 +220,11 @@ fn resolve(change: &Change, ctx: &Context) -> Result<Desired, ExecError> {
         .resource(&change.address)
         .ok_or_else(|| ExecError::Other("not in the manifest".into()))?;
     let lookup = |a: &Address| -> Option<Outputs> {
-        ctx.state.get(a).ok().flatten().map(|r| Outputs::from_record(&r))
+        ctx.state
+            .get(a)
+            .ok()
+            .flatten()
+            .map(|r| Outputs::from_record(&r))
     };
     let want = desired(resource, &m.templater, &lookup).map_err(|e| ExecError::Other(e.message))?;
     if !want.is_known() {
@@ -273,19 +286,31 @@ async fn create(
             let mut body = want.config.clone();
             body["metadata"] = metadata;
             let a = runtime.create_agent(body).await?;
-            Created { id: a.id, version: Some(a.version), updated_at: a.updated_at }
+            Created {
+                id: a.id,
+                version: Some(a.version),
+                updated_at: a.updated_at,
+            }
         }
         Kind::Environment => {
             let mut body = want.config.clone();
             body["metadata"] = metadata;
             let e = runtime.create_environment(body).await?;
-            Created { id: e.id, version: None, updated_at: e.updated_at }
+            Created {
+                id: e.id,
+                version: None,
+                updated_at: e.updated_at,
+            }
         }
         Kind::Session => {
             let mut body = session_create_body(&want.config);
             body["metadata"] = metadata;
             let s = runtime.create_session(body).await?;
-            Created { id: s.id, version: None, updated_at: s.updated_at }
+            Created {
+                id: s.id,
+                version: None,
+                updated_at: s.updated_at,
+            }
         }
     };
     if std::env::var(CRASH_AFTER_CREATE_ENV).is_ok_and(|v| v == addr.to_string()) {
@@ -333,7 +358,11 @@ fn new_record(change: &Change, want: &Desired, m: &Manifest, created: Created) -
 }
 
 /// Finds a live object this project created for `addr`, by its metadata.
-async fn find_tagged(runtime: &dyn Runtime, addr: &Address, project: &str) -> Result<Option<Created>, ExecError> {
+async fn find_tagged(
+    runtime: &dyn Runtime,
+    addr: &Address,
+    project: &str,
+) -> Result<Option<Created>, ExecError> {
     let tagged = |meta: &BTreeMap<String, String>| {
         meta.get(META_ADDRESS).map(String::as_str) == Some(addr.to_string().as_str())
             && meta.get(META_MANIFEST).map(String::as_str) == Some(project)
@@ -343,17 +372,29 @@ async fn find_tagged(runtime: &dyn Runtime, addr: &Address, project: &str) -> Re
             .await?
             .into_iter()
             .find(|a| a.archived_at.is_none() && tagged(&a.metadata))
-            .map(|a| Created { id: a.id, version: Some(a.version), updated_at: a.updated_at }),
+            .map(|a| Created {
+                id: a.id,
+                version: Some(a.version),
+                updated_at: a.updated_at,
+            }),
         Kind::Environment => list_all(|q| async move { runtime.list_environments(&q).await })
             .await?
             .into_iter()
             .find(|e| e.archived_at.is_none() && tagged(&e.metadata))
-            .map(|e| Created { id: e.id, version: None, updated_at: e.updated_at }),
+            .map(|e| Created {
+                id: e.id,
+                version: None,
+                updated_at: e.updated_at,
+            }),
         Kind::Session => list_all(|q| async move { runtime.list_sessions(&q).await })
             .await?
             .into_iter()
             .find(|s| s.archived_at.is_none() && tagged(&s.metadata))
-            .map(|s| Created { id: s.id, version: None, updated_at: s.updated_at }),
+            .map(|s| Created {
+                id: s.id,
+                version: None,
+                updated_at: s.updated_at,
+            }),
     })
 }
 
@@ -369,7 +410,10 @@ fn update_body(old: &Value, new: &Value, metadata: Value) -> Value {
         }
     }
     let mut meta = metadata;
-    if let (Some(old_meta), Some(m)) = (old.get("metadata").and_then(Value::as_object), meta.as_object_mut()) {
+    if let (Some(old_meta), Some(m)) = (
+        old.get("metadata").and_then(Value::as_object),
+        meta.as_object_mut(),
+    ) {
         for key in old_meta.keys() {
             if !m.contains_key(key) {
                 m.insert(key.clone(), Value::Null);
@@ -380,11 +424,19 @@ fn update_body(old: &Value, new: &Value, metadata: Value) -> Value {
     body
 }
 
-async fn update(change: &Change, ctx: &Context, runtime: &dyn Runtime, mut record: ResourceRecord) -> Result<String, ExecError> {
+async fn update(
+    change: &Change,
+    ctx: &Context,
+    runtime: &dyn Runtime,
+    mut record: ResourceRecord,
+) -> Result<String, ExecError> {
     let m = manifest(ctx)?;
     let want = resolve(change, ctx)?;
     let digest = want.digest().unwrap_or_default();
-    if digest == record.digest && change.live_version.is_none() && record.history.last().is_some_and(|h| h.action != "adopt") {
+    if digest == record.digest
+        && change.live_version.is_none()
+        && record.history.last().is_some_and(|h| h.action != "adopt")
+    {
         return Ok(format!("{} unchanged after all", record.remote_id));
     }
     let metadata = tagged_metadata(&want.config, &change.address, &m.project);
@@ -404,7 +456,9 @@ async fn update(change: &Change, ctx: &Context, runtime: &dyn Runtime, mut recor
             (Some(a.version), a.updated_at)
         }
         Kind::Environment => {
-            let e = runtime.update_environment(&id, update_body(&record.config, &want.config, metadata)).await?;
+            let e = runtime
+                .update_environment(&id, update_body(&record.config, &want.config, metadata))
+                .await?;
             (None, e.updated_at)
         }
         Kind::Session => {
@@ -459,7 +513,13 @@ async fn destroy_remote(runtime: &dyn Runtime, record: &ResourceRecord) -> Resul
         Ok(()) => Ok(false),
         Err(e) if e.is_not_found() => Ok(true),
         // Archiving an agent that is already archived is the desired end state.
-        Err(e) if record.address.kind == Kind::Agent && e.kind == ErrorKind::InvalidRequest && e.message.contains("archived") => Ok(true),
+        Err(e)
+            if record.address.kind == Kind::Agent
+                && e.kind == ErrorKind::InvalidRequest
+                && e.message.contains("archived") =>
+        {
+            Ok(true)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -48,7 +48,13 @@ struct Global {
     #[arg(short = 'f', long = "file", global = true, value_name = "PATH")]
     files: Vec<PathBuf>,
     /// State directory
-    #[arg(long, global = true, env = "AGENTFORM_STATE", default_value = "state", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTFORM_STATE",
+        default_value = "state",
+        value_name = "DIR"
+    )]
     state: PathBuf,
     /// Set a manifest variable (also `-var NAME=VALUE`); repeatable
     #[arg(long = "var", global = true, value_name = "NAME=VALUE", value_parser = parse_var)]
@@ -67,16 +73,24 @@ struct Global {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Check the manifest: syntax, types, references, cycles
-    #[command(after_help = "Examples:\n  agentform validate\n  agentform validate -f manifests/ --var model=claude-opus-4-6")]
+    #[command(
+        after_help = "Examples:\n  agentform validate\n  agentform validate -f manifests/ --var model=claude-opus-4-6"
+    )]
     Validate,
     /// Show what apply would change
-    #[command(after_help = "Examples:\n  agentform plan\n  agentform plan --refresh --detailed-exitcode\n  agentform plan --json > plan.json\n  agentform plan --locked\n\nExit codes: 0 no changes (or changes without --detailed-exitcode), 1 error, 2 changes pending with --detailed-exitcode")]
+    #[command(
+        after_help = "Examples:\n  agentform plan\n  agentform plan --refresh --detailed-exitcode\n  agentform plan --json > plan.json\n  agentform plan --locked\n\nExit codes: 0 no changes (or changes without --detailed-exitcode), 1 error, 2 changes pending with --detailed-exitcode"
+    )]
     Plan(PlanArgs),
     /// Create, update, archive and delete resources to match the manifest
-    #[command(after_help = "Examples:\n  agentform apply\n  agentform apply --auto-approve --parallelism 16\n  agentform apply --target session.smoke")]
+    #[command(
+        after_help = "Examples:\n  agentform apply\n  agentform apply --auto-approve --parallelism 16\n  agentform apply --target session.smoke"
+    )]
     Apply(ApplyArgs),
     /// Delete sessions and environments and archive agents recorded in the state
-    #[command(after_help = "Examples:\n  agentform destroy --auto-approve\n  agentform destroy --target environment.data")]
+    #[command(
+        after_help = "Examples:\n  agentform destroy --auto-approve\n  agentform destroy --target environment.data"
+    )]
     Destroy(DestroyArgs),
     /// Inspect and edit the state
     #[command(subcommand)]
@@ -85,10 +99,10 @@ enum Command {
     #[command(after_help = "Example:\n  agentform schema > schemas/agentform.schema.json")]
     Schema,
     /// Print a shell completion script
-    #[command(after_help = "Examples:\n  agentform completions bash > /etc/bash_completion.d/agentform\n  agentform completions zsh > \"${fpath[1]}/_agentform\"")]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    #[command(
+        after_help = "Examples:\n  agentform completions bash > /etc/bash_completion.d/agentform\n  agentform completions zsh > \"${fpath[1]}/_agentform\""
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Args, Debug)]
@@ -196,7 +210,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args());
     let printer = Printer::new(&cli.global);
     output::init_tracing(cli.global.verbose, cli.global.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             printer.error(&format!("cannot start the async runtime: {e}"));
@@ -249,7 +266,10 @@ async fn run(cli: Cli, printer: &Printer) -> Result<ExitCode> {
 }
 
 fn count(m: &Manifest, kind: Kind) -> usize {
-    m.resources.iter().filter(|r| r.address.kind == kind).count()
+    m.resources
+        .iter()
+        .filter(|r| r.address.kind == kind)
+        .count()
 }
 
 fn manifest_files(g: &Global) -> Vec<PathBuf> {
@@ -387,11 +407,16 @@ fn summarize(report: &apply::ApplyReport, printer: &Printer, verb: &str) -> Exit
     for (addr, _, outcome) in report.failed() {
         match outcome {
             Outcome::Failed(e) => lines.push(format!("  {addr}: {e}")),
-            Outcome::Skipped { because } => lines.push(format!("  {addr}: skipped because {because} failed")),
+            Outcome::Skipped { because } => {
+                lines.push(format!("  {addr}: skipped because {because} failed"))
+            }
             Outcome::Done(_) => {}
         }
     }
-    lines.push("The state records everything that succeeded; fix the cause and run the command again.".into());
+    lines.push(
+        "The state records everything that succeeded; fix the cause and run the command again."
+            .into(),
+    );
     printer.error(&lines.join("\n"));
     ExitCode::FAILURE
 }
@@ -417,9 +442,11 @@ async fn apply_command(g: &Global, args: ApplyArgs, printer: &Printer) -> Result
         printer.out("Apply cancelled; nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
-    let (report, state, manifest) = execute_plan(&plan, Some(m), state, providers, args.parallelism, printer).await?;
+    let (report, state, manifest) =
+        execute_plan(&plan, Some(m), state, providers, args.parallelism, printer).await?;
     if let Some(m) = manifest.as_deref() {
-        write_lock(m, &state, printer).with_context(|| format!("writing `{}`", lock_path.display()))?;
+        write_lock(m, &state, printer)
+            .with_context(|| format!("writing `{}`", lock_path.display()))?;
     }
     Ok(summarize(&report, printer, "Apply"))
 }
@@ -463,7 +490,8 @@ async fn destroy_command(g: &Global, args: DestroyArgs, printer: &Printer) -> Re
         printer.out("Destroy cancelled; nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
-    let (report, state, manifest) = execute_plan(&plan, m, state, providers, args.parallelism, printer).await?;
+    let (report, state, manifest) =
+        execute_plan(&plan, m, state, providers, args.parallelism, printer).await?;
     if let Some(m) = manifest.as_deref() {
         write_lock(m, &state, printer)?;
     }
@@ -480,15 +508,20 @@ async fn state_command(g: &Global, cmd: StateCommand, printer: &Printer) -> Resu
             let state = open_state(g, "state list")?;
             for r in state.list()? {
                 let version = r.version.map(|v| format!(" v{v}")).unwrap_or_default();
-                printer.out(&format!("{}\t{}\t{}{version}", r.address, r.provider, r.remote_id));
+                printer.out(&format!(
+                    "{}\t{}\t{}{version}",
+                    r.address, r.provider, r.remote_id
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
         StateCommand::Show { address } => {
             let state = open_state(g, "state show")?;
-            let r = state
-                .get(&address)?
-                .ok_or_else(|| anyhow!("`{address}` is not in the state\nhint: `agentform state list` shows what is"))?;
+            let r = state.get(&address)?.ok_or_else(|| {
+                anyhow!(
+                    "`{address}` is not in the state\nhint: `agentform state list` shows what is"
+                )
+            })?;
             printer.out(serde_yaml::to_string(&r)?.trim_end());
             Ok(ExitCode::SUCCESS)
         }
@@ -502,14 +535,18 @@ async fn state_command(g: &Global, cmd: StateCommand, printer: &Printer) -> Resu
                     ));
                     Ok(ExitCode::SUCCESS)
                 }
-                None => bail!("`{address}` is not in the state\nhint: `agentform state list` shows what is"),
+                None => bail!(
+                    "`{address}` is not in the state\nhint: `agentform state list` shows what is"
+                ),
             }
         }
         StateCommand::Import { address, remote_id } => {
             let m = load(g)?;
             let state = open_state(g, "state import")?;
             let providers = providers(&state, Some(&m))?;
-            let record = agentform::state::import::import(&m, &state, &providers, &address, &remote_id).await?;
+            let record =
+                agentform::state::import::import(&m, &state, &providers, &address, &remote_id)
+                    .await?;
             printer.out(&format!(
                 "Imported {address} as {}{}; `agentform plan` shows any difference from the manifest.",
                 record.remote_id,

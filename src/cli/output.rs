@@ -65,7 +65,11 @@ impl Printer {
     }
 
     pub fn error(&self, text: &str) {
-        let label = if self.color_err { "\x1b[1;31merror\x1b[0m" } else { "error" };
+        let label = if self.color_err {
+            "\x1b[1;31merror\x1b[0m"
+        } else {
+            "error"
+        };
         let _ = writeln!(std::io::stderr().lock(), "{label}: {text}");
     }
 
@@ -83,7 +87,8 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("agentform={level},warn")));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("agentform={level},warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -102,14 +107,21 @@ pub struct ProgressReporter {
 impl ProgressReporter {
     pub fn new(printer: &Printer, total: usize) -> Self {
         let bar = printer.progress.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}") {
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+            ) {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        ProgressReporter { bar, quiet: printer.quiet, lock: Mutex::new(()) }
+        ProgressReporter {
+            bar,
+            quiet: printer.quiet,
+            lock: Mutex::new(()),
+        }
     }
 
     fn line(&self, text: String) {
@@ -151,9 +163,13 @@ impl Reporter for ProgressReporter {
 
     fn finished(&self, change: &Change, outcome: &Outcome, elapsed: Duration) {
         let text = match outcome {
-            Outcome::Done(what) => format!("{}: {what} [{:.1}s]", change.address, elapsed.as_secs_f64()),
+            Outcome::Done(what) => {
+                format!("{}: {what} [{:.1}s]", change.address, elapsed.as_secs_f64())
+            }
             Outcome::Failed(e) => format!("{}: failed: {e}", change.address),
-            Outcome::Skipped { because } => format!("{}: skipped because {because} failed", change.address),
+            Outcome::Skipped { because } => {
+                format!("{}: skipped because {because} failed", change.address)
+            }
         };
         self.line(text);
         if let Some(bar) = &self.bar {

@@ -27,7 +27,11 @@ impl Outputs {
         Outputs {
             id: Some(r.remote_id.clone()),
             version: r.version,
-            name: r.config.get("name").and_then(Value::as_str).map(String::from),
+            name: r
+                .config
+                .get("name")
+                .and_then(Value::as_str)
+                .map(String::from),
         }
     }
 
@@ -122,9 +126,10 @@ pub fn desired(
                     let kind = context
                         .entry(r.address.kind.as_str())
                         .or_insert_with(|| Value::Object(Default::default()));
-                    let entry = kind
-                        .as_object_mut()
-                        .map(|m| m.entry(r.address.name.clone()).or_insert_with(|| Value::Object(Default::default())));
+                    let entry = kind.as_object_mut().map(|m| {
+                        m.entry(r.address.name.clone())
+                            .or_insert_with(|| Value::Object(Default::default()))
+                    });
                     if let Some(Value::Object(obj)) = entry {
                         obj.insert(r.attribute.clone(), v);
                     }

@@ -48,18 +48,33 @@ pub enum Reason {
     /// Declared but not in the state.
     NotInState,
     /// A create was interrupted; an object tagged with this address is adopted if found.
-    InterruptedCreate { started_at: String },
+    InterruptedCreate {
+        started_at: String,
+    },
     /// These attributes of the desired configuration changed.
-    ConfigChanged { attributes: Vec<String> },
+    ConfigChanged {
+        attributes: Vec<String>,
+    },
     /// A value depends on an output that changes in this apply.
-    DependsOnPending { references: Vec<String> },
+    DependsOnPending {
+        references: Vec<String>,
+    },
     /// The session's agent version or environment changes.
-    TargetChanged { attributes: Vec<String> },
-    ProviderChanged { from: String, to: String },
+    TargetChanged {
+        attributes: Vec<String>,
+    },
+    ProviderChanged {
+        from: String,
+        to: String,
+    },
     /// The object was deleted or archived outside agentform.
-    Vanished { detail: String },
+    Vanished {
+        detail: String,
+    },
     /// The object was modified outside agentform.
-    Drifted { detail: String },
+    Drifted {
+        detail: String,
+    },
     /// In the state but no longer in the manifest.
     RemovedFromManifest,
     DestroyRequested,
@@ -187,8 +202,13 @@ pub enum PlanError {
 /// What the live object looks like, for the fields that tell drift.
 #[derive(Debug, Clone, PartialEq)]
 enum Live {
-    Present { version: Option<u64>, updated_at: String },
-    Gone { detail: String },
+    Present {
+        version: Option<u64>,
+        updated_at: String,
+    },
+    Gone {
+        detail: String,
+    },
 }
 
 pub async fn plan(
@@ -197,8 +217,11 @@ pub async fn plan(
     providers: &Providers,
     options: &PlanOptions,
 ) -> Result<Plan, PlanError> {
-    let records: BTreeMap<Address, ResourceRecord> =
-        state.list()?.into_iter().map(|r| (r.address.clone(), r)).collect();
+    let records: BTreeMap<Address, ResourceRecord> = state
+        .list()?
+        .into_iter()
+        .map(|r| (r.address.clone(), r))
+        .collect();
     let intents: HashMap<Address, String> = state
         .intents()?
         .into_iter()
@@ -224,7 +247,9 @@ pub async fn plan(
 
     if let (false, Some(m)) = (options.destroy, manifest) {
         for addr in m.graph.topological() {
-            let Some(resource) = m.resource(&addr) else { continue };
+            let Some(resource) = m.resource(&addr) else {
+                continue;
+            };
             let record = records.get(&addr);
             if !scope.contains(&addr) {
                 if let Some(r) = record {
@@ -236,9 +261,21 @@ pub async fn plan(
             let want = desired(resource, &m.templater, &lookup)?;
             let live_state = live.get(&addr);
             if let Some(Live::Gone { detail }) = live_state {
-                drift.push(Drift { address: addr.clone(), detail: format!("{detail} outside agentform") });
+                drift.push(Drift {
+                    address: addr.clone(),
+                    detail: format!("{detail} outside agentform"),
+                });
             }
-            let change = decide(resource.provider.as_str(), &addr, record, &want, live_state, intents.get(&addr), &mut drift, m);
+            let change = decide(
+                resource.provider.as_str(),
+                &addr,
+                record,
+                &want,
+                live_state,
+                intents.get(&addr),
+                &mut drift,
+                m,
+            );
             planned.insert(addr.clone(), planned_outputs(&change, record, &want));
             changes.push(change);
         }
@@ -249,10 +286,20 @@ pub async fn plan(
         if declared || !scope.contains(addr) {
             continue;
         }
-        let action = if addr.kind == Kind::Agent { Action::Archive } else { Action::Delete };
-        let mut reasons = vec![if options.destroy { Reason::DestroyRequested } else { Reason::RemovedFromManifest }];
+        let action = if addr.kind == Kind::Agent {
+            Action::Archive
+        } else {
+            Action::Delete
+        };
+        let mut reasons = vec![if options.destroy {
+            Reason::DestroyRequested
+        } else {
+            Reason::RemovedFromManifest
+        }];
         if let Some(Live::Gone { detail }) = live.get(addr) {
-            reasons.push(Reason::Vanished { detail: detail.clone() });
+            reasons.push(Reason::Vanished {
+                detail: detail.clone(),
+            });
         }
         changes.push(Change {
             address: addr.clone(),
@@ -268,7 +315,11 @@ pub async fn plan(
         });
     }
 
-    order(&mut changes, manifest.filter(|_| !options.destroy), &records);
+    order(
+        &mut changes,
+        manifest.filter(|_| !options.destroy),
+        &records,
+    );
     changes.sort_by(|a, b| a.address.cmp(&b.address));
     let summary = summarize(&changes);
     Ok(Plan {
@@ -308,7 +359,9 @@ fn decide(
         change.action = Action::Create;
         if let Some(started_at) = intent {
             change.adopt = true;
-            change.reasons.push(Reason::InterruptedCreate { started_at: started_at.clone() });
+            change.reasons.push(Reason::InterruptedCreate {
+                started_at: started_at.clone(),
+            });
         } else {
             change.reasons.push(Reason::NotInState);
         }
@@ -316,17 +369,32 @@ fn decide(
         return change;
     };
     let create_again = |change: &mut Change, reason: Reason| {
-        change.action = if addr.kind == Kind::Agent || addr.kind == Kind::Environment { Action::Create } else { Action::Replace };
+        change.action = if addr.kind == Kind::Agent || addr.kind == Kind::Environment {
+            Action::Create
+        } else {
+            Action::Replace
+        };
         change.reasons.push(reason);
         change.attributes = diff(None, want, &BTreeMap::new());
     };
     if record.provider != provider {
-        create_again(&mut change, Reason::ProviderChanged { from: record.provider.clone(), to: provider.to_string() });
+        create_again(
+            &mut change,
+            Reason::ProviderChanged {
+                from: record.provider.clone(),
+                to: provider.to_string(),
+            },
+        );
         change.action = Action::Replace;
         return change;
     }
     if let Some(Live::Gone { detail }) = live {
-        create_again(&mut change, Reason::Vanished { detail: detail.clone() });
+        create_again(
+            &mut change,
+            Reason::Vanished {
+                detail: detail.clone(),
+            },
+        );
         if addr.kind != Kind::Session {
             change.remote_id = None;
         }
@@ -337,19 +405,29 @@ fn decide(
     let changed: Vec<String> = change.attributes.iter().map(|a| a.path.clone()).collect();
     let digest_differs = want.digest().as_deref() != Some(record.digest.as_str());
 
-    if let Some(Live::Present { version, updated_at }) = live {
+    if let Some(Live::Present {
+        version,
+        updated_at,
+    }) = live
+    {
         let moved = match addr.kind {
             Kind::Agent => *version != record.version,
             // A session's `updated_at` moves with every event it runs.
             Kind::Session => false,
-            Kind::Environment => record.remote_updated_at.as_deref().is_some_and(|u| u != updated_at),
+            Kind::Environment => record
+                .remote_updated_at
+                .as_deref()
+                .is_some_and(|u| u != updated_at),
         };
         if moved {
             let detail = match (addr.kind, version, record.version) {
                 (Kind::Agent, Some(now), Some(was)) => format!("version moved from {was} to {now}"),
                 _ => format!("updated at {updated_at}"),
             };
-            drift.push(Drift { address: addr.clone(), detail: detail.clone() });
+            drift.push(Drift {
+                address: addr.clone(),
+                detail: detail.clone(),
+            });
             change.reasons.push(Reason::Drifted { detail });
             change.live_version = *version;
             change.action = Action::Update;
@@ -359,11 +437,17 @@ fn decide(
     if digest_differs {
         if !want.is_known() {
             let refs = pending_references(addr, want, manifest);
-            change.reasons.push(Reason::DependsOnPending { references: refs });
+            change
+                .reasons
+                .push(Reason::DependsOnPending { references: refs });
         } else if !changed.is_empty() {
-            change.reasons.push(Reason::ConfigChanged { attributes: changed.clone() });
+            change.reasons.push(Reason::ConfigChanged {
+                attributes: changed.clone(),
+            });
         } else {
-            change.reasons.push(Reason::ConfigChanged { attributes: vec!["(unrecorded fields)".into()] });
+            change.reasons.push(Reason::ConfigChanged {
+                attributes: vec!["(unrecorded fields)".into()],
+            });
         }
         change.action = Action::Update;
         if addr.kind == Kind::Session {
@@ -372,11 +456,24 @@ fn decide(
                 .filter(|p| p.starts_with("agent.") || p.as_str() == "environment_id")
                 .cloned()
                 .collect();
-            if !target_attrs.is_empty() || want.unknown.iter().any(|p| p.starts_with("/agent") || p == "/environment_id") {
+            if !target_attrs.is_empty()
+                || want
+                    .unknown
+                    .iter()
+                    .any(|p| p.starts_with("/agent") || p == "/environment_id")
+            {
                 change.action = Action::Replace;
-                let attrs = if target_attrs.is_empty() { vec!["agent".to_string()] } else { target_attrs };
-                change.reasons.retain(|r| !matches!(r, Reason::ConfigChanged { .. }));
-                change.reasons.insert(0, Reason::TargetChanged { attributes: attrs });
+                let attrs = if target_attrs.is_empty() {
+                    vec!["agent".to_string()]
+                } else {
+                    target_attrs
+                };
+                change
+                    .reasons
+                    .retain(|r| !matches!(r, Reason::ConfigChanged { .. }));
+                change
+                    .reasons
+                    .insert(0, Reason::TargetChanged { attributes: attrs });
             }
         }
     }
@@ -413,7 +510,12 @@ fn pending_references(addr: &Address, want: &Desired, manifest: &Manifest) -> Ve
 
 /// The outputs a resource will have after its change, as far as known now.
 fn planned_outputs(change: &Change, record: Option<&ResourceRecord>, want: &Desired) -> Outputs {
-    let name = want.config.get("name").and_then(Value::as_str).filter(|n| *n != UNKNOWN).map(String::from);
+    let name = want
+        .config
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| *n != UNKNOWN)
+        .map(String::from);
     match change.action {
         Action::NoOp => record.map(Outputs::from_record).unwrap_or_default(),
         Action::Update => Outputs {
@@ -424,7 +526,11 @@ fn planned_outputs(change: &Change, record: Option<&ResourceRecord>, want: &Desi
         .with_version_if(change.address.kind != Kind::Agent, record),
         _ => Outputs {
             id: None,
-            version: if change.address.kind == Kind::Agent && !change.adopt { Some(1) } else { None },
+            version: if change.address.kind == Kind::Agent && !change.adopt {
+                Some(1)
+            } else {
+                None
+            },
             name,
         },
     }
@@ -440,7 +546,11 @@ impl Outputs {
 }
 
 /// Attribute-level differences between the recorded and the desired configuration.
-fn diff(record: Option<&ResourceRecord>, want: &Desired, old_sensitive: &BTreeMap<String, String>) -> Vec<AttributeChange> {
+fn diff(
+    record: Option<&ResourceRecord>,
+    want: &Desired,
+    old_sensitive: &BTreeMap<String, String>,
+) -> Vec<AttributeChange> {
     let mut old_leaves = BTreeMap::new();
     if let Some(r) = record {
         flatten(&r.config, String::new(), &mut old_leaves);
@@ -448,8 +558,15 @@ fn diff(record: Option<&ResourceRecord>, want: &Desired, old_sensitive: &BTreeMa
     let mut new_leaves = BTreeMap::new();
     flatten(&want.config, String::new(), &mut new_leaves);
     let unknown: BTreeSet<String> = want.unknown.iter().map(|p| pointer_to_path(p)).collect();
-    let sensitive_new: BTreeMap<String, &String> = want.sensitive.iter().map(|(p, h)| (pointer_to_path(p), h)).collect();
-    let sensitive_old: BTreeMap<String, &String> = old_sensitive.iter().map(|(p, h)| (pointer_to_path(p), h)).collect();
+    let sensitive_new: BTreeMap<String, &String> = want
+        .sensitive
+        .iter()
+        .map(|(p, h)| (pointer_to_path(p), h))
+        .collect();
+    let sensitive_old: BTreeMap<String, &String> = old_sensitive
+        .iter()
+        .map(|(p, h)| (pointer_to_path(p), h))
+        .collect();
 
     let keys: BTreeSet<&String> = old_leaves.keys().chain(new_leaves.keys()).collect();
     let mut out = Vec::new();
@@ -461,7 +578,9 @@ fn diff(record: Option<&ResourceRecord>, want: &Desired, old_sensitive: &BTreeMa
         let same = if is_unknown {
             false
         } else if is_sensitive {
-            record.is_some() && sensitive_new.get(key) == sensitive_old.get(key) && old.is_some() == new.is_some()
+            record.is_some()
+                && sensitive_new.get(key) == sensitive_old.get(key)
+                && old.is_some() == new.is_some()
         } else {
             old == new
         };
@@ -470,7 +589,11 @@ fn diff(record: Option<&ResourceRecord>, want: &Desired, old_sensitive: &BTreeMa
         }
         out.push(AttributeChange {
             path: key.clone(),
-            old: if is_sensitive { old.map(|_| Value::String(SENSITIVE.into())) } else { old },
+            old: if is_sensitive {
+                old.map(|_| Value::String(SENSITIVE.into()))
+            } else {
+                old
+            },
             new: if is_unknown {
                 None
             } else if is_sensitive {
@@ -489,7 +612,11 @@ fn flatten(v: &Value, prefix: String, out: &mut BTreeMap<String, Value>) {
     match v {
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(v, p, out);
             }
         }
@@ -526,7 +653,11 @@ struct Scope {
 }
 
 impl Scope {
-    fn new(manifest: Option<&Manifest>, records: &BTreeMap<Address, ResourceRecord>, options: &PlanOptions) -> Self {
+    fn new(
+        manifest: Option<&Manifest>,
+        records: &BTreeMap<Address, ResourceRecord>,
+        options: &PlanOptions,
+    ) -> Self {
         if options.targets.is_empty() {
             return Scope { only: None };
         }
@@ -563,7 +694,11 @@ impl Scope {
 
 /// Fills in `after`: creates and updates wait for their dependencies' changes;
 /// deletions wait for every change of whatever depended on what they delete.
-fn order(changes: &mut [Change], manifest: Option<&Manifest>, records: &BTreeMap<Address, ResourceRecord>) {
+fn order(
+    changes: &mut [Change],
+    manifest: Option<&Manifest>,
+    records: &BTreeMap<Address, ResourceRecord>,
+) {
     let pending: HashMap<Address, Action> = changes
         .iter()
         .filter(|c| c.action != Action::NoOp)
@@ -573,7 +708,12 @@ fn order(changes: &mut [Change], manifest: Option<&Manifest>, records: &BTreeMap
         .iter()
         .filter(|c| c.action == Action::Delete && c.address.kind == Kind::Environment)
         .filter_map(|c| {
-            let name = records.get(&c.address)?.config.get("name")?.as_str()?.to_string();
+            let name = records
+                .get(&c.address)?
+                .config
+                .get("name")?
+                .as_str()?
+                .to_string();
             Some((c.address.clone(), name))
         })
         .collect();
@@ -594,11 +734,16 @@ fn order(changes: &mut [Change], manifest: Option<&Manifest>, records: &BTreeMap
                 if let Some(m) = manifest {
                     if let Some(res) = m.resource(&change.address) {
                         for d in &res.depends_on {
-                            if matches!(pending.get(d), Some(Action::Create | Action::Update | Action::Replace)) {
+                            if matches!(
+                                pending.get(d),
+                                Some(Action::Create | Action::Update | Action::Replace)
+                            ) {
                                 after.insert(d.clone());
                             }
                         }
-                        if change.action == Action::Create && change.address.kind == Kind::Environment {
+                        if change.action == Action::Create
+                            && change.address.kind == Kind::Environment
+                        {
                             let name = res.body.get("name").and_then(Value::as_str);
                             for (a, n) in &removed_env_names {
                                 if Some(n.as_str()) == name {
@@ -644,31 +789,63 @@ async fn refresh(
     let semaphore = Arc::new(tokio::sync::Semaphore::new(parallelism));
     let mut tasks = tokio::task::JoinSet::new();
     for r in records.values().filter(|r| scope.contains(&r.address)) {
-        let runtime = providers.get(&r.provider).map_err(|source| PlanError::Refresh {
-            address: r.address.clone(),
-            source,
-        })?;
+        let runtime = providers
+            .get(&r.provider)
+            .map_err(|source| PlanError::Refresh {
+                address: r.address.clone(),
+                source,
+            })?;
         let sem = semaphore.clone();
         let addr = r.address.clone();
         let id = r.remote_id.clone();
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let live = match addr.kind {
-                Kind::Agent => runtime.retrieve_agent(&id, None).await.map(|a| match a.archived_at {
-                    Some(_) => Live::Gone { detail: "archived".into() },
-                    None => Live::Present { version: Some(a.version), updated_at: a.updated_at },
-                }),
-                Kind::Environment => runtime.retrieve_environment(&id).await.map(|e| match e.archived_at {
-                    Some(_) => Live::Gone { detail: "archived".into() },
-                    None => Live::Present { version: None, updated_at: e.updated_at },
-                }),
-                Kind::Session => runtime.retrieve_session(&id).await.map(|s| match s.archived_at {
-                    Some(_) => Live::Gone { detail: "archived".into() },
-                    None => Live::Present { version: None, updated_at: s.updated_at },
-                }),
+                Kind::Agent => {
+                    runtime
+                        .retrieve_agent(&id, None)
+                        .await
+                        .map(|a| match a.archived_at {
+                            Some(_) => Live::Gone {
+                                detail: "archived".into(),
+                            },
+                            None => Live::Present {
+                                version: Some(a.version),
+                                updated_at: a.updated_at,
+                            },
+                        })
+                }
+                Kind::Environment => {
+                    runtime
+                        .retrieve_environment(&id)
+                        .await
+                        .map(|e| match e.archived_at {
+                            Some(_) => Live::Gone {
+                                detail: "archived".into(),
+                            },
+                            None => Live::Present {
+                                version: None,
+                                updated_at: e.updated_at,
+                            },
+                        })
+                }
+                Kind::Session => runtime
+                    .retrieve_session(&id)
+                    .await
+                    .map(|s| match s.archived_at {
+                        Some(_) => Live::Gone {
+                            detail: "archived".into(),
+                        },
+                        None => Live::Present {
+                            version: None,
+                            updated_at: s.updated_at,
+                        },
+                    }),
             };
             let live = match live {
-                Err(e) if e.is_not_found() => Ok(Live::Gone { detail: "deleted".into() }),
+                Err(e) if e.is_not_found() => Ok(Live::Gone {
+                    detail: "deleted".into(),
+                }),
                 other => other,
             };
             (addr, live)
@@ -681,7 +858,12 @@ async fn refresh(
             Ok(l) => {
                 out.insert(addr, l);
             }
-            Err(source) => return Err(PlanError::Refresh { address: addr, source }),
+            Err(source) => {
+                return Err(PlanError::Refresh {
+                    address: addr,
+                    source,
+                })
+            }
         }
     }
     Ok(out)

@@ -19,7 +19,14 @@ pub struct Palette {
 }
 
 impl Palette {
-    pub const PLAIN: Palette = Palette { green: "", yellow: "", red: "", bold: "", dim: "", reset: "" };
+    pub const PLAIN: Palette = Palette {
+        green: "",
+        yellow: "",
+        red: "",
+        bold: "",
+        dim: "",
+        reset: "",
+    };
     pub const ANSI: Palette = Palette {
         green: "\x1b[32m",
         yellow: "\x1b[33m",
@@ -42,7 +49,11 @@ impl Palette {
 pub fn render(plan: &Plan, p: Palette) -> String {
     let mut out = String::new();
     if !plan.drift.is_empty() {
-        let _ = writeln!(out, "{}Objects changed outside agentform:{}", p.bold, p.reset);
+        let _ = writeln!(
+            out,
+            "{}Objects changed outside agentform:{}",
+            p.bold, p.reset
+        );
         for d in &plan.drift {
             let _ = writeln!(out, "  {}: {}", d.address, d.detail);
         }
@@ -54,7 +65,11 @@ pub fn render(plan: &Plan, p: Palette) -> String {
             "{}No changes.{} The deployed resources match the {}.",
             p.bold,
             p.reset,
-            if plan.destroy { "state (nothing to destroy)" } else { "manifest" }
+            if plan.destroy {
+                "state (nothing to destroy)"
+            } else {
+                "manifest"
+            }
         );
         return out;
     }
@@ -70,7 +85,10 @@ pub fn render(plan: &Plan, p: Palette) -> String {
 
 pub fn summary_line(plan: &Plan, p: Palette) -> String {
     let s = plan.summary;
-    let mut line = format!("{}Plan:{} {} to add, {} to change, {} to destroy", p.bold, p.reset, s.add, s.change, s.destroy);
+    let mut line = format!(
+        "{}Plan:{} {} to add, {} to change, {} to destroy",
+        p.bold, p.reset, s.add, s.change, s.destroy
+    );
     if s.archive > 0 {
         let _ = write!(line, ", {} to archive", s.archive);
     }
@@ -100,8 +118,18 @@ fn render_change(out: &mut String, c: &Change, p: Palette) {
     for r in &c.reasons {
         let _ = writeln!(out, "  {}#   {r}{}", p.dim, p.reset);
     }
-    let id = c.remote_id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default();
-    let _ = writeln!(out, "{color}{:>5}{} {}{id}", c.action.symbol(), p.reset, c.address);
+    let id = c
+        .remote_id
+        .as_deref()
+        .map(|id| format!(" ({id})"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{color}{:>5}{} {}{id}",
+        c.action.symbol(),
+        p.reset,
+        c.address
+    );
     if matches!(c.action, Action::Archive | Action::Delete) {
         return;
     }
@@ -112,7 +140,11 @@ fn render_change(out: &mut String, c: &Change, p: Palette) {
             _ => ("~", p.yellow),
         };
         let value = |v: &Option<Value>| v.as_ref().map(show).unwrap_or_default();
-        let new = if a.unknown { "(known after apply)".to_string() } else { value(&a.new) };
+        let new = if a.unknown {
+            "(known after apply)".to_string()
+        } else {
+            value(&a.new)
+        };
         let line = match (&a.old, a.unknown || a.new.is_some()) {
             (None, _) => format!("{}: {new}", a.path),
             (Some(_), true) => format!("{}: {} → {new}", a.path, value(&a.old)),

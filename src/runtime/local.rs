@@ -128,6 +128,21 @@ impl LocalRuntime {
         result
     }
 
+    /// Like [`respond`](Self::respond) for calls that change something: the
+    /// change is on disk before the caller hears of it, as with a remote API.
+    async fn respond_durable<T>(&self, result: Result<T>) -> Result<T> {
+        let result = match result {
+            Ok(v) => self
+                .agents
+                .flush_async()
+                .await
+                .map(|_| v)
+                .map_err(store_err),
+            Err(e) => Err(e),
+        };
+        self.respond(result).await
+    }
+
     // ----- agents -------------------------------------------------------------
 
     fn create_agent_now(&self, body: &Value) -> Result<Agent> {
@@ -206,12 +221,7 @@ impl LocalRuntime {
     }
 
     fn list_agents_now(&self, query: &ListQuery) -> Result<Page<Agent>> {
-        page_by_id(&self.agents, AGENT_PREFIX, query, |a: &Agent| {
-            (
-                query.include_archived || a.archived_at.is_none(),
-                a.id.clone(),
-            )
-        })
+        page_by_id(&self.agents, query)
     }
 
     fn list_agent_versions_now(&self, id: &str, query: &ListQuery) -> Result<Page<Agent>> {
@@ -475,7 +485,13 @@ impl LocalRuntime {
         own: (&str, u64),
         selves: &mut usize,
     ) -> Result<Value> {
-        let default = || json!({"type": "enabled", "inline_agents": {"type": "enabled"}, "predefined_agents": []});
+        let default = || {
+            json!({
+                "type": "enabled",
+                "inline_agents": {"type": "enabled"},
+                "predefined_agents": [],
+            })
+        };
         let value = match value {
             None => return Ok(stored.cloned().unwrap_or_else(default)),
             Some(Value::Null) => return Ok(default()),
@@ -539,7 +555,7 @@ impl LocalRuntime {
         let inline_disabled = inline_agents["type"] == "disabled";
         if inline_disabled && predefined_agents.as_array().is_none_or(Vec::is_empty) {
             return Err(invalid(format!(
-                "`{path}.predefined_agents`: must name at least one agent when inline agents are disabled"
+                "`{path}.predefined_agents`: must name an agent when inline agents are disabled"
             )));
         }
         Ok(json!({
@@ -916,7 +932,7 @@ impl Runtime for LocalRuntime {
 
     async fn create_agent(&self, body: Value) -> Result<Agent> {
         let result = self.create_agent_now(&body);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn retrieve_agent(&self, id: &str, version: Option<u64>) -> Result<Agent> {
@@ -931,7 +947,7 @@ impl Runtime for LocalRuntime {
 
     async fn update_agent(&self, id: &str, body: Value) -> Result<Agent> {
         let result = self.update_agent_now(id, &body);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn list_agent_versions(&self, id: &str, query: &ListQuery) -> Result<Page<Agent>> {
@@ -941,12 +957,12 @@ impl Runtime for LocalRuntime {
 
     async fn archive_agent(&self, id: &str) -> Result<Agent> {
         let result = self.archive_agent_now(id);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn create_environment(&self, body: Value) -> Result<Environment> {
         let result = self.create_environment_now(&body);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn retrieve_environment(&self, id: &str) -> Result<Environment> {
@@ -955,38 +971,28 @@ impl Runtime for LocalRuntime {
     }
 
     async fn list_environments(&self, query: &ListQuery) -> Result<Page<Environment>> {
-        let result = page_by_id(
-            &self.environments,
-            ENVIRONMENT_PREFIX,
-            query,
-            |e: &Environment| {
-                (
-                    query.include_archived || e.archived_at.is_none(),
-                    e.id.clone(),
-                )
-            },
-        );
+        let result = page_by_id(&self.environments, query);
         self.respond(result).await
     }
 
     async fn update_environment(&self, id: &str, body: Value) -> Result<Environment> {
         let result = self.update_environment_now(id, &body);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn archive_environment(&self, id: &str) -> Result<Environment> {
         let result = self.archive_environment_now(id);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn delete_environment(&self, id: &str) -> Result<Deleted> {
         let result = self.delete_environment_now(id);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn create_session(&self, body: Value) -> Result<Session> {
         let result = self.create_session_now(&body);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn retrieve_session(&self, id: &str) -> Result<Session> {
@@ -995,28 +1001,23 @@ impl Runtime for LocalRuntime {
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Page<Session>> {
-        let result = page_by_id(&self.sessions, SESSION_PREFIX, query, |s: &Session| {
-            (
-                query.include_archived || s.archived_at.is_none(),
-                s.id.clone(),
-            )
-        });
+        let result = page_by_id(&self.sessions, query);
         self.respond(result).await
     }
 
     async fn update_session(&self, id: &str, body: Value) -> Result<Session> {
         let result = self.update_session_now(id, &body);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn archive_session(&self, id: &str) -> Result<Session> {
         let result = self.archive_session_now(id);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 
     async fn delete_session(&self, id: &str) -> Result<Deleted> {
         let result = self.delete_session_now(id);
-        self.respond(result).await
+        self.respond_durable(result).await
     }
 }
 
@@ -1069,21 +1070,53 @@ fn non_empty_cursor(query: &ListQuery) -> Option<&str> {
     query.page.as_deref().filter(|p| !p.is_empty())
 }
 
-/// A page of a tree keyed by id, in id (= creation) order; the cursor is the
-/// last id returned. `keep` says whether an item is listed, and its id.
-fn page_by_id<T: DeserializeOwned>(
-    tree: &sled::Tree,
-    prefix: &str,
-    query: &ListQuery,
-    keep: impl Fn(&T) -> (bool, String),
-) -> Result<Page<T>> {
+/// The objects listed by id: the key is the id, which sorts by creation.
+trait Listed: DeserializeOwned {
+    const PREFIX: &'static str;
+    fn id(&self) -> &str;
+    fn archived(&self) -> bool;
+}
+
+impl Listed for Agent {
+    const PREFIX: &'static str = AGENT_PREFIX;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn archived(&self) -> bool {
+        self.archived_at.is_some()
+    }
+}
+
+impl Listed for Environment {
+    const PREFIX: &'static str = ENVIRONMENT_PREFIX;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn archived(&self) -> bool {
+        self.archived_at.is_some()
+    }
+}
+
+impl Listed for Session {
+    const PREFIX: &'static str = SESSION_PREFIX;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn archived(&self) -> bool {
+        self.archived_at.is_some()
+    }
+}
+
+/// A page of a tree keyed by id, in id order; the cursor is the last id
+/// returned.
+fn page_by_id<T: Listed>(tree: &sled::Tree, query: &ListQuery) -> Result<Page<T>> {
     let limit = page_limit(query)?;
     let after = match non_empty_cursor(query) {
         None => None,
         Some(cursor) => Some(
             cursor
                 .strip_prefix(PAGE_PREFIX)
-                .filter(|id| is_id(id, prefix))
+                .filter(|id| is_id(id, T::PREFIX))
                 .ok_or_else(|| invalid("`page`: invalid page cursor"))?,
         ),
     };
@@ -1093,27 +1126,25 @@ fn page_by_id<T: DeserializeOwned>(
             tree.range::<&[u8], _>((Bound::Excluded(after.as_bytes()), Bound::Unbounded))
         }
     };
-    let mut data = Vec::new();
-    let mut last_id = String::new();
+    let mut data: Vec<T> = Vec::new();
     let mut more = false;
     for item in items {
         let (_, bytes) = item.map_err(store_err)?;
         let value: T = decode(&bytes)?;
-        let (listed, id) = keep(&value);
-        if !listed {
+        if value.archived() && !query.include_archived {
             continue;
         }
         if data.len() == limit {
             more = true;
             break;
         }
-        last_id = id;
         data.push(value);
     }
-    Ok(Page {
-        data,
-        next_page: more.then(|| format!("{PAGE_PREFIX}{last_id}")),
-    })
+    let next_page = match data.last() {
+        Some(last) if more => Some(format!("{PAGE_PREFIX}{}", last.id())),
+        _ => None,
+    };
+    Ok(Page { data, next_page })
 }
 
 // ----- ids and timestamps -----------------------------------------------------
@@ -2053,7 +2084,7 @@ fn resolve_environment_config(value: &Value, stored: Option<&Value>) -> Result<V
         .any(|m| packages[*m].as_array().is_some_and(|l| !l.is_empty()));
     if limited_without_managers && has_packages {
         return Err(invalid(
-            "`config.packages`: limited networking must set `allow_package_managers: true` to install packages",
+            "`config.packages`: limited networking needs `allow_package_managers: true`",
         ));
     }
     Ok(json!({"type": "cloud", "networking": networking, "packages": packages}))

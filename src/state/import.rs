@@ -48,10 +48,20 @@ pub async fn import(
             remote_id: existing.remote_id,
         });
     }
-    let remote = |source| ImportError::Remote { id: remote_id.to_string(), source };
+    let remote = |source| ImportError::Remote {
+        id: remote_id.to_string(),
+        source,
+    };
     let runtime = providers.get(&resource.provider).map_err(remote)?;
-    let lookup = |a: &Address| state.get(a).ok().flatten().map(|r| Outputs::from_record(&r));
-    let want = desired(resource, &manifest.templater, &lookup).map_err(|e| ImportError::Desired(e.to_string()))?;
+    let lookup = |a: &Address| {
+        state
+            .get(a)
+            .ok()
+            .flatten()
+            .map(|r| Outputs::from_record(&r))
+    };
+    let want = desired(resource, &manifest.templater, &lookup)
+        .map_err(|e| ImportError::Desired(e.to_string()))?;
     let mut config = want.config.clone();
     let user_metadata = |m: &BTreeMap<String, String>| -> Value {
         let kept: BTreeMap<&String, &String> = m
@@ -70,7 +80,10 @@ pub async fn import(
     };
     let (version, updated_at) = match address.kind {
         Kind::Agent => {
-            let a = runtime.retrieve_agent(remote_id, None).await.map_err(remote)?;
+            let a = runtime
+                .retrieve_agent(remote_id, None)
+                .await
+                .map_err(remote)?;
             if a.archived_at.is_some() {
                 return Err(ImportError::Archived(remote_id.into()));
             }
@@ -84,7 +97,10 @@ pub async fn import(
             (Some(a.version), a.updated_at)
         }
         Kind::Environment => {
-            let e = runtime.retrieve_environment(remote_id).await.map_err(remote)?;
+            let e = runtime
+                .retrieve_environment(remote_id)
+                .await
+                .map_err(remote)?;
             if e.archived_at.is_some() {
                 return Err(ImportError::Archived(remote_id.into()));
             }
@@ -99,7 +115,8 @@ pub async fn import(
                 return Err(ImportError::Archived(remote_id.into()));
             }
             let pinned = config["agent"]["pinned"].clone();
-            config["agent"] = json!({"id": s.agent_id(), "version": s.agent_version(), "pinned": pinned});
+            config["agent"] =
+                json!({"id": s.agent_id(), "version": s.agent_version(), "pinned": pinned});
             config["environment_id"] = json!(s.environment_id);
             set(&mut config, "title", s.title.map(Value::String));
             set(&mut config, "metadata", Some(user_metadata(&s.metadata)));
@@ -128,7 +145,12 @@ pub async fn import(
         remote_updated_at: Some(updated_at),
         created_at: now(),
         updated_at: now(),
-        history: vec![HistoryEntry { at: now(), action: "import".into(), version, digest: d }],
+        history: vec![HistoryEntry {
+            at: now(),
+            action: "import".into(),
+            version,
+            digest: d,
+        }],
     };
     record.outputs = Outputs::from_record(&record).to_map();
     state.put(&record)?;

@@ -33,7 +33,10 @@ impl StateLock {
                 let mut lines = holder.lines();
                 let pid = lines.next().unwrap_or("unknown").to_string();
                 let what = lines.next().unwrap_or("agentform").to_string();
-                let since = lines.next().map(|s| format!(", since {s}")).unwrap_or_default();
+                let since = lines
+                    .next()
+                    .map(|s| format!(", since {s}"))
+                    .unwrap_or_default();
                 return Err(StateError::Locked {
                     dir: dir.to_path_buf(),
                     pid,
@@ -44,7 +47,13 @@ impl StateLock {
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(file, "{}\nagentform {command}\n{}", std::process::id(), super::now()).map_err(io)?;
+        writeln!(
+            file,
+            "{}\nagentform {command}\n{}",
+            std::process::id(),
+            super::now()
+        )
+        .map_err(io)?;
         file.flush().map_err(io)?;
         Ok(StateLock { _file: file })
     }

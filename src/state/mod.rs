@@ -18,7 +18,9 @@ const INTENTS: &str = "state.intents";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state at `{dir}` is locked by pid {pid} ({holder}); wait for it to finish, or stop it")]
+    #[error(
+        "state at `{dir}` is locked by pid {pid} ({holder}); wait for it to finish, or stop it"
+    )]
     Locked {
         dir: PathBuf,
         pid: String,
@@ -93,7 +95,9 @@ pub struct StateStore {
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore").field("dir", &self.dir).finish()
+        f.debug_struct("StateStore")
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -186,12 +190,14 @@ impl StateStore {
     pub fn intent(&self, addr: &Address) -> Result<Option<Intent>, StateError> {
         let key = addr.to_string();
         match self.intents.get(key.as_bytes())? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    key,
-                    message: e.to_string(),
-                }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        key,
+                        message: e.to_string(),
+                    })
+            }
             None => Ok(None),
         }
     }
@@ -200,10 +206,12 @@ impl StateStore {
         let mut out = Vec::new();
         for item in self.intents.iter() {
             let (key, bytes) = item?;
-            out.push(serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                message: e.to_string(),
-            })?);
+            out.push(
+                serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    message: e.to_string(),
+                })?,
+            );
         }
         Ok(out)
     }

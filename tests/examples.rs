@@ -1,0 +1,80 @@
+//! Every example applies and destroys offline on the local runtime.
+
+use crate::common::*;
+
+fn examples() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("examples dir").flatten() {
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            out.push(p);
+        } else if p.is_dir() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    assert!(
+        out.len() >= 2,
+        "expected at least two examples, found {out:?}"
+    );
+    out
+}
+
+#[test]
+fn examples_start_with_the_schema_comment() {
+    for p in examples() {
+        let file = if p.is_dir() {
+            p.join("agentform.yaml")
+        } else {
+            p.clone()
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.starts_with("# yaml-language-server: $schema="),
+            "{} lacks the yaml-language-server schema comment",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn examples_apply_and_destroy_offline() {
+    for p in examples() {
+        let t = Test::new();
+        // Copy so the lock file lands in the temp dir, not the repository.
+        let target = if p.is_dir() {
+            let d = t.path("example");
+            std::fs::create_dir_all(&d).unwrap();
+            for f in std::fs::read_dir(&p).unwrap().flatten() {
+                if f.path().extension().is_some_and(|e| e == "yaml") {
+                    std::fs::copy(f.path(), d.join(f.file_name())).unwrap();
+                }
+            }
+            "example".to_string()
+        } else {
+            std::fs::copy(&p, t.path("example.yaml")).unwrap();
+            "example.yaml".to_string()
+        };
+        t.run(&["validate", "-f", &target]).success();
+        t.run(&["apply", "-f", &target, "--auto-approve"])
+            .success()
+            .stdout_has("Apply complete!");
+        t.run(&["plan", "-f", &target, "--refresh", "--detailed-exitcode"])
+            .success()
+            .stdout_has("No changes.");
+        t.run(&["destroy", "-f", &target, "--auto-approve"])
+            .success();
+        let (agents, envs, sessions) = live_objects(&t.path("state"));
+        assert!(
+            agents.iter().all(|a| a.archived_at.is_some()),
+            "{}: agents left unarchived",
+            p.display()
+        );
+        assert!(
+            envs.is_empty() && sessions.is_empty(),
+            "{}: objects left behind",
+            p.display()
+        );
+    }
+}
