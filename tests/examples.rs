@@ -7,9 +7,7 @@ fn examples() -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("examples dir").flatten() {
         let p = entry.path();
-        if p.extension().is_some_and(|e| e == "yaml") {
-            out.push(p);
-        } else if p.is_dir() {
+        if p.extension().is_some_and(|e| e == "yaml") || p.is_dir() {
             out.push(p);
         }
     }

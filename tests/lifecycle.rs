@@ -372,3 +372,27 @@ impl Local {
         self.0.delete_session(&s.id).await.unwrap();
     }
 }
+
+#[test]
+fn pinning_a_version_that_will_not_exist_fails_the_plan() {
+    let t = Test::new();
+    t.write(
+        "agentform.yaml",
+        &MANIFEST.replace("version: 1 }", "version: 3 }"),
+    );
+    t.run(&["plan"]).code(1).stderr_has(
+        "session.pinned pins agent.analyst version 3, but agent.analyst will be at version 1",
+    );
+    t.write("agentform.yaml", MANIFEST);
+    t.run(&["apply", "--auto-approve"]).success();
+    t.write(
+        "agentform.yaml",
+        &MANIFEST
+            .replace("version: 1 }", "version: 2 }")
+            .replace("expert.", "expert!"),
+    );
+    // Version 2 is made by this very apply, so pinning it is fine.
+    t.run(&["apply", "--auto-approve"]).success();
+    let (_, _, sessions) = live_objects(&t.path("state"));
+    assert!(sessions.iter().all(|s| s.agent_version() == Some(2)));
+}

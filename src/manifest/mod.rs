@@ -521,13 +521,15 @@ impl Loader {
             locate(&file.node, &[Seg::Key(section.into())], Some(name))
                 .unwrap_or(Span::file_start(file.source))
         };
-        let mut entries: Vec<(
+        // (address, provider, depends_on, body, session spec)
+        type Entry = (
             Address,
             Option<String>,
             Vec<String>,
             Value,
             Option<SessionSpec>,
-        )> = Vec::new();
+        );
+        let mut entries: Vec<Entry> = Vec::new();
         for (name, mut env) in spec.environments {
             env.name.get_or_insert_with(|| name.clone());
             let body = serde_json::to_value(&env).unwrap_or(Value::Null);

@@ -197,6 +197,13 @@ pub enum PlanError {
     },
     #[error("target `{0}` is neither in the manifest nor in the state")]
     UnknownTarget(Address),
+    #[error("{session} pins {agent} version {pinned}, but {agent} will be at version {latest}\nhint: pin a version from 1 to {latest}, or name the agent alone for its latest version")]
+    PinnedVersionMissing {
+        session: Address,
+        agent: Address,
+        pinned: u64,
+        latest: u64,
+    },
 }
 
 /// What the live object looks like, for the fields that tell drift.
@@ -244,6 +251,8 @@ pub async fn plan(
     let mut drift = Vec::new();
     let mut changes: Vec<Change> = Vec::new();
     let mut planned: HashMap<Address, Outputs> = HashMap::new();
+    // The newest version each agent will have after this apply.
+    let mut latest: HashMap<Address, u64> = HashMap::new();
 
     if let (false, Some(m)) = (options.destroy, manifest) {
         for addr in m.graph.topological() {
@@ -256,6 +265,18 @@ pub async fn plan(
                     planned.insert(addr.clone(), Outputs::from_record(r));
                 }
                 continue;
+            }
+            if let Some(t) = &resource.session {
+                if let (Some(pinned), Some(&newest)) = (t.version, latest.get(&t.agent)) {
+                    if pinned > newest {
+                        return Err(PlanError::PinnedVersionMissing {
+                            session: addr.clone(),
+                            agent: t.agent.clone(),
+                            pinned,
+                            latest: newest,
+                        });
+                    }
+                }
             }
             let lookup = |a: &Address| planned.get(a).cloned();
             let want = desired(resource, &m.templater, &lookup)?;
@@ -276,6 +297,19 @@ pub async fn plan(
                 &mut drift,
                 m,
             );
+            if addr.kind == Kind::Agent {
+                let now = if change.remote_id.is_some() {
+                    change.live_version.or(change.version)
+                } else {
+                    None
+                };
+                let next = match (change.action, now) {
+                    (Action::Update, Some(v)) => v + 1,
+                    (Action::NoOp, Some(v)) => v,
+                    _ => 1,
+                };
+                latest.insert(addr.clone(), next);
+            }
             planned.insert(addr.clone(), planned_outputs(&change, record, &want));
             changes.push(change);
         }
