@@ -9,4 +9,5 @@ mod crash;
 mod examples;
 mod lifecycle;
 mod locking;
+mod run;
 mod schema;

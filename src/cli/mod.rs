@@ -92,6 +92,12 @@ enum Command {
         after_help = "Examples:\n  agentform destroy --auto-approve\n  agentform destroy --target environment.data"
     )]
     Destroy(DestroyArgs),
+    /// Drive every session through its steps, record transcripts, check expectations
+    #[command(after_help = "Examples:\n  agentform run\n  agentform run --session smoke --junit report.xml\n  agentform run --concurrency 8 --timeout 10m\n\nExit codes: 0 every expectation held, 1 an expectation failed or an error")]
+    Run(RunArgs),
+    /// List, show and export recorded transcripts
+    #[command(subcommand)]
+    Transcripts(TranscriptsCommand),
     /// Inspect and edit the state
     #[command(subcommand)]
     State(StateCommand),
@@ -161,6 +167,58 @@ struct DestroyArgs {
     /// Changes in flight at once
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1024))]
     parallelism: u16,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Only this session (name or address); repeatable
+    #[arg(long = "session", value_name = "NAME")]
+    sessions: Vec<String>,
+    /// Sessions run at once
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    concurrency: u16,
+    /// Write a JUnit XML report here
+    #[arg(long, value_name = "PATH")]
+    junit: Option<PathBuf>,
+    /// Wall-clock limit per session, e.g. `10m` (overrides the manifest)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    timeout: Option<Duration>,
+    /// Continue the recorded sessions instead of starting fresh ones
+    #[arg(long = "continue")]
+    continue_sessions: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum TranscriptsCommand {
+    /// Every recorded transcript, oldest first
+    #[command(after_help = "Example:\n  agentform transcripts list")]
+    List,
+    /// A transcript as a readable conversation
+    #[command(after_help = "Examples:\n  agentform transcripts show latest/smoke\n  agentform transcripts show 20261125-101500-3f2a/session.smoke")]
+    Show {
+        /// RUN/SESSION; RUN may be `latest`
+        reference: String,
+    },
+    /// A transcript as Markdown or a self-contained HTML page
+    #[command(after_help = "Examples:\n  agentform transcripts export latest/smoke --format html -o smoke.html\n  agentform transcripts export latest/smoke --format markdown")]
+    Export {
+        reference: String,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: ExportFormat,
+        /// Write here instead of standard output
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExportFormat {
+    Markdown,
+    Html,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    agentform::manifest::parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration; write e.g. `500ms`, `30s`, `10m`, `1h`"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,6 +308,8 @@ async fn run(cli: Cli, printer: &Printer) -> Result<ExitCode> {
         Command::Plan(args) => plan_command(g, args, printer).await,
         Command::Apply(args) => apply_command(g, args, printer).await,
         Command::Destroy(args) => destroy_command(g, args, printer).await,
+        Command::Run(args) => run_command(g, args, printer).await,
+        Command::Transcripts(cmd) => transcripts_command(g, cmd, printer),
         Command::State(cmd) => state_command(g, cmd, printer).await,
         Command::Schema => {
             printer.out(&agentform::manifest::schema_json());
@@ -299,12 +359,15 @@ fn providers(state: &StateStore, manifest: Option<&Manifest>) -> Result<Provider
             .map_err(|_| anyhow!("{LATENCY_ENV}=`{v}` is not a number of milliseconds"))?,
         Err(_) => manifest.map(Manifest::local_latency_ms).unwrap_or(0),
     };
-    let local = LocalRuntime::open(
-        state.db(),
-        LocalOptions {
-            latency: Duration::from_millis(latency_ms),
-        },
-    )
+    let mut options = LocalOptions {
+        latency: Duration::from_millis(latency_ms),
+        workspaces: Some(state.dir().join("workspaces")),
+        ..Default::default()
+    };
+    if let Some(m) = manifest {
+        options.models = Arc::new(agentform::model::registry::ManifestModels::new(m));
+    }
+    let local = LocalRuntime::open(state.db(), options)
     .map_err(|e| anyhow!("cannot open the local runtime: {e}"))?;
     let mut p = Providers::default();
     p.insert(Arc::new(local));
@@ -555,4 +618,121 @@ async fn state_command(g: &Global, cmd: StateCommand, printer: &Printer) -> Resu
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn run_command(g: &Global, args: RunArgs, printer: &Printer) -> Result<ExitCode> {
+    let m = Arc::new(load(g)?);
+    let state = Arc::new(open_state(g, "run")?);
+    let providers = providers(&state, Some(&m))?;
+    let selected = if args.sessions.is_empty() { 0 } else { args.sessions.len() };
+    let reporter = Arc::new(output::RunProgress::new(printer, selected));
+    let options = agentform::runner::RunOptions {
+        sessions: args.sessions.clone(),
+        concurrency: args.concurrency as usize,
+        timeout: args.timeout,
+        continue_sessions: args.continue_sessions,
+        transcripts: true,
+    };
+    let report = agentform::runner::run(m.clone(), state.clone(), providers, &options, reporter.clone()).await?;
+    reporter.finish();
+    for e in &report.write_errors {
+        printer.error(e);
+    }
+    let passed = report.outcomes.iter().filter(|o| o.passed()).count();
+    let failed = report.outcomes.len() - passed;
+    for o in &report.outcomes {
+        if o.passed() {
+            printer.out(&format!("ok     {} ({} steps, {:.1}s)", o.address, o.footer.steps.len(), o.footer.duration_ms as f64 / 1000.0));
+        } else {
+            printer.out(&format!("FAILED {}", o.address));
+            for (message, detail) in o.failure_messages() {
+                printer.out(&format!("       {message}"));
+                for line in detail.lines().filter(|l| !l.is_empty()).take(3) {
+                    printer.out(&format!("         {line}"));
+                }
+            }
+        }
+    }
+    if let Some(path) = &args.junit {
+        let xml = agentform::runner::report::junit(&report.run_id, &report.outcomes, report.duration.as_secs_f64());
+        std::fs::write(path, xml).with_context(|| format!("writing the JUnit report `{}`", path.display()))?;
+        printer.info(&format!("Wrote {}", path.display()));
+    }
+    printer.out(&format!("run {}: {passed} passed, {failed} failed", report.run_id));
+    printer.info(&format!("transcripts: agentform transcripts list; agentform transcripts show {}/SESSION", report.run_id));
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn find_transcript(state: &StateStore, reference: &str) -> Result<agentform::state::TranscriptEntry> {
+    let entries = state.transcripts()?;
+    if entries.is_empty() {
+        bail!("no transcripts recorded yet\nhint: `agentform run` records them");
+    }
+    let (run, session) = match reference.split_once('/') {
+        Some((r, s)) => (r, Some(s)),
+        None => (reference, None),
+    };
+    let run = if run == "latest" {
+        entries.iter().map(|e| e.run_id.clone()).max().unwrap_or_default()
+    } else {
+        run.to_string()
+    };
+    let in_run: Vec<_> = entries.into_iter().filter(|e| e.run_id == run).collect();
+    if in_run.is_empty() {
+        bail!("no run `{run}`\nhint: `agentform transcripts list` shows the recorded runs");
+    }
+    match session {
+        Some(s) => {
+            let name = s.strip_prefix("session.").unwrap_or(s);
+            in_run
+                .into_iter()
+                .find(|e| e.session.name == name)
+                .ok_or_else(|| anyhow!("run `{run}` has no transcript of session `{name}`"))
+        }
+        None if in_run.len() == 1 => Ok(in_run.into_iter().next().expect("one entry")),
+        None => bail!(
+            "run `{run}` has {} sessions; name one: {}",
+            in_run.len(),
+            in_run.iter().map(|e| format!("{run}/{}", e.session.name)).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn transcripts_command(g: &Global, cmd: TranscriptsCommand, printer: &Printer) -> Result<ExitCode> {
+    let state = open_state(g, "transcripts")?;
+    match cmd {
+        TranscriptsCommand::List => {
+            for e in state.transcripts()? {
+                printer.out(&format!(
+                    "{}/{}\t{}\t{} events\t{:.1}s",
+                    e.run_id,
+                    e.session.name,
+                    if e.passed { "passed" } else { "FAILED" },
+                    e.events,
+                    e.duration_ms as f64 / 1000.0
+                ));
+            }
+        }
+        TranscriptsCommand::Show { reference } => {
+            let e = find_transcript(&state, &reference)?;
+            let t = agentform::runner::transcript::read(&state.dir().join(&e.path)).map_err(|m| anyhow!(m))?;
+            printer.out(agentform::runner::export::text(&t).trim_end());
+        }
+        TranscriptsCommand::Export { reference, format, output } => {
+            let e = find_transcript(&state, &reference)?;
+            let t = agentform::runner::transcript::read(&state.dir().join(&e.path)).map_err(|m| anyhow!(m))?;
+            let text = match format {
+                ExportFormat::Markdown => agentform::runner::export::markdown(&t),
+                ExportFormat::Html => agentform::runner::export::html(&t),
+            };
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("writing `{}`", path.display()))?;
+                    printer.info(&format!("Wrote {}", path.display()));
+                }
+                None => printer.out(text.trim_end()),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -177,3 +177,47 @@ impl Reporter for ProgressReporter {
         }
     }
 }
+
+/// Shows run progress: sessions done and failed.
+pub struct RunProgress {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl RunProgress {
+    pub fn new(printer: &Printer, total: usize) -> Self {
+        let bar = printer.progress.then(|| {
+            let bar = ProgressBar::with_draw_target(if total > 0 { Some(total as u64) } else { None }, ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} sessions done {wide_msg}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        RunProgress { bar, quiet: printer.quiet }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl agentform::runner::RunReporter for RunProgress {
+    fn finished(&self, outcome: &agentform::runner::SessionOutcome) {
+        let line = format!("{}: {}", outcome.address, if outcome.passed() { "passed" } else { "failed" });
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                if !outcome.passed() {
+                    bar.set_message(format!("(last failure: {})", outcome.address));
+                }
+            }
+            None if !self.quiet => {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+            None => {}
+        }
+    }
+}

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use marked_yaml::Node;
+use serde::Deserialize;
 use serde_json::Value;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Sources, Span};
@@ -80,6 +81,8 @@ pub struct Resource {
     pub sensitive: Vec<String>,
     pub depends_on: Vec<Address>,
     pub session: Option<SessionTarget>,
+    /// Sessions: steps, tool handlers and confirmations for `agentform run`.
+    pub script: Option<SessionSpec>,
 }
 
 /// A string in a body that refers to other resources' outputs.
@@ -109,6 +112,12 @@ impl Manifest {
 
     pub fn lock_path(&self) -> PathBuf {
         self.root.join(crate::lockfile::LOCK_FILE)
+    }
+
+    /// sha256 over every manifest file's text, in load order.
+    pub fn digest(&self) -> String {
+        let texts: Vec<Value> = self.sources.files().map(|f| Value::String(f.text.clone())).collect();
+        crate::plan::desired::digest(&Value::Array(texts))
     }
 
     pub fn local_latency_ms(&self) -> u64 {
@@ -238,7 +247,6 @@ impl Loader {
             return None;
         }
 
-        self.nodes = parsed.iter().map(|p| (p.source, p.node.clone())).collect();
         let vars = self.collect_vars(&parsed, &options.vars)?;
         let templater = Templater::new(Value::Object(vars));
 
@@ -309,6 +317,7 @@ impl Loader {
                 &mut declared,
             );
         }
+        self.nodes = parsed.into_iter().map(|p| (p.source, p.node)).collect();
         self.validate(&mut declared);
         if !self.problems.is_empty() {
             return None;
@@ -386,10 +395,8 @@ impl Loader {
             };
             let Some(vmap) = node.as_mapping() else {
                 let span = yaml::span_of(node);
-                self.err(Diagnostic::new(
-                    "`vars` must be a mapping of names to values",
-                    span,
-                ));
+                self.err(Diagnostic::new("`vars` must be a mapping of names to values", span)
+                    .help("write `vars:` followed by `NAME: VALUE` lines, e.g. `vars: { model: claude-sonnet-4-6 }`"));
                 continue;
             };
             for (key, value) in vmap.iter() {
@@ -452,7 +459,10 @@ impl Loader {
          -> Result<Value, Diagnostic> {
             let text = s.as_str();
             let in_vars = matches!(path.first(), Some(Seg::Key(k)) if k == "vars");
-            if in_vars || !template::is_template(text) {
+            // A step's message may use earlier replies, known only while running.
+            let step_send = matches!(path, [Seg::Key(a), _, Seg::Key(b), Seg::Index(_), Seg::Key(c)]
+                if a == "sessions" && b == "steps" && c == "send");
+            if in_vars || step_send || !template::is_template(text) {
                 return Ok(yaml::scalar_value(s));
             }
             let span = Span::from_marked(s.span()).unwrap_or(Span::file_start(file.source));
@@ -517,10 +527,34 @@ impl Loader {
         default_provider: &str,
         declared: &mut BTreeMap<Address, Declared>,
     ) {
-        let key_span = |section: &str, name: &str| {
-            locate(&file.node, &[Seg::Key(section.into())], Some(name))
-                .unwrap_or(Span::file_start(file.source))
+        // One pass over each section's keys; looking each name up by scanning
+        // would make large manifests quadratic.
+        let mut key_spans: HashMap<(&str, &str), Span> = HashMap::new();
+        for section in ["environments", "agents", "sessions"] {
+            if let Some(marked_yaml::Node::Mapping(m)) = yaml::node_at(&file.node, &[Seg::Key(section.into())]) {
+                for k in m.keys() {
+                    if let Some(span) = Span::from_marked(k.span()) {
+                        key_spans.insert((section, k.as_str()), span);
+                    }
+                }
+            }
+        }
+        let key_span = |section: &'static str, name: &str| {
+            key_spans.get(&(section, name)).copied().unwrap_or(Span::file_start(file.source))
         };
+        // Templates and secrets grouped by resource, for the same reason.
+        let mut deferred_by: HashMap<(String, String), Vec<(Vec<Seg>, Deferred)>> = HashMap::new();
+        for (path, d) in deferred {
+            if let [Seg::Key(section), Seg::Key(name), ..] = path.as_slice() {
+                deferred_by.entry((section.clone(), name.clone())).or_default().push((path.clone(), d));
+            }
+        }
+        let mut sensitive_by: HashMap<(String, String), Vec<Vec<Seg>>> = HashMap::new();
+        for path in sensitive {
+            if let [Seg::Key(section), Seg::Key(name), ..] = path.as_slice() {
+                sensitive_by.entry((section.clone(), name.clone())).or_default().push(path.clone());
+            }
+        }
         // (address, provider, depends_on, body, session spec)
         type Entry = (
             Address,
@@ -579,9 +613,10 @@ impl Loader {
                     .help("rename one of them; names are unique per kind across all manifest files"));
                 continue;
             }
+            let group = (address.kind.section().to_string(), address.name.clone());
             let mut res_deferred = Vec::new();
-            for (path, d) in &deferred {
-                if path.starts_with(&base) {
+            for (path, d) in deferred_by.get(&group).map(Vec::as_slice).unwrap_or_default() {
+                {
                     let rest = &path[2..];
                     let field = match rest.first() {
                         Some(Seg::Key(k)) => k.as_str(),
@@ -606,9 +641,11 @@ impl Loader {
                     });
                 }
             }
-            let res_sensitive = sensitive
+            let res_sensitive = sensitive_by
+                .get(&group)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
                 .iter()
-                .filter(|p| p.starts_with(&base))
                 .map(|p| pointer(&p[2..]))
                 .collect();
             let provider_span = provider
@@ -644,6 +681,7 @@ impl Loader {
                 sensitive: res_sensitive,
                 depends_on: Vec::new(),
                 session,
+                script: session_spec.clone(),
             };
             declared.insert(
                 address,
@@ -703,11 +741,12 @@ impl Loader {
             for (raw, span) in &d.depends_on_raw {
                 match raw.parse::<Address>() {
                     Ok(dep) if dep == addr => {
-                        problems.push(Diagnostic::at(*span, format!("`{addr}` depends on itself")))
+                        problems.push(Diagnostic::at(*span, format!("`{addr}` depends on itself"))
+                            .help("remove it from its own `depends_on`"))
                     }
                     Ok(dep) if declared.contains_key(&dep) => deps.push(dep),
                     Ok(dep) => problems.push(dangling(*span, &dep, &names)),
-                    Err(e) => problems.push(Diagnostic::at(*span, e)),
+                    Err(e) => problems.push(Diagnostic::at(*span, e).help("write addresses as KIND.NAME, e.g. `environment.data` or `agent.coder`")),
                 }
             }
             for def in &d.resource.deferred {
@@ -734,7 +773,8 @@ impl Loader {
                                 format!("{} has no output `{}`", r.address, r.attribute),
                             )
                             .help(format!(
-                                "outputs of a {}: {}",
+                                "outputs of {} {}: {}",
+                                if r.address.kind == Kind::Agent { "an" } else { "a" },
                                 r.address.kind,
                                 attrs.join(", ")
                             )),
@@ -747,14 +787,14 @@ impl Loader {
 
             match addr.kind {
                 Kind::Agent => {
-                    if let Ok(spec) = serde_json::from_value::<AgentSpec>(d.resource.body.clone()) {
+                    if let Ok(spec) = AgentSpec::deserialize(&d.resource.body) {
                         validate_agent(&spec, &field, &mut problems);
-                        check_metadata(&spec.metadata, &field(&["metadata"], None), &mut problems);
+                        check_metadata(&spec.metadata, &|k| field(&["metadata"], k), &mut problems);
                     }
                 }
                 Kind::Environment => {
                     if let Ok(spec) =
-                        serde_json::from_value::<EnvironmentSpec>(d.resource.body.clone())
+                        EnvironmentSpec::deserialize(&d.resource.body)
                     {
                         let name = spec.name.clone().unwrap_or_default();
                         if let Some(other) = env_names.get(&name) {
@@ -764,7 +804,7 @@ impl Loader {
                             env_names.insert(name, addr.clone());
                         }
                         validate_environment(&spec, &field, &mut problems);
-                        check_metadata(&spec.metadata, &field(&["metadata"], None), &mut problems);
+                        check_metadata(&spec.metadata, &|k| field(&["metadata"], k), &mut problems);
                     }
                 }
                 Kind::Session => {
@@ -796,13 +836,12 @@ impl Loader {
                     }
                     if let Some(title) = &spec.title {
                         if title.chars().count() > 512 {
-                            problems.push(Diagnostic::at(
-                                field(&["title"], None),
-                                "session titles are at most 512 characters",
-                            ));
+                            problems.push(Diagnostic::at(field(&["title"], None), "session titles are at most 512 characters")
+                                .help("shorten the title"));
                         }
                     }
-                    check_metadata(&spec.metadata, &field(&["metadata"], None), &mut problems);
+                    check_metadata(&spec.metadata, &|k| field(&["metadata"], k), &mut problems);
+                    validate_script(spec, &field, &mut problems);
                 }
             }
             deps.sort();
@@ -911,29 +950,26 @@ fn similar(a: &str, b: &str) -> bool {
     prev[b.len()] <= 2
 }
 
-fn check_metadata(meta: &BTreeMap<String, String>, span: &Span, problems: &mut Vec<Diagnostic>) {
+/// `field` locates a key below the metadata mapping.
+fn check_metadata(meta: &BTreeMap<String, String>, field: &dyn Fn(Option<&str>) -> Span, problems: &mut Vec<Diagnostic>) {
     if meta.len() > 14 {
-        problems.push(Diagnostic::at(*span, format!("{} metadata pairs; at most 14 are allowed", meta.len()))
+        problems.push(Diagnostic::at(field(None), format!("{} metadata pairs; at most 14 are allowed", meta.len()))
             .help("the API allows 16 pairs and agentform uses two (`agentform.address`, `agentform.manifest`)"));
     }
     for (k, v) in meta {
         if k.starts_with("agentform.") {
             problems.push(
-                Diagnostic::at(*span, format!("metadata key `{k}` is reserved"))
-                    .help("keys starting with `agentform.` are set by agentform itself"),
+                Diagnostic::at(field(Some(k)), format!("metadata key `{k}` is reserved"))
+                    .help("keys starting with `agentform.` are set by agentform itself; rename the key"),
             );
         }
         if k.is_empty() || k.chars().count() > 64 {
-            problems.push(Diagnostic::at(
-                *span,
-                format!("metadata key `{k}` must be 1 to 64 characters"),
-            ));
+            problems.push(Diagnostic::at(field(Some(k)), format!("metadata key `{k}` must be 1 to 64 characters"))
+                .help("shorten the key; the API limits keys to 64 characters"));
         }
         if v.chars().count() > 512 {
-            problems.push(Diagnostic::at(
-                *span,
-                format!("metadata value of `{k}` is longer than 512 characters"),
-            ));
+            problems.push(Diagnostic::at(field(Some(k)), format!("metadata value of `{k}` is longer than 512 characters"))
+                .help("shorten the value; the API limits values to 512 characters"));
         }
     }
 }
@@ -945,10 +981,8 @@ fn validate_agent(
 ) {
     let name = spec.name.as_deref().unwrap_or_default();
     if name.is_empty() || name.chars().count() > 256 {
-        problems.push(Diagnostic::at(
-            field(&[], Some("name")),
-            "agent names are 1 to 256 characters",
-        ));
+        problems.push(Diagnostic::at(field(&[], Some("name")), "agent names are 1 to 256 characters")
+            .help("give the agent a `name` of at most 256 characters"));
     }
     let model = match &spec.model {
         spec::ModelSpec::Id(id) => id.as_str(),
@@ -961,16 +995,12 @@ fn validate_agent(
         );
     }
     if spec.tools.len() > 256 {
-        problems.push(Diagnostic::at(
-            field(&["tools"], None),
-            format!("{} tools; at most 256 are allowed", spec.tools.len()),
-        ));
+        problems.push(Diagnostic::at(field(&["tools"], None), format!("{} tools; at most 256 are allowed", spec.tools.len()))
+            .help("the API allows at most 256 tools per agent; remove some"));
     }
     if spec.mcp_servers.len() > 20 {
-        problems.push(Diagnostic::at(
-            field(&["mcp_servers"], None),
-            "at most 20 MCP servers are allowed",
-        ));
+        problems.push(Diagnostic::at(field(&["mcp_servers"], None), "at most 20 MCP servers are allowed")
+            .help("the API allows at most 20 MCP servers per agent; remove some"));
     }
     let servers: Vec<&str> = spec
         .mcp_servers
@@ -981,23 +1011,24 @@ fn validate_agent(
         .collect();
     for (i, s) in servers.iter().enumerate() {
         if servers[..i].contains(s) {
-            problems.push(Diagnostic::at(
-                field(&["mcp_servers"], None),
-                format!("MCP server name `{s}` is used twice"),
-            ));
+            problems.push(Diagnostic::at(field(&["mcp_servers", &i.to_string(), "name"], None), format!("MCP server name `{s}` is used twice"))
+                .help("server names are unique within an agent; rename one"));
         }
     }
     let mut used_servers = Vec::new();
     let mut custom_names: Vec<&str> = Vec::new();
     for (i, tool) in spec.tools.iter().enumerate() {
-        let span = field(&["tools"], None);
+        let index = i.to_string();
+        let span = field(&["tools", &index], None);
+        let name_span = field(&["tools", &index, "name"], None);
+        let server_span = field(&["tools", &index, "mcp_server_name"], None);
         match tool {
             ToolSpec::AgentToolset { configs, .. } => {
-                for c in configs {
+                for (j, c) in configs.iter().enumerate() {
                     if !BUILTIN_TOOLS.contains(&c.name.as_str()) {
                         problems.push(
                             Diagnostic::at(
-                                span,
+                                field(&["tools", &index, "configs", &j.to_string(), "name"], None),
                                 format!("tools[{i}]: `{}` is not a built-in tool", c.name),
                             )
                             .help(format!("built-in tools: {}", BUILTIN_TOOLS.join(", "))),
@@ -1010,7 +1041,7 @@ fn validate_agent(
             } => {
                 used_servers.push(mcp_server_name.as_str());
                 if !servers.contains(&mcp_server_name.as_str()) {
-                    problems.push(Diagnostic::at(span, format!("tools[{i}]: MCP server `{mcp_server_name}` is not declared in `mcp_servers`"))
+                    problems.push(Diagnostic::at(server_span, format!("tools[{i}]: MCP server `{mcp_server_name}` is not declared in `mcp_servers`"))
                         .help("add `{ type: url, name: ..., url: ... }` to `mcp_servers`"));
                 }
             }
@@ -1025,31 +1056,31 @@ fn validate_agent(
                 if !ok {
                     problems.push(
                         Diagnostic::at(
-                            span,
+                            name_span,
                             format!("tools[{i}]: custom tool name `{name}` is invalid"),
                         )
                         .help("1 to 128 characters: letters, digits, `_` and `-`"),
                     );
                 }
                 if custom_names.contains(&name.as_str()) {
-                    problems.push(Diagnostic::at(
-                        span,
-                        format!("tools[{i}]: custom tool `{name}` is declared twice"),
-                    ));
+                    problems.push(
+                        Diagnostic::at(name_span, format!("tools[{i}]: custom tool `{name}` is declared twice"))
+                            .help("custom tool names are unique within an agent; rename one"),
+                    );
                 }
                 custom_names.push(name);
                 if description.trim().is_empty() {
-                    problems.push(Diagnostic::at(
-                        span,
-                        format!("tools[{i}]: custom tool `{name}` needs a description"),
-                    ));
+                    problems.push(
+                        Diagnostic::at(span, format!("tools[{i}]: custom tool `{name}` needs a description"))
+                            .help("the description tells the model when to use the tool"),
+                    );
                 }
             }
         }
     }
-    for s in &servers {
+    for (i, s) in servers.iter().enumerate() {
         if !used_servers.contains(s) {
-            problems.push(Diagnostic::at(field(&["mcp_servers"], None), format!("MCP server `{s}` is not used by any `mcp_toolset` tool"))
+            problems.push(Diagnostic::at(field(&["mcp_servers", &i.to_string(), "name"], None), format!("MCP server `{s}` is not used by any `mcp_toolset` tool"))
                 .help("add `{ type: mcp_toolset, mcp_server_name: ... }` to `tools`, or remove the server"));
         }
     }
@@ -1062,10 +1093,8 @@ fn validate_environment(
 ) {
     let name = spec.name.as_deref().unwrap_or_default();
     if name.is_empty() || name.chars().count() > 256 {
-        problems.push(Diagnostic::at(
-            field(&[], Some("name")),
-            "environment names are 1 to 256 characters",
-        ));
+        problems.push(Diagnostic::at(field(&[], Some("name")), "environment names are 1 to 256 characters")
+            .help("give the environment a `name` of at most 256 characters"));
     }
     if let Some(EnvironmentConfigSpec::Cloud {
         packages: Some(p),
@@ -1103,33 +1132,53 @@ fn type_error(file: &ParsedFile, e: &serde_path_to_error::Error<serde_json::Erro
     }
     let raw = e.inner().to_string();
     let raw = raw.split(" at line ").next().unwrap_or(&raw).to_string();
-    let where_ = yaml::path_string(&path);
+    // Inside enums serde buffers the value and the path stops at the enum;
+    // search that subtree for what the message names.
+    let subtree = yaml::node_at(&file.node, &path);
+    let search = |hit: &dyn Fn(yaml::Found<'_>) -> bool| subtree.and_then(|n| yaml::find(n, hit));
+
     let unknown = raw
         .strip_prefix("unknown field `")
         .and_then(|r| r.split_once('`'))
         .map(|(k, rest)| (k.to_string(), rest.to_string()));
     if let Some((key, rest)) = unknown {
-        // serde reports the struct's path; the key itself is the useful place.
-        let span = locate(&file.node, &path, Some(&key));
-        let expected = rest
-            .trim_start_matches(", ")
-            .replace("expected one of ", "")
-            .replace("expected ", "");
-        let within = if where_.is_empty() {
-            "the top level".to_string()
-        } else {
-            format!("`{where_}`")
-        };
-        return Diagnostic::new(format!("unknown field `{key}` in {within}"), span)
-            .help(format!("expected one of: {expected}"));
+        // For plain structs the path already ends with the unknown key.
+        if matches!(path.last(), Some(Seg::Key(k)) if *k == key) {
+            path.pop();
+        }
+        let where_ = yaml::path_string(&path);
+        let span = yaml::node_at(&file.node, &path)
+            .and_then(|n| match n {
+                marked_yaml::Node::Mapping(m) => yaml::key_span(m, &key),
+                _ => None,
+            })
+            .or_else(|| search(&|f| matches!(f, yaml::Found::Key(k) if k == key)))
+            .or_else(|| locate(&file.node, &path, None));
+        let expected = rest.trim_start_matches(", ").replace("expected one of ", "").replace("expected ", "");
+        let within = if where_.is_empty() { "the top level".to_string() } else { format!("`{where_}`") };
+        return Diagnostic::new(format!("unknown field `{key}` in {within}"), span).help(format!("expected one of: {expected}"));
     }
-    let span = locate(&file.node, &path, None);
-    let message = if raw.contains("untagged enum ModelSpec") {
+    let where_ = yaml::path_string(&path);
+    let quoted = |prefix: &str| {
+        raw.strip_prefix(prefix)
+            .and_then(|r| r.split_once('`'))
+            .map(|(v, _)| v.to_string())
+    };
+    let mut span = None;
+    if let Some(variant) = quoted("unknown variant `") {
+        span = search(&|f| matches!(f, yaml::Found::Scalar(v) if v == variant));
+    } else if let Some(v) = raw.strip_prefix("invalid type: string \"").and_then(|r| r.split_once('"')).map(|(v, _)| v.to_string()) {
+        span = search(&|f| matches!(f, yaml::Found::Scalar(x) if x == v));
+    }
+    let mut message = if raw.contains("untagged enum ModelSpec") {
         "`model` must be a model id string or an object with `id`".to_string()
     } else if raw.contains("untagged enum AgentRefSpec") {
-        "`agent` must be an agent name or `{ name: NAME, version: N }`".to_string()
-    } else if raw.starts_with("missing field") {
-        let f = raw.trim_start_matches("missing field ");
+        agent_ref_problem(subtree, &mut span)
+    } else if let Some(f) = raw.strip_prefix("missing field ") {
+        // Point at the key that names the incomplete mapping.
+        if let Some(Seg::Key(k)) = path.last() {
+            span = locate(&file.node, &path[..path.len() - 1], Some(k));
+        }
         if where_.is_empty() {
             format!("missing field {f}")
         } else {
@@ -1140,18 +1189,114 @@ fn type_error(file: &ParsedFile, e: &serde_path_to_error::Error<serde_json::Erro
     } else {
         format!("`{where_}`: {raw}")
     };
+    if message.is_empty() {
+        message = raw.clone();
+    }
+    let span = span.or_else(|| locate(&file.node, &path, None));
     let help = if raw.contains("unknown variant") {
         "use one of the values listed above"
     } else if raw.starts_with("missing field") {
         "add the field; see schemas/agentform.schema.json for every field"
+    } else if raw.contains("untagged enum AgentRefSpec") {
+        "write `agent: NAME` for the latest version or `agent: { name: NAME, version: N }` to pin one"
     } else {
         "see schemas/agentform.schema.json for the expected shape"
     };
     Diagnostic::new(message, span).help(help)
 }
 
+/// Says what is wrong with a session's `agent` when it is neither a name nor
+/// `{name, version}`, and where.
+fn agent_ref_problem(node: Option<&marked_yaml::Node>, span: &mut Option<Span>) -> String {
+    let Some(marked_yaml::Node::Mapping(m)) = node else {
+        return "`agent` must be an agent name or `{ name: NAME, version: N }`".into();
+    };
+    for (k, v) in m.iter() {
+        match k.as_str() {
+            "name" => {}
+            "version" => {
+                let ok = v.as_scalar().is_some_and(|s| s.as_str().parse::<u64>().is_ok());
+                if !ok {
+                    *span = yaml::span_of(v);
+                    return "the pinned agent `version` must be a whole number such as `3`".into();
+                }
+            }
+            other => {
+                *span = Span::from_marked(k.span());
+                return format!("unknown field `{other}` in a pinned agent; expected `name` and `version`");
+            }
+        }
+    }
+    for required in ["name", "version"] {
+        if m.get_node(required).is_none() {
+            *span = yaml::span_of(&marked_yaml::Node::Mapping(m.clone()));
+            return format!("a pinned agent needs `{required}`");
+        }
+    }
+    "`agent` must be an agent name or `{ name: NAME, version: N }`".into()
+}
+
 /// The JSON Schema of a manifest file, as committed in `schemas/`.
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(FileSpec);
     serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
+}
+
+fn validate_script(spec: &SessionSpec, field: &dyn Fn(&[&str], Option<&str>) -> Span, problems: &mut Vec<Diagnostic>) {
+    let bad_duration = |value: &str, span: Span| {
+        Diagnostic::at(span, format!("`{value}` is not a duration"))
+            .help("write a number and a unit: `500ms`, `30s`, `2m` or `1h`")
+    };
+    if let Some(t) = &spec.timeout {
+        if parse_duration(t).is_none() {
+            problems.push(bad_duration(t, field(&["timeout"], None)));
+        }
+    }
+    for (i, step) in spec.steps.iter().enumerate() {
+        let index = i.to_string();
+        let at = |rest: &[&str]| {
+            let mut p = vec!["steps", index.as_str()];
+            p.extend_from_slice(rest);
+            field(&p, None)
+        };
+        if let Some(t) = &step.timeout {
+            if parse_duration(t).is_none() {
+                problems.push(bad_duration(t, at(&["timeout"])));
+            }
+        }
+        for e in &step.expect {
+            if let spec::Expectation::Regex(r) = e {
+                if let Err(err) = regex::Regex::new(r) {
+                    problems.push(Diagnostic::at(at(&["expect"]), format!("invalid regular expression `{r}`: {err}"))
+                        .help("the syntax is Rust's `regex` crate; escape `\\` in double-quoted YAML"));
+                }
+            }
+        }
+        if step.send.trim().is_empty() {
+            problems.push(Diagnostic::at(at(&["send"]), "`send` is empty").help("write the user message to send"));
+        }
+    }
+    for (tool, handler) in &spec.tools {
+        if let spec::ToolHandlerSpec::Run(cmd) = handler {
+            if cmd.trim().is_empty() {
+                problems.push(Diagnostic::at(field(&["tools"], Some(tool)), format!("the handler of `{tool}` has an empty command")));
+            }
+        }
+    }
 }

@@ -52,6 +52,37 @@ pub struct LocalProviderSpec {
     /// Delay added to every runtime call, to make the local runtime behave like a
     /// remote one in tests and benchmarks. `AGENTFORM_LOCAL_LATENCY_MS` overrides it.
     pub latency_ms: Option<u64>,
+    /// The backend behind each model id agents use, e.g.
+    /// `claude-sonnet-4-6: { backend: anthropic }`.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelBackendSpec>,
+}
+
+/// How the local agent loop answers for one model id.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelBackendSpec {
+    /// Claude over the Messages API; the key comes from `api_key_env`
+    /// (default `ANTHROPIC_API_KEY`) and is never stored.
+    Anthropic {
+        base_url: Option<String>,
+        api_key_env: Option<String>,
+        /// Model id sent to the API, when it differs from the agent's.
+        model: Option<String>,
+    },
+    /// Any OpenAI-compatible chat-completions endpoint (Ollama, vLLM, llama.cpp).
+    Openai {
+        base_url: String,
+        api_key_env: Option<String>,
+        model: Option<String>,
+    },
+    /// Deterministic answers: `turns`, or the model turns of a recorded transcript.
+    Scripted {
+        #[serde(default)]
+        turns: Vec<crate::model::scripted::ScriptTurn>,
+        /// A transcript written by `agentform run`, relative to the manifest.
+        transcript: Option<String>,
+    },
 }
 
 /// `POST /v1/agents`, as a manifest entry.
@@ -291,6 +322,88 @@ pub struct SessionSpec {
     pub title: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The scripted conversation `agentform run` drives, in order.
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+    /// Handlers for the agent's custom tools, by tool name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolHandlerSpec>,
+    /// Answers to tool confirmations (`always_ask` tools), by tool name; a tool
+    /// without an entry is denied.
+    #[serde(default)]
+    pub confirm: BTreeMap<String, ConfirmSpec>,
+    /// Wall-clock limit for the whole conversation, e.g. `5m`.
+    pub timeout: Option<String>,
+}
+
+/// One turn of a scripted conversation.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// The user message; templated with `vars` and `replies` (earlier replies, from 0).
+    pub send: String,
+    /// Checks on the turn's result; all must hold.
+    #[serde(default)]
+    pub expect: Vec<Expectation>,
+    /// Wall-clock limit for this step, e.g. `30s`, `2m`, `500ms` (default `5m`).
+    pub timeout: Option<String>,
+    /// Interrupt the agent when this happens during the step.
+    pub interrupt: Option<InterruptSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Expectation {
+    /// The reply contains this text.
+    Contains(String),
+    NotContains(String),
+    /// The reply matches this regular expression.
+    Regex(String),
+    /// The reply, trimmed, equals this text.
+    Equals(String),
+    /// The reply is JSON and the value at `path` (e.g. `total` or `items.0.name`) equals `equals`.
+    Json { path: String, equals: Value },
+    /// A tool with this name was used in the turn.
+    ToolUsed(String),
+    ToolNotUsed(String),
+    /// Number of model calls in the turn.
+    Turns { min: Option<u32>, max: Option<u32> },
+    /// How the turn ended: `end_turn`, `requires_action`, `retries_exhausted`, …
+    StopReason(String),
+    /// From sending to idle, in milliseconds.
+    MaxLatencyMs(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum InterruptSpec {
+    /// After this many events of the step.
+    AfterEvents(u32),
+    /// This long after sending.
+    AfterMs(u64),
+    /// When the agent uses this tool.
+    OnTool(String),
+}
+
+/// What answers a custom tool call.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToolHandlerSpec {
+    /// Always this text.
+    Result(String),
+    /// A host command (`bash -c`); the tool input arrives as JSON on stdin and
+    /// stdout is the result. A non-zero exit makes an error result.
+    Run(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConfirmSpec {
+    Allow,
+    Deny,
+    /// Deny with this message to the agent.
+    #[serde(untagged)]
+    DenyWith { deny: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]

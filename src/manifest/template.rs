@@ -48,6 +48,10 @@ pub struct TemplateError {
 pub struct Templater {
     env: Environment<'static>,
     vars: Value,
+    /// Load-time results by source: manifests repeat the same templates
+    /// (`{{ vars.model }}`) many times, and vars and the environment do not
+    /// change while a manifest loads.
+    cache: std::sync::Mutex<std::collections::HashMap<String, Rendered>>,
 }
 
 impl std::fmt::Debug for Templater {
@@ -67,7 +71,11 @@ impl Templater {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_function("env", env_function);
-        Templater { env, vars }
+        Templater {
+            env,
+            vars,
+            cache: Default::default(),
+        }
     }
 
     pub fn vars(&self) -> &Value {
@@ -77,6 +85,17 @@ impl Templater {
     /// Renders `source` with `vars` and `env()`, or reports the references that
     /// defer it.
     pub fn render(&self, source: &str) -> Result<Rendered, TemplateError> {
+        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(source).cloned()) {
+            return Ok(hit);
+        }
+        let rendered = self.render_uncached(source)?;
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(source.to_string(), rendered.clone());
+        }
+        Ok(rendered)
+    }
+
+    fn render_uncached(&self, source: &str) -> Result<Rendered, TemplateError> {
         let template = self.env.template_from_str(source).map_err(convert)?;
         let mut references = Vec::new();
         let mut names: Vec<String> = template.undeclared_variables(true).into_iter().collect();
@@ -143,9 +162,36 @@ impl Templater {
                     line: None,
                 })?
             }
-            None => Value::String(self.env.render_str(source, ctx).map_err(convert)?),
+            None => Value::String(self.env.render_str(source, ctx).map_err(|e| {
+                let mut err = convert(e);
+                if err.message.starts_with("undefined value") {
+                    if let Some(name) = self.first_undefined(source, context) {
+                        err.message = format!("`{name}` is undefined");
+                    }
+                }
+                err
+            })?),
         };
         Ok((value, READ_ENV.with(|c| c.get())))
+    }
+}
+
+impl Templater {
+    /// The first variable path in `source` that `context` does not have.
+    fn first_undefined(&self, source: &str, context: &Value) -> Option<String> {
+        let template = self.env.template_from_str(source).ok()?;
+        let mut names: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+        names.sort();
+        names.into_iter().find(|name| {
+            let mut cur = context;
+            for part in name.split('.') {
+                match cur.get(part) {
+                    Some(next) => cur = next,
+                    None => return true,
+                }
+            }
+            false
+        })
     }
 }
 

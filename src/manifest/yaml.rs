@@ -62,7 +62,23 @@ pub fn parse(source: usize, text: &str) -> Result<Node, Diagnostic> {
             .help("use plain mappings, sequences and scalars (no anchors, aliases, tags or multiple documents)"))
         }
     };
-    parsed.map_err(|e| load_error(source, e))
+    parsed.map_err(|e| match e {
+        // The loader marks the node after the anchor; the `&` itself is the place.
+        LoadError::UnexpectedAnchor(m) => {
+            let upto = text.char_indices().nth(m.character()).map(|(i, _)| i).unwrap_or(text.len());
+            let at = text[..upto].rfind(['&', '*']).map(|i| {
+                let line = text[..i].matches('\n').count() + 1;
+                let column = text[..i].rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+                Span { source, line, column }
+            });
+            let d = load_error(source, LoadError::UnexpectedAnchor(m));
+            match at {
+                Some(span) => Diagnostic { span: Some(span), ..d },
+                None => d,
+            }
+        }
+        e => load_error(source, e),
+    })
 }
 
 fn second_document(text: &str) -> Option<usize> {
@@ -141,8 +157,52 @@ fn scan_message(raw: &str) -> String {
     }
 }
 
+/// Where a node starts. A block mapping's own mark sits at its first key's
+/// colon, so its first key is the better place.
 pub fn span_of(node: &Node) -> Option<Span> {
+    if let Node::Mapping(m) = node {
+        if let Some(first) = m.keys().next().and_then(|k| Span::from_marked(k.span())) {
+            return Some(first);
+        }
+    }
     Span::from_marked(node.span())
+}
+
+/// The first node below `node` (depth first, keys before values) that `hit`
+/// accepts; used when serde lost the exact position inside an enum.
+pub fn find(node: &Node, hit: &dyn Fn(Found<'_>) -> bool) -> Option<Span> {
+    match node {
+        Node::Scalar(s) => hit(Found::Scalar(s.as_str())).then(|| Span::from_marked(s.span())).flatten(),
+        Node::Sequence(seq) => seq.iter().find_map(|n| find(n, hit)),
+        Node::Mapping(map) => map.iter().find_map(|(k, v)| {
+            if hit(Found::Key(k.as_str())) {
+                Span::from_marked(k.span())
+            } else {
+                find(v, hit)
+            }
+        }),
+    }
+}
+
+/// What [`find`] offers to its predicate.
+#[derive(Debug, Clone, Copy)]
+pub enum Found<'a> {
+    Key(&'a str),
+    Scalar(&'a str),
+}
+
+/// The node at `path`, if every step exists.
+pub fn node_at<'a>(root: &'a Node, path: &[Seg]) -> Option<&'a Node> {
+    let mut node = root;
+    for seg in path {
+        node = match (seg, node) {
+            (Seg::Key(k), Node::Mapping(m)) => m.get_node(k)?,
+            (Seg::Index(i), Node::Sequence(s)) => s.get_node(*i)?,
+            (Seg::Key(k), Node::Sequence(s)) => s.get_node(k.parse().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(node)
 }
 
 /// Interprets a scalar by the YAML 1.2 core schema; quoted scalars stay strings.
@@ -226,6 +286,7 @@ pub fn locate(root: &Node, path: &[Seg], key: Option<&str>) -> Option<Span> {
         let next = match (seg, node) {
             (Seg::Key(k), Node::Mapping(m)) => m.get_node(k),
             (Seg::Index(i), Node::Sequence(s)) => s.get_node(*i),
+            (Seg::Key(k), Node::Sequence(s)) => k.parse().ok().and_then(|i| s.get_node(i)),
             _ => None,
         };
         match next {

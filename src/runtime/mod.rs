@@ -239,6 +239,77 @@ pub trait Runtime: Send + Sync {
     async fn update_session(&self, id: &str, body: Value) -> Result<Session>;
     async fn archive_session(&self, id: &str) -> Result<Session>;
     async fn delete_session(&self, id: &str) -> Result<Deleted>;
+
+    /// `POST /v1/sessions/{id}/events`: the events as accepted, with their ids.
+    async fn send_events(&self, session_id: &str, events: Vec<Value>) -> Result<Vec<Value>>;
+    /// `GET /v1/sessions/{id}/events`: the history, oldest first.
+    async fn list_events(&self, session_id: &str, query: &ListQuery) -> Result<Page<Value>>;
+    /// `GET /v1/sessions/{id}/events/stream`: events from now on; nothing is replayed.
+    async fn stream_events(&self, session_id: &str) -> Result<EventStream>;
+
+    /// Sends `user.interrupt`.
+    async fn interrupt(&self, session_id: &str) -> Result<()> {
+        self.send_events(session_id, vec![serde_json::json!({"type": "user.interrupt"})])
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A live event stream. Events are JSON exactly as the API sends them, so
+/// unknown event types and fields pass through untouched.
+pub struct EventStream {
+    source: Box<dyn EventSource>,
+}
+
+/// What an [`EventStream`] reads from; each provider has its own.
+#[async_trait]
+pub trait EventSource: Send {
+    /// The next event; `None` when the stream ended; an error when it broke
+    /// (the caller reconnects and merges the history).
+    async fn next(&mut self) -> Option<Result<Value>>;
+}
+
+impl EventStream {
+    pub fn new(source: impl EventSource + 'static) -> Self {
+        EventStream {
+            source: Box::new(source),
+        }
+    }
+
+    pub async fn next(&mut self) -> Option<Result<Value>> {
+        self.source.next().await
+    }
+}
+
+/// Accessors for the fields every event has.
+pub mod event {
+    use serde_json::Value;
+
+    pub fn id(e: &Value) -> &str {
+        e.get("id").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    pub fn kind(e: &Value) -> &str {
+        e.get("type").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    /// The `type` of a `session.status_idle` event's stop reason.
+    pub fn stop_reason(e: &Value) -> Option<&str> {
+        e.get("stop_reason")?.get("type")?.as_str()
+    }
+
+    /// The text of an event's `content` blocks, joined.
+    pub fn text(e: &Value) -> String {
+        let mut out = String::new();
+        if let Some(blocks) = e.get("content").and_then(Value::as_array) {
+            for b in blocks {
+                if let Some(t) = b.get("text").and_then(Value::as_str) {
+                    out.push_str(t);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Every item of a list, following `next_page` until it runs out.

@@ -15,6 +15,7 @@ pub use lock::StateLock;
 
 const RESOURCES: &str = "state.resources";
 const INTENTS: &str = "state.intents";
+const TRANSCRIPTS: &str = "state.transcripts";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -90,7 +91,21 @@ pub struct StateStore {
     db: sled::Db,
     resources: sled::Tree,
     intents: sled::Tree,
+    transcripts: sled::Tree,
     _lock: StateLock,
+}
+
+/// Where a run's transcript of one session is, and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptEntry {
+    pub run_id: String,
+    pub session: Address,
+    /// Relative to the state directory.
+    pub path: String,
+    pub passed: bool,
+    pub started_at: String,
+    pub events: usize,
+    pub duration_ms: u64,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -115,11 +130,13 @@ impl StateStore {
             .open()?;
         let resources = db.open_tree(RESOURCES)?;
         let intents = db.open_tree(INTENTS)?;
+        let transcripts = db.open_tree(TRANSCRIPTS)?;
         Ok(StateStore {
             dir: dir.to_path_buf(),
             db,
             resources,
             intents,
+            transcripts,
             _lock: lock,
         })
     }
@@ -220,6 +237,29 @@ impl StateStore {
         self.intents.remove(addr.to_string().as_bytes())?;
         self.db.flush()?;
         Ok(())
+    }
+}
+
+impl StateStore {
+    pub fn put_transcript(&self, entry: &TranscriptEntry) -> Result<(), StateError> {
+        let key = format!("{}/{}", entry.run_id, entry.session);
+        let bytes = serde_json::to_vec(entry).map_err(|e| StateError::Corrupt { key: key.clone(), message: e.to_string() })?;
+        self.transcripts.insert(key.as_bytes(), bytes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every transcript, oldest run first.
+    pub fn transcripts(&self) -> Result<Vec<TranscriptEntry>, StateError> {
+        let mut out = Vec::new();
+        for item in self.transcripts.iter() {
+            let (key, bytes) = item?;
+            out.push(serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                message: e.to_string(),
+            })?);
+        }
+        Ok(out)
     }
 }
 

@@ -4,11 +4,22 @@
 //! Request bodies are validated and resolved the way the API does it (see the
 //! wire notes: toolsets get every tool's config, models the object form, …),
 //! so plans computed against this runtime match the real one.
+//!
+//! Sessions run for real: events users send go to a per-session worker (the
+//! agent loop in `agent_loop.rs`) that calls the model the options resolve
+//! and runs the built-in tools in a workspace on this machine; see
+//! `events.rs` for how events are stored and streamed.
+
+mod agent_loop;
+mod events;
+#[cfg(test)]
+mod loop_tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Display;
 use std::ops::Bound;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,8 +31,12 @@ use sled::Transactional;
 use time::OffsetDateTime;
 
 use super::{
-    Agent, Deleted, Environment, ErrorKind, ListQuery, Page, Result, Runtime, RuntimeError, Session,
+    Agent, Deleted, Environment, ErrorKind, EventStream, ListQuery, Page, Result, Runtime,
+    RuntimeError, Session,
 };
+use crate::model::{Model, ModelError};
+use crate::sandbox::local::Installers;
+use events::{Ctx, Hub, LiveEvents, OpenUses, Store, EVENT_PREFIX};
 
 const AGENTS_TREE: &str = "local.agents";
 const VERSIONS_TREE: &str = "local.agent_versions";
@@ -82,10 +97,77 @@ const SESSION_CREATE_KEYS: [&str; 8] = [
     "initial_events",
 ];
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Tool calls past this are killed, unless [`LocalOptions::tool_deadline`]
+/// says otherwise.
+pub const DEFAULT_TOOL_DEADLINE: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
 pub struct LocalOptions {
     /// Slept after each call's work is done, like a remote API's response time.
     pub latency: Duration,
+    /// Where sessions' workspaces (`sessions/<session_id>/`) and environments'
+    /// packages (`environments/<env_id>/`) go. Without it, tool calls fail
+    /// with a `session.error`.
+    pub workspaces: Option<PathBuf>,
+    /// The model backend of an agent's model id; asked once per session.
+    pub models: Arc<dyn ModelResolver>,
+    /// How long one tool call may run.
+    pub tool_deadline: Duration,
+    /// How environments' packages are installed.
+    pub installers: Installers,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            latency: Duration::ZERO,
+            workspaces: None,
+            models: Arc::new(NoModels),
+            tool_deadline: DEFAULT_TOOL_DEADLINE,
+            installers: Installers::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalOptions")
+            .field("latency", &self.latency)
+            .field("workspaces", &self.workspaces)
+            .field("models", &format_args!("<dyn ModelResolver>"))
+            .field("tool_deadline", &self.tool_deadline)
+            .field("installers", &self.installers)
+            .finish()
+    }
+}
+
+/// Gives the model backend for an agent's model id (`model.id`). Called once
+/// per session, when its loop first needs the model, so each session gets
+/// its own instance if the resolver makes one per call.
+pub trait ModelResolver: Send + Sync {
+    fn resolve(&self, model_id: &str) -> Result<Arc<dyn Model>, ModelError>;
+}
+
+impl<F> ModelResolver for F
+where
+    F: Fn(&str) -> Result<Arc<dyn Model>, ModelError> + Send + Sync,
+{
+    fn resolve(&self, model_id: &str) -> Result<Arc<dyn Model>, ModelError> {
+        self(model_id)
+    }
+}
+
+/// The default resolver: no model is configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoModels;
+
+impl ModelResolver for NoModels {
+    fn resolve(&self, model_id: &str) -> Result<Arc<dyn Model>, ModelError> {
+        Err(ModelError::Config(format!(
+            "no model backend is configured for model `{model_id}`; declare one under \
+             `providers.local.models`"
+        )))
+    }
 }
 
 /// The `local` provider: the Managed Agents API emulated over sled trees
@@ -97,6 +179,19 @@ pub struct LocalRuntime {
     environments: sled::Tree,
     sessions: sled::Tree,
     options: LocalOptions,
+    /// Session events and what the session workers share.
+    store: Store,
+    hub: Hub,
+}
+
+impl Drop for LocalRuntime {
+    /// Workers stop with their runtime; a turn they leave running carries on
+    /// when the session is next used.
+    fn drop(&mut self) {
+        for worker in self.hub.take_workers() {
+            worker.abort();
+        }
+    }
 }
 
 /// One lock for the process rather than per runtime: several runtimes may
@@ -116,7 +211,26 @@ impl LocalRuntime {
             environments: db.open_tree(ENVIRONMENTS_TREE).map_err(store_err)?,
             sessions: db.open_tree(SESSIONS_TREE).map_err(store_err)?,
             options,
+            store: Store::open(db)?,
+            hub: Hub::default(),
         })
+    }
+
+    /// Stops every session worker of this runtime and waits until they are
+    /// gone (so nothing holds the Db any more). A turn that was running is
+    /// carried on when its session is next sent to or streamed.
+    pub async fn shutdown(&self) {
+        for worker in self.hub.take_workers() {
+            worker.abort();
+            let _ = worker.await;
+        }
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            store: self.store.clone(),
+            options: self.options.clone(),
+        }
     }
 
     /// Applies the configured latency after the work is done, so a caller
@@ -922,6 +1036,75 @@ impl LocalRuntime {
     fn load_session(&self, id: &str) -> Result<Session> {
         get(&self.sessions, id.as_bytes())?.ok_or_else(|| RuntimeError::not_found("session", id))
     }
+
+    // ----- events -------------------------------------------------------------
+
+    fn send_events_now(&self, session_id: &str, params: &[Value]) -> Result<Vec<Value>> {
+        self.load_session(session_id)?;
+        let slot = self.hub.slot(&self.store, session_id)?;
+        let mut state = slot.state();
+        // Checked again under the slot lock, which deletion takes too.
+        let session = self.load_session(session_id)?;
+        if state.deleted {
+            return Err(RuntimeError::not_found("session", session_id));
+        }
+        if session.archived_at.is_some() {
+            return Err(invalid(format!("session `{session_id}` is archived")));
+        }
+        let history = self.store.history(session_id)?;
+        let inbox = self.store.inbox(session_id)?;
+        let open = OpenUses::replay(history.iter().chain(inbox.iter().map(|(_, e)| e)));
+        let accepted = events::accept(params, open)?;
+        self.store.push_inbox(session_id, &accepted)?;
+        let interrupts = accepted
+            .iter()
+            .filter(|e| super::event::kind(e) == "user.interrupt")
+            .count() as u64;
+        if interrupts > 0 {
+            slot.interrupts.send_modify(|n| *n += interrupts);
+        }
+        agent_loop::ensure_worker(&self.ctx(), &slot, &mut state);
+        Ok(accepted)
+    }
+
+    fn stream_events_now(&self, session_id: &str) -> Result<EventStream> {
+        let session = self.load_session(session_id)?;
+        let slot = self.hub.slot(&self.store, session_id)?;
+        let mut state = slot.state();
+        if state.deleted {
+            return Err(RuntimeError::not_found("session", session_id));
+        }
+        let rx = slot.subscribe();
+        // A turn a stopped process left running carries on.
+        if session.status == "running" {
+            agent_loop::ensure_worker(&self.ctx(), &slot, &mut state);
+        }
+        Ok(EventStream::new(LiveEvents { rx, ended: false }))
+    }
+
+    /// After the session record is gone: stops its worker, ends its streams,
+    /// removes its events and its workspace.
+    async fn forget_session(&self, id: &str) -> Result<()> {
+        let slot = self.hub.slot(&self.store, id)?;
+        let worker = {
+            let mut state = slot.state();
+            state.deleted = true;
+            state.worker.take()
+        };
+        if let Some(worker) = worker {
+            worker.abort();
+            let _ = worker.await;
+        }
+        self.store.clear(id)?;
+        agent_loop::remove_workspace(&slot, self.options.workspaces.as_deref()).await;
+        self.hub.remove(id);
+        slot.broadcast(json!({
+            "id": new_id(EVENT_PREFIX),
+            "type": "session.deleted",
+            "processed_at": timestamp(),
+        }));
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -1016,8 +1199,28 @@ impl Runtime for LocalRuntime {
     }
 
     async fn delete_session(&self, id: &str) -> Result<Deleted> {
-        let result = self.delete_session_now(id);
+        let result = match self.delete_session_now(id) {
+            Ok(deleted) => self.forget_session(id).await.map(|()| deleted),
+            Err(e) => Err(e),
+        };
         self.respond_durable(result).await
+    }
+
+    async fn send_events(&self, session_id: &str, events: Vec<Value>) -> Result<Vec<Value>> {
+        let result = self.send_events_now(session_id, &events);
+        self.respond_durable(result).await
+    }
+
+    async fn list_events(&self, session_id: &str, query: &ListQuery) -> Result<Page<Value>> {
+        let result = self
+            .load_session(session_id)
+            .and_then(|_| self.store.page(session_id, query));
+        self.respond(result).await
+    }
+
+    async fn stream_events(&self, session_id: &str) -> Result<EventStream> {
+        let result = self.stream_events_now(session_id);
+        self.respond(result).await
     }
 }
 
@@ -3118,7 +3321,14 @@ mod tests {
     async fn latency_is_applied_after_the_work() {
         let f = fixture();
         let latency = Duration::from_millis(30);
-        let slow = LocalRuntime::open(&f.db, LocalOptions { latency }).expect("runtime");
+        let slow = LocalRuntime::open(
+            &f.db,
+            LocalOptions {
+                latency,
+                ..Default::default()
+            },
+        )
+        .expect("runtime");
         let start = std::time::Instant::now();
         slow.create_environment(json!({"name": "timed"}))
             .await
@@ -3130,6 +3340,7 @@ mod tests {
             &f.db,
             LocalOptions {
                 latency: Duration::from_secs(3600),
+                ..Default::default()
             },
         )
         .expect("runtime");

@@ -1,0 +1,197 @@
+//! Transcripts: one JSONL file per session and run. The first line is a
+//! header, then every event exactly as received, then a footer with the
+//! results. One writer task per run owns the files.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Line {
+    Header(Header),
+    Event { event: Value },
+    Footer(Footer),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub run_id: String,
+    pub manifest_digest: String,
+    pub session: String,
+    pub provider: String,
+    pub session_id: String,
+    pub agent_id: String,
+    /// The pinned version, or the version the session snapshot runs.
+    pub agent_version: Option<u64>,
+    pub agent_pinned: bool,
+    pub environment_id: String,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Footer {
+    pub passed: bool,
+    pub steps: Vec<StepResult>,
+    pub usage: TokenUsage,
+    pub duration_ms: u64,
+    pub events: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub index: usize,
+    pub send: String,
+    pub reply: String,
+    pub stop_reason: Option<String>,
+    pub turns: u32,
+    pub tools_used: Vec<String>,
+    pub latency_ms: u64,
+    pub expectations: Vec<ExpectationResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl StepResult {
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.expectations.iter().all(|e| e.passed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectationResult {
+    pub expectation: String,
+    pub passed: bool,
+    pub message: String,
+}
+
+enum Msg {
+    Open(String, PathBuf),
+    Line(String, Line),
+    Close(String),
+    Shutdown(oneshot::Sender<Vec<String>>),
+}
+
+/// Sends lines to the run's writer task. Secrets are replaced on the way out.
+#[derive(Clone)]
+pub struct Sink {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Sink {
+    /// Starts the writer task. `secrets` are strings never to be written.
+    pub fn start(secrets: Vec<String>) -> Sink {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        tokio::task::spawn_blocking(move || {
+            let mut files: HashMap<String, BufWriter<std::fs::File>> = HashMap::new();
+            let mut errors = Vec::new();
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Msg::Open(key, path) => {
+                        let opened = path
+                            .parent()
+                            .map(std::fs::create_dir_all)
+                            .unwrap_or(Ok(()))
+                            .and_then(|_| std::fs::File::create(&path));
+                        match opened {
+                            Ok(f) => {
+                                files.insert(key, BufWriter::new(f));
+                            }
+                            Err(e) => errors.push(format!("cannot write `{}`: {e}", path.display())),
+                        }
+                    }
+                    Msg::Line(key, line) => {
+                        if let Some(w) = files.get_mut(&key) {
+                            let mut text = serde_json::to_string(&line).unwrap_or_default();
+                            for s in &secrets {
+                                if !s.is_empty() && text.contains(s.as_str()) {
+                                    text = text.replace(s.as_str(), "(sensitive)");
+                                }
+                            }
+                            if let Err(e) = writeln!(w, "{text}") {
+                                errors.push(format!("writing the transcript of {key}: {e}"));
+                            }
+                        }
+                    }
+                    Msg::Close(key) => {
+                        if let Some(mut w) = files.remove(&key) {
+                            if let Err(e) = w.flush().and_then(|_| w.get_ref().sync_all()) {
+                                errors.push(format!("writing the transcript of {key}: {e}"));
+                            }
+                        }
+                    }
+                    Msg::Shutdown(done) => {
+                        for (_, mut w) in files.drain() {
+                            let _ = w.flush();
+                        }
+                        let _ = done.send(std::mem::take(&mut errors));
+                        return;
+                    }
+                }
+            }
+        });
+        Sink { tx }
+    }
+
+    pub fn open(&self, key: &str, path: PathBuf) {
+        let _ = self.tx.send(Msg::Open(key.to_string(), path));
+    }
+
+    pub fn line(&self, key: &str, line: Line) {
+        let _ = self.tx.send(Msg::Line(key.to_string(), line));
+    }
+
+    pub fn close(&self, key: &str) {
+        let _ = self.tx.send(Msg::Close(key.to_string()));
+    }
+
+    /// Waits until everything is on disk; returns write errors.
+    pub async fn shutdown(self) -> Vec<String> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).is_err() {
+            return vec!["the transcript writer stopped early".into()];
+        }
+        rx.await.unwrap_or_else(|_| vec!["the transcript writer stopped early".into()])
+    }
+}
+
+/// A transcript read back from disk.
+#[derive(Debug, Clone, Default)]
+pub struct Transcript {
+    pub header: Option<Header>,
+    pub events: Vec<Value>,
+    pub footer: Option<Footer>,
+}
+
+pub fn read(path: &Path) -> Result<Transcript, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let mut t = Transcript::default();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| format!("`{}`: {e}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line = serde_json::from_str(&line)
+            .map_err(|e| format!("`{}` line {}: {e}", path.display(), i + 1))?;
+        match parsed {
+            Line::Header(h) => t.header = Some(h),
+            Line::Event { event } => t.events.push(event),
+            Line::Footer(f) => t.footer = Some(f),
+        }
+    }
+    Ok(t)
+}
