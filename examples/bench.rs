@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             None => (a.as_str(), None),
         };
         match name {
-            "plan" | "apply" | "phases" | "sweep" if size.is_none() => {
+            "plan" | "apply" | "phases" | "sweep" | "run" if size.is_none() => {
                 sections.push((name.to_string(), None))
             }
             "profile" => sections.push((name.to_string(), size)),
@@ -83,12 +83,13 @@ fn main() -> ExitCode {
                 println!(
                     "  profile[=N] load and plan N (10,000) resources in a loop, for `perf record`"
                 );
+                println!("  run         1,000 sessions x 5 scripted turns at concurrency 200 (issue: the runner)");
                 println!("  all         plan, apply and phases (the default)");
                 return ExitCode::SUCCESS;
             }
             _ => {
                 eprintln!(
-                    "error: unknown section `{a}`; expected plan, apply, phases, sweep, profile[=N] or all"
+                    "error: unknown section `{a}`; expected plan, apply, phases, sweep, run, profile[=N] or all"
                 );
                 return ExitCode::FAILURE;
             }
@@ -126,6 +127,7 @@ fn main() -> ExitCode {
             match name.as_str() {
                 "plan" => missed.extend(plan_section().await?),
                 "apply" => missed.extend(apply_section().await?),
+                "run" => missed.extend(run_section().await?),
                 "phases" => phases_section().await?,
                 "sweep" => sweep_section().await?,
                 "profile" => profile_section(size.unwrap_or(PLAN_SIZES[1].0)).await?,
@@ -142,7 +144,9 @@ fn main() -> ExitCode {
     match result {
         Ok(missed) => {
             println!();
-            let judged = sections.iter().any(|(n, _)| n == "plan" || n == "apply");
+            let judged = sections
+                .iter()
+                .any(|(n, _)| n == "plan" || n == "apply" || n == "run");
             if missed.is_empty() {
                 if judged {
                     println!("All targets met.");
@@ -1173,4 +1177,145 @@ async fn sweep_section() -> Result<()> {
         );
     }
     Ok(())
+}
+
+// ----- run: the scripted conversation runner ------------------------------------
+
+const RUN_SESSIONS: usize = 1_000;
+const RUN_TURNS: usize = 5;
+const RUN_CONCURRENCY: usize = 200;
+const RUN_RSS_TARGET_MB: f64 = 300.0;
+const RUN_OVERHEAD_TARGET: f64 = 0.10;
+
+/// Peak resident memory of this process, from /proc.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+async fn run_section() -> Result<Vec<String>> {
+    println!("\n## run: {RUN_SESSIONS} sessions x {RUN_TURNS} scripted turns, concurrency {RUN_CONCURRENCY}");
+    let dir = tempfile::tempdir()?;
+    let mut m = String::from("version: 1\nname: runbench\nproviders:\n  local:\n    models:\n      scripted-bench:\n        backend: scripted\n        turns:\n");
+    for t in 0..RUN_TURNS {
+        let _ = writeln!(
+            m,
+            "          - text: \"reply {t}: the total is {} units\"",
+            t * 7
+        );
+    }
+    m.push_str("environments:\n  box: { config: { type: cloud } }\nagents:\n  bot: { model: scripted-bench, system: You answer briefly. }\nsessions:\n");
+    for i in 0..RUN_SESSIONS {
+        let _ = writeln!(
+            m,
+            "  s{i}:\n    agent: bot\n    environment: box\n    steps:"
+        );
+        for t in 0..RUN_TURNS {
+            let _ = writeln!(m, "      - send: \"question {t} of session {i}\"\n        expect: [{{ contains: \"reply {t}\" }}]");
+        }
+    }
+    std::fs::write(dir.path().join("agentform.yaml"), m)?;
+    let manifest = Arc::new(load(dir.path())?);
+    let state_dir = dir.path().join("state");
+    let state = Arc::new(StateStore::open(&state_dir, "bench")?);
+    let local = LocalRuntime::open(
+        state.db(),
+        LocalOptions {
+            workspaces: Some(state_dir.join("workspaces")),
+            models: Arc::new(agentform::model::registry::ManifestModels::new(&manifest)),
+            ..LocalOptions::default()
+        },
+    )
+    .map_err(|e| anyhow!("cannot open the local runtime: {e}"))?;
+    let mut providers = Providers::default();
+    providers.insert(Arc::new(local));
+    let plan = make_plan(&manifest, &state, &providers).await?;
+    let applied = run_apply(
+        &plan,
+        manifest.clone(),
+        state.clone(),
+        providers.clone(),
+        POPULATE_PARALLELISM,
+    )
+    .await?;
+    println!(
+        "applied {} resources in {:.2} s",
+        pending(&plan),
+        applied.as_secs_f64()
+    );
+
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    let mut events = 0usize;
+    for round in 0..6 {
+        let transcripts = round % 2 == 1;
+        let options = agentform::runner::RunOptions {
+            concurrency: RUN_CONCURRENCY,
+            transcripts,
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let report = agentform::runner::run(
+            manifest.clone(),
+            state.clone(),
+            providers.clone(),
+            &options,
+            Arc::new(agentform::runner::Silent),
+        )
+        .await
+        .map_err(|e| anyhow!("run failed: {e}"))?;
+        let elapsed = start.elapsed();
+        let passed = report.outcomes.iter().filter(|o| o.passed()).count();
+        if passed != RUN_SESSIONS {
+            let first = report
+                .outcomes
+                .iter()
+                .find(|o| !o.passed())
+                .map(|o| format!("{}: {:?}", o.address, o.failure_messages()));
+            bail!("only {passed} of {RUN_SESSIONS} sessions passed; first failure: {first:?}");
+        }
+        events = report.outcomes.iter().map(|o| o.footer.events).sum();
+        println!(
+            "round {}: transcripts {:<3} {:>7.2} s  {:>7.1} sessions/s  {:>8.0} events/s",
+            round + 1,
+            if transcripts { "on" } else { "off" },
+            elapsed.as_secs_f64(),
+            RUN_SESSIONS as f64 / elapsed.as_secs_f64(),
+            events as f64 / elapsed.as_secs_f64()
+        );
+        if transcripts {
+            with.push(elapsed)
+        } else {
+            without.push(elapsed)
+        }
+    }
+    let on = median(with);
+    let off = median(without);
+    let overhead = on.as_secs_f64() / off.as_secs_f64() - 1.0;
+    let rss = peak_rss_mb().unwrap_or(f64::NAN);
+    println!("all {RUN_SESSIONS} sessions completed in every round; {events} events per run");
+    println!(
+        "median with transcripts: {:.2} s ({:.1} sessions/s, {:.0} events/s); without: {:.2} s; transcript overhead {:+.1}%",
+        on.as_secs_f64(),
+        RUN_SESSIONS as f64 / on.as_secs_f64(),
+        events as f64 / on.as_secs_f64(),
+        off.as_secs_f64(),
+        overhead * 100.0
+    );
+    println!("peak RSS of the benchmark process (apply + 6 runs): {rss:.0} MB");
+    let mut missed = Vec::new();
+    if rss > RUN_RSS_TARGET_MB {
+        missed.push(format!(
+            "run: peak RSS {rss:.0} MB > {RUN_RSS_TARGET_MB} MB"
+        ));
+    }
+    if overhead > RUN_OVERHEAD_TARGET {
+        missed.push(format!(
+            "run: transcripts add {:.1}% > 10%",
+            overhead * 100.0
+        ));
+    }
+    Ok(missed)
 }

@@ -47,8 +47,18 @@ fn applied(contents: &str) -> Test {
 
 fn transcript_events(t: &Test) -> Vec<serde_json::Value> {
     let dir = t.path("state/transcripts");
-    let run = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
-    let file = std::fs::read_dir(&run).unwrap().flatten().next().unwrap().path();
+    let run = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let file = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     std::fs::read_to_string(file)
         .unwrap()
         .lines()
@@ -64,36 +74,92 @@ fn the_conversation_example_passes_and_reports() {
     let out = t.run(&["run", "--junit", "report.xml"]).success();
     assert!(out.stdout.contains("1 passed, 0 failed"), "{}", out.stdout);
     let xml = t.read("report.xml");
-    assert!(xml.contains(r#"<testcase name="session.triage""#) && !xml.contains("<failure"), "{xml}");
+    assert!(
+        xml.contains(r#"<testcase name="session.triage""#) && !xml.contains("<failure"),
+        "{xml}"
+    );
 
     // The host command got the tool input on stdin; bash ran after confirmation.
     let events = transcript_events(&t);
-    let result = events.iter().find(|e| e["type"] == "user.custom_tool_result").expect("custom tool result");
-    assert!(result.to_string().contains(r#"ticket: {\"id\":\"T-42\"}"#), "{result}");
-    assert!(events.iter().any(|e| e["type"] == "user.tool_confirmation" && e["result"] == "allow"));
-    let bash = events.iter().find(|e| e["type"] == "agent.tool_result").expect("bash result");
+    let result = events
+        .iter()
+        .find(|e| e["type"] == "user.custom_tool_result")
+        .expect("custom tool result");
+    assert!(
+        result.to_string().contains(r#"ticket: {\"id\":\"T-42\"}"#),
+        "{result}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "user.tool_confirmation" && e["result"] == "allow"));
+    let bash = events
+        .iter()
+        .find(|e| e["type"] == "agent.tool_result")
+        .expect("bash result");
     assert!(bash.to_string().contains("refund T-42: 30 EUR"), "{bash}");
 
     let list = t.run(&["transcripts", "list"]).success().stdout;
     assert!(list.contains("/triage\tpassed"), "{list}");
-    let shown = t.run(&["transcripts", "show", "latest/triage"]).success().stdout;
-    assert!(shown.contains("user  › What is ticket T-42 about?") && shown.contains("tool lookup_ticket"), "{shown}");
-    t.run(&["transcripts", "export", "latest/triage", "--format", "html", "-o", "t.html"]).success();
+    let shown = t
+        .run(&["transcripts", "show", "latest/triage"])
+        .success()
+        .stdout;
+    assert!(
+        shown.contains("user  › What is ticket T-42 about?")
+            && shown.contains("tool lookup_ticket"),
+        "{shown}"
+    );
+    t.run(&[
+        "transcripts",
+        "export",
+        "latest/triage",
+        "--format",
+        "html",
+        "-o",
+        "t.html",
+    ])
+    .success();
     let html = t.read("t.html");
-    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<details") && html.contains("T-42"));
-    let md = t.run(&["transcripts", "export", "latest/triage", "--format", "markdown"]).success().stdout;
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.contains("<details") && html.contains("T-42")
+    );
+    let md = t
+        .run(&[
+            "transcripts",
+            "export",
+            "latest/triage",
+            "--format",
+            "markdown",
+        ])
+        .success()
+        .stdout;
     assert!(md.contains("**User:** What is ticket T-42 about?"));
 }
 
 #[test]
 fn a_failing_expectation_fails_the_run_and_the_junit_report() {
     let session = "    steps:\n      - send: hello\n        expect:\n          - contains: goodbye\n          - stop_reason: end_turn\n";
-    let t = applied(&manifest("          - text: hello there\n", TOOLSET, session));
+    let t = applied(&manifest(
+        "          - text: hello there\n",
+        TOOLSET,
+        session,
+    ));
     let out = t.run(&["run", "--junit", "report.xml"]).code(1);
-    assert!(out.stdout.contains("0 passed, 1 failed") && out.stdout.contains("FAILED session.chat"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("0 passed, 1 failed") && out.stdout.contains("FAILED session.chat"),
+        "{}",
+        out.stdout
+    );
     let xml = t.read("report.xml");
-    assert!(xml.contains(r#"<failure message="step 1: contains &quot;goodbye&quot;""#), "{xml}");
-    assert_eq!(xml.matches("<failure").count(), 1, "only the unmet expectation fails: {xml}");
+    assert!(
+        xml.contains(r#"<failure message="step 1: contains &quot;goodbye&quot;""#),
+        "{xml}"
+    );
+    assert_eq!(
+        xml.matches("<failure").count(),
+        1,
+        "only the unmet expectation fails: {xml}"
+    );
 }
 
 #[test]
@@ -104,7 +170,10 @@ fn confirmation_denied_means_the_tool_does_not_run() {
     let t = applied(&manifest(turns, tools, session));
     t.run(&["run"]).success();
     let events = transcript_events(&t);
-    let result = events.iter().find(|e| e["type"] == "agent.tool_result").unwrap();
+    let result = events
+        .iter()
+        .find(|e| e["type"] == "agent.tool_result")
+        .unwrap();
     assert_eq!(result["is_error"], true);
     assert!(result.to_string().contains("not in CI"), "{result}");
     let ws = t.path("state/workspaces");
@@ -119,7 +188,10 @@ fn escaping_the_workspace_is_refused() {
     let t = applied(&manifest(turns, TOOLSET, session));
     t.run(&["run"]).success();
     let events = transcript_events(&t);
-    let results: Vec<_> = events.iter().filter(|e| e["type"] == "agent.tool_result").collect();
+    let results: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "agent.tool_result")
+        .collect();
     assert_eq!(results.len(), 2);
     for r in results {
         assert_eq!(r["is_error"], true, "{r}");
@@ -141,7 +213,11 @@ fn interrupt_on_a_tool_stops_a_long_command() {
 #[test]
 fn each_run_starts_a_fresh_session_unless_continued() {
     let session = "    steps:\n      - send: hi\n";
-    let t = applied(&manifest("          - text: one\n          - text: two\n          - text: three\n", TOOLSET, session));
+    let t = applied(&manifest(
+        "          - text: one\n          - text: two\n          - text: three\n",
+        TOOLSET,
+        session,
+    ));
     t.run(&["run"]).success();
     let first = session_id(&t);
     t.run(&["run"]).success();
@@ -151,22 +227,36 @@ fn each_run_starts_a_fresh_session_unless_continued() {
     assert_eq!(session_id(&t), second);
     let (_, _, sessions) = live_objects(&t.path("state"));
     let old = sessions.iter().find(|s| s.id == first).unwrap();
-    assert!(old.archived_at.is_some(), "the previous session is archived");
-    t.run(&["plan", "--refresh", "--detailed-exitcode"]).success();
+    assert!(
+        old.archived_at.is_some(),
+        "the previous session is archived"
+    );
+    t.run(&["plan", "--refresh", "--detailed-exitcode"])
+        .success();
 }
 
 #[test]
 fn run_refuses_unapplied_changes_and_unknown_sessions() {
     let session = "    steps:\n      - send: hi\n";
     let t = applied(&manifest("          - text: one\n", TOOLSET, session));
-    t.run(&["run", "--session", "nope"]).code(1).stderr_has("not declared");
-    t.write("agentform.yaml", &manifest("          - text: one\n", TOOLSET, session).replace("test bot", "changed bot"));
+    t.run(&["run", "--session", "nope"])
+        .code(1)
+        .stderr_has("not declared");
+    t.write(
+        "agentform.yaml",
+        &manifest("          - text: one\n", TOOLSET, session).replace("test bot", "changed bot"),
+    );
     t.run(&["run"]).code(1).stderr_has("not applied");
 }
 
 fn session_id(t: &Test) -> String {
     let shown = t.run(&["state", "show", "session.chat"]).success().stdout;
-    shown.lines().find_map(|l| l.strip_prefix("remote_id: ")).unwrap().trim().to_string()
+    shown
+        .lines()
+        .find_map(|l| l.strip_prefix("remote_id: "))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -199,7 +289,14 @@ fn shape(events: &[serde_json::Value]) -> Vec<String> {
 fn strip(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
-            for k in ["id", "processed_at", "tool_use_id", "custom_tool_use_id", "model_request_start_id", "event_ids"] {
+            for k in [
+                "id",
+                "processed_at",
+                "tool_use_id",
+                "custom_tool_use_id",
+                "model_request_start_id",
+                "event_ids",
+            ] {
                 m.remove(k);
             }
             m.values_mut().for_each(strip);
@@ -217,19 +314,42 @@ fn a_recorded_transcript_replays_the_same_events() {
     t.run(&["run"]).success();
     let recorded = transcript_events(&t);
     let dir = t.path("state/transcripts");
-    let run = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
-    std::fs::copy(run.join("chat.jsonl"), t.path("replay/recorded.jsonl")).or_else(|_| {
-        std::fs::create_dir_all(t.path("replay")).unwrap();
-        std::fs::copy(run.join("chat.jsonl"), t.path("replay/recorded.jsonl"))
-    })
-    .unwrap();
+    let run = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    std::fs::copy(run.join("chat.jsonl"), t.path("replay/recorded.jsonl"))
+        .or_else(|_| {
+            std::fs::create_dir_all(t.path("replay")).unwrap();
+            std::fs::copy(run.join("chat.jsonl"), t.path("replay/recorded.jsonl"))
+        })
+        .unwrap();
 
-    let replay = manifest("", TOOLSET, session).replace("        backend: scripted\n        turns:\n", "        backend: scripted\n        transcript: recorded.jsonl\n");
+    let replay = manifest("", TOOLSET, session).replace(
+        "        backend: scripted\n        turns:\n",
+        "        backend: scripted\n        transcript: recorded.jsonl\n",
+    );
     t.write("replay/agentform.yaml", &replay);
-    t.run(&["apply", "-f", "replay", "--state", "replay/state", "--auto-approve"]).success();
-    t.run(&["run", "-f", "replay", "--state", "replay/state"]).success();
+    t.run(&[
+        "apply",
+        "-f",
+        "replay",
+        "--state",
+        "replay/state",
+        "--auto-approve",
+    ])
+    .success();
+    t.run(&["run", "-f", "replay", "--state", "replay/state"])
+        .success();
     let rdir = t.path("replay/state/transcripts");
-    let rrun = std::fs::read_dir(&rdir).unwrap().flatten().next().unwrap().path();
+    let rrun = std::fs::read_dir(&rdir)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     let replayed: Vec<serde_json::Value> = std::fs::read_to_string(rrun.join("chat.jsonl"))
         .unwrap()
         .lines()
@@ -250,8 +370,14 @@ fn a_missing_api_key_is_a_clear_failure_not_a_hang() {
     t.run(&["apply", "--auto-approve"]).success();
     let out = t.run(&["run"]).code(1);
     let events = transcript_events(&t);
-    let error = events.iter().find(|e| e["type"] == "session.error").expect("a session.error");
-    assert!(error.to_string().contains("AGENTFORM_TEST_UNSET_KEY"), "{error}");
+    let error = events
+        .iter()
+        .find(|e| e["type"] == "session.error")
+        .expect("a session.error");
+    assert!(
+        error.to_string().contains("AGENTFORM_TEST_UNSET_KEY"),
+        "{error}"
+    );
     assert!(out.stdout.contains("FAILED session.s"), "{}", out.stdout);
 }
 
@@ -267,6 +393,10 @@ fn secrets_never_reach_transcripts() {
     let dir = t.path("state/transcripts");
     for f in walk(&dir) {
         let text = std::fs::read_to_string(&f).unwrap();
-        assert!(!text.contains(secret), "{} contains the secret", f.display());
+        assert!(
+            !text.contains(secret),
+            "{} contains the secret",
+            f.display()
+        );
     }
 }

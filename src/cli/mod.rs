@@ -93,7 +93,9 @@ enum Command {
     )]
     Destroy(DestroyArgs),
     /// Drive every session through its steps, record transcripts, check expectations
-    #[command(after_help = "Examples:\n  agentform run\n  agentform run --session smoke --junit report.xml\n  agentform run --concurrency 8 --timeout 10m\n\nExit codes: 0 every expectation held, 1 an expectation failed or an error")]
+    #[command(
+        after_help = "Examples:\n  agentform run\n  agentform run --session smoke --junit report.xml\n  agentform run --concurrency 8 --timeout 10m\n\nExit codes: 0 every expectation held, 1 an expectation failed or an error"
+    )]
     Run(RunArgs),
     /// List, show and export recorded transcripts
     #[command(subcommand)]
@@ -194,13 +196,17 @@ enum TranscriptsCommand {
     #[command(after_help = "Example:\n  agentform transcripts list")]
     List,
     /// A transcript as a readable conversation
-    #[command(after_help = "Examples:\n  agentform transcripts show latest/smoke\n  agentform transcripts show 20261125-101500-3f2a/session.smoke")]
+    #[command(
+        after_help = "Examples:\n  agentform transcripts show latest/smoke\n  agentform transcripts show 20261125-101500-3f2a/session.smoke"
+    )]
     Show {
         /// RUN/SESSION; RUN may be `latest`
         reference: String,
     },
     /// A transcript as Markdown or a self-contained HTML page
-    #[command(after_help = "Examples:\n  agentform transcripts export latest/smoke --format html -o smoke.html\n  agentform transcripts export latest/smoke --format markdown")]
+    #[command(
+        after_help = "Examples:\n  agentform transcripts export latest/smoke --format html -o smoke.html\n  agentform transcripts export latest/smoke --format markdown"
+    )]
     Export {
         reference: String,
         #[arg(long, value_enum, default_value = "markdown")]
@@ -218,7 +224,8 @@ enum ExportFormat {
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    agentform::manifest::parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration; write e.g. `500ms`, `30s`, `10m`, `1h`"))
+    agentform::manifest::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration; write e.g. `500ms`, `30s`, `10m`, `1h`"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -368,7 +375,7 @@ fn providers(state: &StateStore, manifest: Option<&Manifest>) -> Result<Provider
         options.models = Arc::new(agentform::model::registry::ManifestModels::new(m));
     }
     let local = LocalRuntime::open(state.db(), options)
-    .map_err(|e| anyhow!("cannot open the local runtime: {e}"))?;
+        .map_err(|e| anyhow!("cannot open the local runtime: {e}"))?;
     let mut p = Providers::default();
     p.insert(Arc::new(local));
     Ok(p)
@@ -624,7 +631,11 @@ async fn run_command(g: &Global, args: RunArgs, printer: &Printer) -> Result<Exi
     let m = Arc::new(load(g)?);
     let state = Arc::new(open_state(g, "run")?);
     let providers = providers(&state, Some(&m))?;
-    let selected = if args.sessions.is_empty() { 0 } else { args.sessions.len() };
+    let selected = if args.sessions.is_empty() {
+        0
+    } else {
+        args.sessions.len()
+    };
     let reporter = Arc::new(output::RunProgress::new(printer, selected));
     let options = agentform::runner::RunOptions {
         sessions: args.sessions.clone(),
@@ -633,7 +644,14 @@ async fn run_command(g: &Global, args: RunArgs, printer: &Printer) -> Result<Exi
         continue_sessions: args.continue_sessions,
         transcripts: true,
     };
-    let report = agentform::runner::run(m.clone(), state.clone(), providers, &options, reporter.clone()).await?;
+    let report = agentform::runner::run(
+        m.clone(),
+        state.clone(),
+        providers,
+        &options,
+        reporter.clone(),
+    )
+    .await?;
     reporter.finish();
     for e in &report.write_errors {
         printer.error(e);
@@ -642,7 +660,12 @@ async fn run_command(g: &Global, args: RunArgs, printer: &Printer) -> Result<Exi
     let failed = report.outcomes.len() - passed;
     for o in &report.outcomes {
         if o.passed() {
-            printer.out(&format!("ok     {} ({} steps, {:.1}s)", o.address, o.footer.steps.len(), o.footer.duration_ms as f64 / 1000.0));
+            printer.out(&format!(
+                "ok     {} ({} steps, {:.1}s)",
+                o.address,
+                o.footer.steps.len(),
+                o.footer.duration_ms as f64 / 1000.0
+            ));
         } else {
             printer.out(&format!("FAILED {}", o.address));
             for (message, detail) in o.failure_messages() {
@@ -654,16 +677,34 @@ async fn run_command(g: &Global, args: RunArgs, printer: &Printer) -> Result<Exi
         }
     }
     if let Some(path) = &args.junit {
-        let xml = agentform::runner::report::junit(&report.run_id, &report.outcomes, report.duration.as_secs_f64());
-        std::fs::write(path, xml).with_context(|| format!("writing the JUnit report `{}`", path.display()))?;
+        let xml = agentform::runner::report::junit(
+            &report.run_id,
+            &report.outcomes,
+            report.duration.as_secs_f64(),
+        );
+        std::fs::write(path, xml)
+            .with_context(|| format!("writing the JUnit report `{}`", path.display()))?;
         printer.info(&format!("Wrote {}", path.display()));
     }
-    printer.out(&format!("run {}: {passed} passed, {failed} failed", report.run_id));
-    printer.info(&format!("transcripts: agentform transcripts list; agentform transcripts show {}/SESSION", report.run_id));
-    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    printer.out(&format!(
+        "run {}: {passed} passed, {failed} failed",
+        report.run_id
+    ));
+    printer.info(&format!(
+        "transcripts: agentform transcripts list; agentform transcripts show {}/SESSION",
+        report.run_id
+    ));
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn find_transcript(state: &StateStore, reference: &str) -> Result<agentform::state::TranscriptEntry> {
+fn find_transcript(
+    state: &StateStore,
+    reference: &str,
+) -> Result<agentform::state::TranscriptEntry> {
     let entries = state.transcripts()?;
     if entries.is_empty() {
         bail!("no transcripts recorded yet\nhint: `agentform run` records them");
@@ -673,7 +714,11 @@ fn find_transcript(state: &StateStore, reference: &str) -> Result<agentform::sta
         None => (reference, None),
     };
     let run = if run == "latest" {
-        entries.iter().map(|e| e.run_id.clone()).max().unwrap_or_default()
+        entries
+            .iter()
+            .map(|e| e.run_id.clone())
+            .max()
+            .unwrap_or_default()
     } else {
         run.to_string()
     };
@@ -693,7 +738,11 @@ fn find_transcript(state: &StateStore, reference: &str) -> Result<agentform::sta
         None => bail!(
             "run `{run}` has {} sessions; name one: {}",
             in_run.len(),
-            in_run.iter().map(|e| format!("{run}/{}", e.session.name)).collect::<Vec<_>>().join(", ")
+            in_run
+                .iter()
+                .map(|e| format!("{run}/{}", e.session.name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -715,19 +764,26 @@ fn transcripts_command(g: &Global, cmd: TranscriptsCommand, printer: &Printer) -
         }
         TranscriptsCommand::Show { reference } => {
             let e = find_transcript(&state, &reference)?;
-            let t = agentform::runner::transcript::read(&state.dir().join(&e.path)).map_err(|m| anyhow!(m))?;
+            let t = agentform::runner::transcript::read(&state.dir().join(&e.path))
+                .map_err(|m| anyhow!(m))?;
             printer.out(agentform::runner::export::text(&t).trim_end());
         }
-        TranscriptsCommand::Export { reference, format, output } => {
+        TranscriptsCommand::Export {
+            reference,
+            format,
+            output,
+        } => {
             let e = find_transcript(&state, &reference)?;
-            let t = agentform::runner::transcript::read(&state.dir().join(&e.path)).map_err(|m| anyhow!(m))?;
+            let t = agentform::runner::transcript::read(&state.dir().join(&e.path))
+                .map_err(|m| anyhow!(m))?;
             let text = match format {
                 ExportFormat::Markdown => agentform::runner::export::markdown(&t),
                 ExportFormat::Html => agentform::runner::export::html(&t),
             };
             match output {
                 Some(path) => {
-                    std::fs::write(&path, text).with_context(|| format!("writing `{}`", path.display()))?;
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing `{}`", path.display()))?;
                     printer.info(&format!("Wrote {}", path.display()));
                 }
                 None => printer.out(text.trim_end()),

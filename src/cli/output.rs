@@ -187,14 +187,22 @@ pub struct RunProgress {
 impl RunProgress {
     pub fn new(printer: &Printer, total: usize) -> Self {
         let bar = printer.progress.then(|| {
-            let bar = ProgressBar::with_draw_target(if total > 0 { Some(total as u64) } else { None }, ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} sessions done {wide_msg}") {
+            let bar = ProgressBar::with_draw_target(
+                if total > 0 { Some(total as u64) } else { None },
+                ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {pos} sessions done {wide_msg}",
+            ) {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        RunProgress { bar, quiet: printer.quiet }
+        RunProgress {
+            bar,
+            quiet: printer.quiet,
+        }
     }
 
     pub fn finish(&self) {
@@ -206,7 +214,11 @@ impl RunProgress {
 
 impl agentform::runner::RunReporter for RunProgress {
     fn finished(&self, outcome: &agentform::runner::SessionOutcome) {
-        let line = format!("{}: {}", outcome.address, if outcome.passed() { "passed" } else { "failed" });
+        let line = format!(
+            "{}: {}",
+            outcome.address,
+            if outcome.passed() { "passed" } else { "failed" }
+        );
         match &self.bar {
             Some(bar) => {
                 bar.inc(1);

@@ -116,7 +116,11 @@ impl Manifest {
 
     /// sha256 over every manifest file's text, in load order.
     pub fn digest(&self) -> String {
-        let texts: Vec<Value> = self.sources.files().map(|f| Value::String(f.text.clone())).collect();
+        let texts: Vec<Value> = self
+            .sources
+            .files()
+            .map(|f| Value::String(f.text.clone()))
+            .collect();
         crate::plan::desired::digest(&Value::Array(texts))
     }
 
@@ -531,7 +535,9 @@ impl Loader {
         // would make large manifests quadratic.
         let mut key_spans: HashMap<(&str, &str), Span> = HashMap::new();
         for section in ["environments", "agents", "sessions"] {
-            if let Some(marked_yaml::Node::Mapping(m)) = yaml::node_at(&file.node, &[Seg::Key(section.into())]) {
+            if let Some(marked_yaml::Node::Mapping(m)) =
+                yaml::node_at(&file.node, &[Seg::Key(section.into())])
+            {
                 for k in m.keys() {
                     if let Some(span) = Span::from_marked(k.span()) {
                         key_spans.insert((section, k.as_str()), span);
@@ -540,19 +546,29 @@ impl Loader {
             }
         }
         let key_span = |section: &'static str, name: &str| {
-            key_spans.get(&(section, name)).copied().unwrap_or(Span::file_start(file.source))
+            key_spans
+                .get(&(section, name))
+                .copied()
+                .unwrap_or(Span::file_start(file.source))
         };
         // Templates and secrets grouped by resource, for the same reason.
-        let mut deferred_by: HashMap<(String, String), Vec<(Vec<Seg>, Deferred)>> = HashMap::new();
+        type ByResource<T> = HashMap<(String, String), Vec<T>>;
+        let mut deferred_by: ByResource<(Vec<Seg>, Deferred)> = HashMap::new();
         for (path, d) in deferred {
             if let [Seg::Key(section), Seg::Key(name), ..] = path.as_slice() {
-                deferred_by.entry((section.clone(), name.clone())).or_default().push((path.clone(), d));
+                deferred_by
+                    .entry((section.clone(), name.clone()))
+                    .or_default()
+                    .push((path.clone(), d));
             }
         }
-        let mut sensitive_by: HashMap<(String, String), Vec<Vec<Seg>>> = HashMap::new();
+        let mut sensitive_by: ByResource<Vec<Seg>> = HashMap::new();
         for path in sensitive {
             if let [Seg::Key(section), Seg::Key(name), ..] = path.as_slice() {
-                sensitive_by.entry((section.clone(), name.clone())).or_default().push(path.clone());
+                sensitive_by
+                    .entry((section.clone(), name.clone()))
+                    .or_default()
+                    .push(path.clone());
             }
         }
         // (address, provider, depends_on, body, session spec)
@@ -615,7 +631,11 @@ impl Loader {
             }
             let group = (address.kind.section().to_string(), address.name.clone());
             let mut res_deferred = Vec::new();
-            for (path, d) in deferred_by.get(&group).map(Vec::as_slice).unwrap_or_default() {
+            for (path, d) in deferred_by
+                .get(&group)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
                 {
                     let rest = &path[2..];
                     let field = match rest.first() {
@@ -740,13 +760,15 @@ impl Loader {
             }
             for (raw, span) in &d.depends_on_raw {
                 match raw.parse::<Address>() {
-                    Ok(dep) if dep == addr => {
-                        problems.push(Diagnostic::at(*span, format!("`{addr}` depends on itself"))
-                            .help("remove it from its own `depends_on`"))
-                    }
+                    Ok(dep) if dep == addr => problems.push(
+                        Diagnostic::at(*span, format!("`{addr}` depends on itself"))
+                            .help("remove it from its own `depends_on`"),
+                    ),
                     Ok(dep) if declared.contains_key(&dep) => deps.push(dep),
                     Ok(dep) => problems.push(dangling(*span, &dep, &names)),
-                    Err(e) => problems.push(Diagnostic::at(*span, e).help("write addresses as KIND.NAME, e.g. `environment.data` or `agent.coder`")),
+                    Err(e) => problems.push(Diagnostic::at(*span, e).help(
+                        "write addresses as KIND.NAME, e.g. `environment.data` or `agent.coder`",
+                    )),
                 }
             }
             for def in &d.resource.deferred {
@@ -774,7 +796,11 @@ impl Loader {
                             )
                             .help(format!(
                                 "outputs of {} {}: {}",
-                                if r.address.kind == Kind::Agent { "an" } else { "a" },
+                                if r.address.kind == Kind::Agent {
+                                    "an"
+                                } else {
+                                    "a"
+                                },
                                 r.address.kind,
                                 attrs.join(", ")
                             )),
@@ -793,9 +819,7 @@ impl Loader {
                     }
                 }
                 Kind::Environment => {
-                    if let Ok(spec) =
-                        EnvironmentSpec::deserialize(&d.resource.body)
-                    {
+                    if let Ok(spec) = EnvironmentSpec::deserialize(&d.resource.body) {
                         let name = spec.name.clone().unwrap_or_default();
                         if let Some(other) = env_names.get(&name) {
                             problems.push(Diagnostic::at(field(&[], Some("name")), format!("environment name `{name}` is also used by `{other}`"))
@@ -836,8 +860,13 @@ impl Loader {
                     }
                     if let Some(title) = &spec.title {
                         if title.chars().count() > 512 {
-                            problems.push(Diagnostic::at(field(&["title"], None), "session titles are at most 512 characters")
-                                .help("shorten the title"));
+                            problems.push(
+                                Diagnostic::at(
+                                    field(&["title"], None),
+                                    "session titles are at most 512 characters",
+                                )
+                                .help("shorten the title"),
+                            );
                         }
                     }
                     check_metadata(&spec.metadata, &|k| field(&["metadata"], k), &mut problems);
@@ -951,7 +980,11 @@ fn similar(a: &str, b: &str) -> bool {
 }
 
 /// `field` locates a key below the metadata mapping.
-fn check_metadata(meta: &BTreeMap<String, String>, field: &dyn Fn(Option<&str>) -> Span, problems: &mut Vec<Diagnostic>) {
+fn check_metadata(
+    meta: &BTreeMap<String, String>,
+    field: &dyn Fn(Option<&str>) -> Span,
+    problems: &mut Vec<Diagnostic>,
+) {
     if meta.len() > 14 {
         problems.push(Diagnostic::at(field(None), format!("{} metadata pairs; at most 14 are allowed", meta.len()))
             .help("the API allows 16 pairs and agentform uses two (`agentform.address`, `agentform.manifest`)"));
@@ -959,17 +992,28 @@ fn check_metadata(meta: &BTreeMap<String, String>, field: &dyn Fn(Option<&str>) 
     for (k, v) in meta {
         if k.starts_with("agentform.") {
             problems.push(
-                Diagnostic::at(field(Some(k)), format!("metadata key `{k}` is reserved"))
-                    .help("keys starting with `agentform.` are set by agentform itself; rename the key"),
+                Diagnostic::at(field(Some(k)), format!("metadata key `{k}` is reserved")).help(
+                    "keys starting with `agentform.` are set by agentform itself; rename the key",
+                ),
             );
         }
         if k.is_empty() || k.chars().count() > 64 {
-            problems.push(Diagnostic::at(field(Some(k)), format!("metadata key `{k}` must be 1 to 64 characters"))
-                .help("shorten the key; the API limits keys to 64 characters"));
+            problems.push(
+                Diagnostic::at(
+                    field(Some(k)),
+                    format!("metadata key `{k}` must be 1 to 64 characters"),
+                )
+                .help("shorten the key; the API limits keys to 64 characters"),
+            );
         }
         if v.chars().count() > 512 {
-            problems.push(Diagnostic::at(field(Some(k)), format!("metadata value of `{k}` is longer than 512 characters"))
-                .help("shorten the value; the API limits values to 512 characters"));
+            problems.push(
+                Diagnostic::at(
+                    field(Some(k)),
+                    format!("metadata value of `{k}` is longer than 512 characters"),
+                )
+                .help("shorten the value; the API limits values to 512 characters"),
+            );
         }
     }
 }
@@ -981,8 +1025,13 @@ fn validate_agent(
 ) {
     let name = spec.name.as_deref().unwrap_or_default();
     if name.is_empty() || name.chars().count() > 256 {
-        problems.push(Diagnostic::at(field(&[], Some("name")), "agent names are 1 to 256 characters")
-            .help("give the agent a `name` of at most 256 characters"));
+        problems.push(
+            Diagnostic::at(
+                field(&[], Some("name")),
+                "agent names are 1 to 256 characters",
+            )
+            .help("give the agent a `name` of at most 256 characters"),
+        );
     }
     let model = match &spec.model {
         spec::ModelSpec::Id(id) => id.as_str(),
@@ -995,12 +1044,22 @@ fn validate_agent(
         );
     }
     if spec.tools.len() > 256 {
-        problems.push(Diagnostic::at(field(&["tools"], None), format!("{} tools; at most 256 are allowed", spec.tools.len()))
-            .help("the API allows at most 256 tools per agent; remove some"));
+        problems.push(
+            Diagnostic::at(
+                field(&["tools"], None),
+                format!("{} tools; at most 256 are allowed", spec.tools.len()),
+            )
+            .help("the API allows at most 256 tools per agent; remove some"),
+        );
     }
     if spec.mcp_servers.len() > 20 {
-        problems.push(Diagnostic::at(field(&["mcp_servers"], None), "at most 20 MCP servers are allowed")
-            .help("the API allows at most 20 MCP servers per agent; remove some"));
+        problems.push(
+            Diagnostic::at(
+                field(&["mcp_servers"], None),
+                "at most 20 MCP servers are allowed",
+            )
+            .help("the API allows at most 20 MCP servers per agent; remove some"),
+        );
     }
     let servers: Vec<&str> = spec
         .mcp_servers
@@ -1011,8 +1070,13 @@ fn validate_agent(
         .collect();
     for (i, s) in servers.iter().enumerate() {
         if servers[..i].contains(s) {
-            problems.push(Diagnostic::at(field(&["mcp_servers", &i.to_string(), "name"], None), format!("MCP server name `{s}` is used twice"))
-                .help("server names are unique within an agent; rename one"));
+            problems.push(
+                Diagnostic::at(
+                    field(&["mcp_servers", &i.to_string(), "name"], None),
+                    format!("MCP server name `{s}` is used twice"),
+                )
+                .help("server names are unique within an agent; rename one"),
+            );
         }
     }
     let mut used_servers = Vec::new();
@@ -1064,15 +1128,21 @@ fn validate_agent(
                 }
                 if custom_names.contains(&name.as_str()) {
                     problems.push(
-                        Diagnostic::at(name_span, format!("tools[{i}]: custom tool `{name}` is declared twice"))
-                            .help("custom tool names are unique within an agent; rename one"),
+                        Diagnostic::at(
+                            name_span,
+                            format!("tools[{i}]: custom tool `{name}` is declared twice"),
+                        )
+                        .help("custom tool names are unique within an agent; rename one"),
                     );
                 }
                 custom_names.push(name);
                 if description.trim().is_empty() {
                     problems.push(
-                        Diagnostic::at(span, format!("tools[{i}]: custom tool `{name}` needs a description"))
-                            .help("the description tells the model when to use the tool"),
+                        Diagnostic::at(
+                            span,
+                            format!("tools[{i}]: custom tool `{name}` needs a description"),
+                        )
+                        .help("the description tells the model when to use the tool"),
                     );
                 }
             }
@@ -1093,8 +1163,13 @@ fn validate_environment(
 ) {
     let name = spec.name.as_deref().unwrap_or_default();
     if name.is_empty() || name.chars().count() > 256 {
-        problems.push(Diagnostic::at(field(&[], Some("name")), "environment names are 1 to 256 characters")
-            .help("give the environment a `name` of at most 256 characters"));
+        problems.push(
+            Diagnostic::at(
+                field(&[], Some("name")),
+                "environment names are 1 to 256 characters",
+            )
+            .help("give the environment a `name` of at most 256 characters"),
+        );
     }
     if let Some(EnvironmentConfigSpec::Cloud {
         packages: Some(p),
@@ -1154,9 +1229,17 @@ fn type_error(file: &ParsedFile, e: &serde_path_to_error::Error<serde_json::Erro
             })
             .or_else(|| search(&|f| matches!(f, yaml::Found::Key(k) if k == key)))
             .or_else(|| locate(&file.node, &path, None));
-        let expected = rest.trim_start_matches(", ").replace("expected one of ", "").replace("expected ", "");
-        let within = if where_.is_empty() { "the top level".to_string() } else { format!("`{where_}`") };
-        return Diagnostic::new(format!("unknown field `{key}` in {within}"), span).help(format!("expected one of: {expected}"));
+        let expected = rest
+            .trim_start_matches(", ")
+            .replace("expected one of ", "")
+            .replace("expected ", "");
+        let within = if where_.is_empty() {
+            "the top level".to_string()
+        } else {
+            format!("`{where_}`")
+        };
+        return Diagnostic::new(format!("unknown field `{key}` in {within}"), span)
+            .help(format!("expected one of: {expected}"));
     }
     let where_ = yaml::path_string(&path);
     let quoted = |prefix: &str| {
@@ -1167,7 +1250,11 @@ fn type_error(file: &ParsedFile, e: &serde_path_to_error::Error<serde_json::Erro
     let mut span = None;
     if let Some(variant) = quoted("unknown variant `") {
         span = search(&|f| matches!(f, yaml::Found::Scalar(v) if v == variant));
-    } else if let Some(v) = raw.strip_prefix("invalid type: string \"").and_then(|r| r.split_once('"')).map(|(v, _)| v.to_string()) {
+    } else if let Some(v) = raw
+        .strip_prefix("invalid type: string \"")
+        .and_then(|r| r.split_once('"'))
+        .map(|(v, _)| v.to_string())
+    {
         span = search(&|f| matches!(f, yaml::Found::Scalar(x) if x == v));
     }
     let mut message = if raw.contains("untagged enum ModelSpec") {
@@ -1215,7 +1302,9 @@ fn agent_ref_problem(node: Option<&marked_yaml::Node>, span: &mut Option<Span>) 
         match k.as_str() {
             "name" => {}
             "version" => {
-                let ok = v.as_scalar().is_some_and(|s| s.as_str().parse::<u64>().is_ok());
+                let ok = v
+                    .as_scalar()
+                    .is_some_and(|s| s.as_str().parse::<u64>().is_ok());
                 if !ok {
                     *span = yaml::span_of(v);
                     return "the pinned agent `version` must be a whole number such as `3`".into();
@@ -1223,7 +1312,9 @@ fn agent_ref_problem(node: Option<&marked_yaml::Node>, span: &mut Option<Span>) 
             }
             other => {
                 *span = Span::from_marked(k.span());
-                return format!("unknown field `{other}` in a pinned agent; expected `name` and `version`");
+                return format!(
+                    "unknown field `{other}` in a pinned agent; expected `name` and `version`"
+                );
             }
         }
     }
@@ -1258,7 +1349,11 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(ms))
 }
 
-fn validate_script(spec: &SessionSpec, field: &dyn Fn(&[&str], Option<&str>) -> Span, problems: &mut Vec<Diagnostic>) {
+fn validate_script(
+    spec: &SessionSpec,
+    field: &dyn Fn(&[&str], Option<&str>) -> Span,
+    problems: &mut Vec<Diagnostic>,
+) {
     let bad_duration = |value: &str, span: Span| {
         Diagnostic::at(span, format!("`{value}` is not a duration"))
             .help("write a number and a unit: `500ms`, `30s`, `2m` or `1h`")
@@ -1283,19 +1378,32 @@ fn validate_script(spec: &SessionSpec, field: &dyn Fn(&[&str], Option<&str>) -> 
         for e in &step.expect {
             if let spec::Expectation::Regex(r) = e {
                 if let Err(err) = regex::Regex::new(r) {
-                    problems.push(Diagnostic::at(at(&["expect"]), format!("invalid regular expression `{r}`: {err}"))
-                        .help("the syntax is Rust's `regex` crate; escape `\\` in double-quoted YAML"));
+                    problems.push(
+                        Diagnostic::at(
+                            at(&["expect"]),
+                            format!("invalid regular expression `{r}`: {err}"),
+                        )
+                        .help(
+                            "the syntax is Rust's `regex` crate; escape `\\` in double-quoted YAML",
+                        ),
+                    );
                 }
             }
         }
         if step.send.trim().is_empty() {
-            problems.push(Diagnostic::at(at(&["send"]), "`send` is empty").help("write the user message to send"));
+            problems.push(
+                Diagnostic::at(at(&["send"]), "`send` is empty")
+                    .help("write the user message to send"),
+            );
         }
     }
     for (tool, handler) in &spec.tools {
         if let spec::ToolHandlerSpec::Run(cmd) = handler {
             if cmd.trim().is_empty() {
-                problems.push(Diagnostic::at(field(&["tools"], Some(tool)), format!("the handler of `{tool}` has an empty command")));
+                problems.push(Diagnostic::at(
+                    field(&["tools"], Some(tool)),
+                    format!("the handler of `{tool}` has an empty command"),
+                ));
             }
         }
     }

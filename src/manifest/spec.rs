@@ -362,12 +362,18 @@ pub enum Expectation {
     /// The reply, trimmed, equals this text.
     Equals(String),
     /// The reply is JSON and the value at `path` (e.g. `total` or `items.0.name`) equals `equals`.
-    Json { path: String, equals: Value },
+    Json {
+        path: String,
+        equals: Value,
+    },
     /// A tool with this name was used in the turn.
     ToolUsed(String),
     ToolNotUsed(String),
     /// Number of model calls in the turn.
-    Turns { min: Option<u32>, max: Option<u32> },
+    Turns {
+        min: Option<u32>,
+        max: Option<u32>,
+    },
     /// How the turn ended: `end_turn`, `requires_action`, `retries_exhausted`, …
     StopReason(String),
     /// From sending to idle, in milliseconds.
@@ -403,7 +409,9 @@ pub enum ConfirmSpec {
     Deny,
     /// Deny with this message to the agent.
     #[serde(untagged)]
-    DenyWith { deny: String },
+    DenyWith {
+        deny: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]

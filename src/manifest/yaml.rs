@@ -65,15 +65,31 @@ pub fn parse(source: usize, text: &str) -> Result<Node, Diagnostic> {
     parsed.map_err(|e| match e {
         // The loader marks the node after the anchor; the `&` itself is the place.
         LoadError::UnexpectedAnchor(m) => {
-            let upto = text.char_indices().nth(m.character()).map(|(i, _)| i).unwrap_or(text.len());
+            let upto = text
+                .char_indices()
+                .nth(m.character())
+                .map(|(i, _)| i)
+                .unwrap_or(text.len());
             let at = text[..upto].rfind(['&', '*']).map(|i| {
                 let line = text[..i].matches('\n').count() + 1;
-                let column = text[..i].rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
-                Span { source, line, column }
+                let column = text[..i]
+                    .rsplit('\n')
+                    .next()
+                    .map(|l| l.chars().count())
+                    .unwrap_or(0)
+                    + 1;
+                Span {
+                    source,
+                    line,
+                    column,
+                }
             });
             let d = load_error(source, LoadError::UnexpectedAnchor(m));
             match at {
-                Some(span) => Diagnostic { span: Some(span), ..d },
+                Some(span) => Diagnostic {
+                    span: Some(span),
+                    ..d
+                },
                 None => d,
             }
         }
@@ -172,7 +188,9 @@ pub fn span_of(node: &Node) -> Option<Span> {
 /// accepts; used when serde lost the exact position inside an enum.
 pub fn find(node: &Node, hit: &dyn Fn(Found<'_>) -> bool) -> Option<Span> {
     match node {
-        Node::Scalar(s) => hit(Found::Scalar(s.as_str())).then(|| Span::from_marked(s.span())).flatten(),
+        Node::Scalar(s) => hit(Found::Scalar(s.as_str()))
+            .then(|| Span::from_marked(s.span()))
+            .flatten(),
         Node::Sequence(seq) => seq.iter().find_map(|n| find(n, hit)),
         Node::Mapping(map) => map.iter().find_map(|(k, v)| {
             if hit(Found::Key(k.as_str())) {

@@ -54,7 +54,11 @@ pub enum ModelError {
     Unreachable(String),
     /// The endpoint answered with an error.
     #[error("model endpoint returned {status}: {message}")]
-    Api { status: u16, message: String, retryable: bool },
+    Api {
+        status: u16,
+        message: String,
+        retryable: bool,
+    },
     /// The scripted model has no turn left for this call.
     #[error("{0}")]
     ScriptExhausted(String),

@@ -22,7 +22,12 @@ pub struct ManifestModels {
 impl ManifestModels {
     pub fn new(manifest: &Manifest) -> Self {
         ManifestModels {
-            specs: manifest.providers.local.as_ref().map(|l| l.models.clone()).unwrap_or_default(),
+            specs: manifest
+                .providers
+                .local
+                .as_ref()
+                .map(|l| l.models.clone())
+                .unwrap_or_default(),
             root: manifest.root.clone(),
         }
     }
@@ -36,14 +41,26 @@ impl ModelResolver for ManifestModels {
             ))
         })?;
         Ok(match spec {
-            ModelBackendSpec::Anthropic { base_url, api_key_env, model } => {
-                let mut config = AnthropicConfig { base_url: base_url.clone(), model: model.clone(), ..Default::default() };
+            ModelBackendSpec::Anthropic {
+                base_url,
+                api_key_env,
+                model,
+            } => {
+                let mut config = AnthropicConfig {
+                    base_url: base_url.clone(),
+                    model: model.clone(),
+                    ..Default::default()
+                };
                 if let Some(env) = api_key_env {
                     config.api_key_env = env.clone();
                 }
                 Arc::new(AnthropicModel::new(config)?)
             }
-            ModelBackendSpec::Openai { base_url, api_key_env, model } => {
+            ModelBackendSpec::Openai {
+                base_url,
+                api_key_env,
+                model,
+            } => {
                 let mut config = OpenAiConfig::new(base_url.clone());
                 config.api_key_env = api_key_env.clone();
                 config.model = model.clone();

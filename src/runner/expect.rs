@@ -28,22 +28,43 @@ pub fn describe(e: &Expectation) -> String {
 pub fn check(e: &Expectation, step: &StepResult) -> ExpectationResult {
     let reply = step.reply.as_str();
     let (passed, message) = match e {
-        Expectation::Contains(s) => (reply.contains(s.as_str()), format!("the reply does not contain {s:?}")),
-        Expectation::NotContains(s) => (!reply.contains(s.as_str()), format!("the reply contains {s:?}")),
+        Expectation::Contains(s) => (
+            reply.contains(s.as_str()),
+            format!("the reply does not contain {s:?}"),
+        ),
+        Expectation::NotContains(s) => (
+            !reply.contains(s.as_str()),
+            format!("the reply contains {s:?}"),
+        ),
         Expectation::Regex(r) => match regex::Regex::new(r) {
-            Ok(re) => (re.is_match(reply), format!("the reply does not match /{r}/")),
+            Ok(re) => (
+                re.is_match(reply),
+                format!("the reply does not match /{r}/"),
+            ),
             Err(err) => (false, format!("invalid regex: {err}")),
         },
-        Expectation::Equals(s) => (reply.trim() == s.trim(), format!("the reply is {:?}", shorten(reply))),
+        Expectation::Equals(s) => (
+            reply.trim() == s.trim(),
+            format!("the reply is {:?}", shorten(reply)),
+        ),
         Expectation::Json { path, equals } => match serde_json::from_str::<Value>(reply.trim()) {
             Ok(v) => match lookup(&v, path) {
-                Some(found) => (found == equals, format!("`{path}` is {found}, not {equals}")),
+                Some(found) => (
+                    found == equals,
+                    format!("`{path}` is {found}, not {equals}"),
+                ),
                 None => (false, format!("the reply has no `{path}`")),
             },
             Err(_) => (false, "the reply is not JSON".into()),
         },
-        Expectation::ToolUsed(t) => (step.tools_used.iter().any(|u| u == t), format!("`{t}` was not used (used: {})", list(&step.tools_used))),
-        Expectation::ToolNotUsed(t) => (!step.tools_used.iter().any(|u| u == t), format!("`{t}` was used")),
+        Expectation::ToolUsed(t) => (
+            step.tools_used.iter().any(|u| u == t),
+            format!("`{t}` was not used (used: {})", list(&step.tools_used)),
+        ),
+        Expectation::ToolNotUsed(t) => (
+            !step.tools_used.iter().any(|u| u == t),
+            format!("`{t}` was used"),
+        ),
         Expectation::Turns { min, max } => {
             let ok = min.is_none_or(|m| step.turns >= m) && max.is_none_or(|m| step.turns <= m);
             (ok, format!("{} model turns", step.turns))
@@ -52,7 +73,10 @@ pub fn check(e: &Expectation, step: &StepResult) -> ExpectationResult {
             let got = step.stop_reason.as_deref().unwrap_or("none");
             (got == s, format!("stopped with `{got}`"))
         }
-        Expectation::MaxLatencyMs(ms) => (step.latency_ms <= *ms, format!("took {} ms", step.latency_ms)),
+        Expectation::MaxLatencyMs(ms) => (
+            step.latency_ms <= *ms,
+            format!("took {} ms", step.latency_ms),
+        ),
     };
     ExpectationResult {
         expectation: describe(e),
@@ -80,7 +104,10 @@ fn shorten(s: &str) -> String {
 
 /// `a.b.0.c` into objects and arrays; a leading `$.` is allowed.
 pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    let path = path.strip_prefix("$.").or_else(|| path.strip_prefix('$')).unwrap_or(path);
+    let path = path
+        .strip_prefix("$.")
+        .or_else(|| path.strip_prefix('$'))
+        .unwrap_or(path);
     let mut cur = v;
     for seg in path.split('.').filter(|s| !s.is_empty()) {
         cur = match cur {
@@ -114,12 +141,48 @@ mod tests {
         assert!(check(&Expectation::Contains("total".into()), &s).passed);
         assert!(!check(&Expectation::NotContains("total".into()), &s).passed);
         assert!(check(&Expectation::Regex(r"\d+".into()), &s).passed);
-        assert!(check(&Expectation::Json { path: "items.0.name".into(), equals: json!("a") }, &s).passed);
-        assert!(!check(&Expectation::Json { path: "total".into(), equals: json!(41) }, &s).passed);
+        assert!(
+            check(
+                &Expectation::Json {
+                    path: "items.0.name".into(),
+                    equals: json!("a")
+                },
+                &s
+            )
+            .passed
+        );
+        assert!(
+            !check(
+                &Expectation::Json {
+                    path: "total".into(),
+                    equals: json!(41)
+                },
+                &s
+            )
+            .passed
+        );
         assert!(check(&Expectation::ToolUsed("bash".into()), &s).passed);
         assert!(!check(&Expectation::ToolNotUsed("bash".into()), &s).passed);
-        assert!(check(&Expectation::Turns { min: Some(1), max: Some(2) }, &s).passed);
-        assert!(!check(&Expectation::Turns { min: Some(3), max: None }, &s).passed);
+        assert!(
+            check(
+                &Expectation::Turns {
+                    min: Some(1),
+                    max: Some(2)
+                },
+                &s
+            )
+            .passed
+        );
+        assert!(
+            !check(
+                &Expectation::Turns {
+                    min: Some(3),
+                    max: None
+                },
+                &s
+            )
+            .passed
+        );
         assert!(check(&Expectation::StopReason("end_turn".into()), &s).passed);
         assert!(!check(&Expectation::MaxLatencyMs(10), &s).passed);
         assert!(!check(&Expectation::Equals("x".into()), &s).passed);

@@ -11,8 +11,16 @@ use crate::runtime::event;
 enum Item {
     User(String),
     Agent(String),
-    ToolUse { name: String, input: String, id: String },
-    ToolResult { id: String, text: String, is_error: bool },
+    ToolUse {
+        name: String,
+        input: String,
+        id: String,
+    },
+    ToolResult {
+        id: String,
+        text: String,
+        is_error: bool,
+    },
     Note(String),
 }
 
@@ -23,33 +31,57 @@ fn items(t: &Transcript) -> Vec<Item> {
         match kind {
             "user.message" => out.push(Item::User(event::text(e))),
             "agent.message" => out.push(Item::Agent(event::text(e))),
-            "agent.tool_use" | "agent.custom_tool_use" | "agent.mcp_tool_use" => out.push(Item::ToolUse {
-                name: e.get("name").and_then(Value::as_str).unwrap_or("?").to_string(),
-                input: e.get("input").map(|v| v.to_string()).unwrap_or_default(),
-                id: event::id(e).to_string(),
-            }),
+            "agent.tool_use" | "agent.custom_tool_use" | "agent.mcp_tool_use" => {
+                out.push(Item::ToolUse {
+                    name: e
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_string(),
+                    input: e.get("input").map(|v| v.to_string()).unwrap_or_default(),
+                    id: event::id(e).to_string(),
+                })
+            }
             "agent.tool_result" | "agent.mcp_tool_result" => out.push(Item::ToolResult {
-                id: e.get("tool_use_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                id: e
+                    .get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 text: event::text(e),
                 is_error: e.get("is_error").and_then(Value::as_bool).unwrap_or(false),
             }),
             "user.custom_tool_result" => out.push(Item::ToolResult {
-                id: e.get("custom_tool_use_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                id: e
+                    .get("custom_tool_use_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 text: event::text(e),
                 is_error: e.get("is_error").and_then(Value::as_bool).unwrap_or(false),
             }),
             "user.tool_confirmation" => out.push(Item::Note(format!(
                 "confirmation for {}: {}{}",
-                e.get("tool_use_id").and_then(Value::as_str).unwrap_or_default(),
+                e.get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
                 e.get("result").and_then(Value::as_str).unwrap_or_default(),
-                e.get("deny_message").and_then(Value::as_str).map(|m| format!(" ({m})")).unwrap_or_default()
+                e.get("deny_message")
+                    .and_then(Value::as_str)
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
             ))),
             "user.interrupt" => out.push(Item::Note("interrupted by the user".into())),
             "session.error" => out.push(Item::Note(format!(
                 "error: {}",
-                e.pointer("/error/message").and_then(Value::as_str).unwrap_or("unknown")
+                e.pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
             ))),
-            "session.status_idle" => out.push(Item::Note(format!("idle ({})", event::stop_reason(e).unwrap_or("?")))),
+            "session.status_idle" => out.push(Item::Note(format!(
+                "idle ({})",
+                event::stop_reason(e).unwrap_or("?")
+            ))),
             "session.status_terminated" => out.push(Item::Note("terminated".into())),
             _ => {}
         }
@@ -66,7 +98,10 @@ fn title(t: &Transcript) -> String {
 
 fn verdict(t: &Transcript) -> String {
     match &t.footer {
-        Some(f) if f.passed => format!("passed · {} events · {} ms · {} in / {} out tokens", f.events, f.duration_ms, f.usage.input_tokens, f.usage.output_tokens),
+        Some(f) if f.passed => format!(
+            "passed · {} events · {} ms · {} in / {} out tokens",
+            f.events, f.duration_ms, f.usage.input_tokens, f.usage.output_tokens
+        ),
         Some(f) => format!("FAILED · {} events · {} ms", f.events, f.duration_ms),
         None => "incomplete (no footer)".into(),
     }
@@ -102,15 +137,38 @@ pub fn text(t: &Transcript) -> String {
 
 fn append_results(s: &mut String, t: &Transcript, markdown: bool) {
     let Some(f) = &t.footer else { return };
-    let _ = writeln!(s, "{}", if markdown { "\n## Expectations\n" } else { "\nexpectations:" });
+    let _ = writeln!(
+        s,
+        "{}",
+        if markdown {
+            "\n## Expectations\n"
+        } else {
+            "\nexpectations:"
+        }
+    );
     for step in &f.steps {
         for e in &step.expectations {
             let mark = if e.passed { "✓" } else { "✗" };
-            let msg = if e.passed { String::new() } else { format!(": {}", e.message) };
-            let _ = writeln!(s, "{}{mark} step {}: {}{msg}", if markdown { "- " } else { "  " }, step.index + 1, e.expectation);
+            let msg = if e.passed {
+                String::new()
+            } else {
+                format!(": {}", e.message)
+            };
+            let _ = writeln!(
+                s,
+                "{}{mark} step {}: {}{msg}",
+                if markdown { "- " } else { "  " },
+                step.index + 1,
+                e.expectation
+            );
         }
         if let Some(err) = &step.error {
-            let _ = writeln!(s, "{}✗ step {}: {err}", if markdown { "- " } else { "  " }, step.index + 1);
+            let _ = writeln!(
+                s,
+                "{}✗ step {}: {err}",
+                if markdown { "- " } else { "  " },
+                step.index + 1
+            );
         }
     }
 }
@@ -131,7 +189,10 @@ pub fn markdown(t: &Transcript) -> String {
             }
             Item::ToolResult { text, is_error, .. } => {
                 let label = if is_error { "error" } else { "result" };
-                let _ = writeln!(s, "<details><summary>{label}</summary>\n\n```\n{text}\n```\n</details>\n");
+                let _ = writeln!(
+                    s,
+                    "<details><summary>{label}</summary>\n\n```\n{text}\n```\n</details>\n"
+                );
             }
             Item::Note(n) => {
                 let _ = writeln!(s, "_{n}_\n");
@@ -143,7 +204,10 @@ pub fn markdown(t: &Transcript) -> String {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 pub fn html(t: &Transcript) -> String {
@@ -151,17 +215,37 @@ pub fn html(t: &Transcript) -> String {
     for item in items(t) {
         match item {
             Item::User(x) => {
-                let _ = writeln!(body, r#"<div class="msg user"><b>User</b><p>{}</p></div>"#, html_escape(&x));
+                let _ = writeln!(
+                    body,
+                    r#"<div class="msg user"><b>User</b><p>{}</p></div>"#,
+                    html_escape(&x)
+                );
             }
             Item::Agent(x) => {
-                let _ = writeln!(body, r#"<div class="msg agent"><b>Agent</b><p>{}</p></div>"#, html_escape(&x));
+                let _ = writeln!(
+                    body,
+                    r#"<div class="msg agent"><b>Agent</b><p>{}</p></div>"#,
+                    html_escape(&x)
+                );
             }
             Item::ToolUse { name, input, id } => {
-                let _ = writeln!(body, r#"<details class="tool" id="{}"><summary>tool <code>{}</code></summary><pre>{}</pre></details>"#, html_escape(&id), html_escape(&name), html_escape(&input));
+                let _ = writeln!(
+                    body,
+                    r#"<details class="tool" id="{}"><summary>tool <code>{}</code></summary><pre>{}</pre></details>"#,
+                    html_escape(&id),
+                    html_escape(&name),
+                    html_escape(&input)
+                );
             }
             Item::ToolResult { id, text, is_error } => {
                 let class = if is_error { "tool error" } else { "tool" };
-                let _ = writeln!(body, r#"<details class="{class}"><summary>{} for {}</summary><pre>{}</pre></details>"#, if is_error { "error" } else { "result" }, html_escape(&id), html_escape(&text));
+                let _ = writeln!(
+                    body,
+                    r#"<details class="{class}"><summary>{} for {}</summary><pre>{}</pre></details>"#,
+                    if is_error { "error" } else { "result" },
+                    html_escape(&id),
+                    html_escape(&text)
+                );
             }
             Item::Note(n) => {
                 let _ = writeln!(body, r#"<div class="note">{}</div>"#, html_escape(&n));

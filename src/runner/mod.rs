@@ -3,8 +3,8 @@
 //!
 //! The runner never creates agents or environments; it needs them applied.
 
-pub mod export;
 pub mod expect;
+pub mod export;
 pub mod report;
 pub mod session;
 pub mod transcript;
@@ -117,7 +117,9 @@ pub enum RunError {
     NoSteps(String),
     #[error("no session in the manifest has steps; add `steps:` to a session")]
     NothingToRun,
-    #[error("the manifest has changes that are not applied: {0}\nhint: run `agentform apply` first")]
+    #[error(
+        "the manifest has changes that are not applied: {0}\nhint: run `agentform apply` first"
+    )]
     NotApplied(String),
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
@@ -156,7 +158,11 @@ pub async fn run(
         Some(&manifest),
         &state,
         &providers,
-        &PlanOptions { targets: selected.clone(), parallelism: 1, ..Default::default() },
+        &PlanOptions {
+            targets: selected.clone(),
+            parallelism: 1,
+            ..Default::default()
+        },
     )
     .await?;
     let changes: Vec<String> = pending.pending().map(|c| c.address.to_string()).collect();
@@ -200,23 +206,33 @@ pub async fn run(
     let mut write_errors = sink.shutdown().await;
     let outcomes: Vec<SessionOutcome> = outcomes.into_iter().flatten().collect();
     if options.transcripts {
+        let mut entries = Vec::new();
         for o in &outcomes {
             let Some(path) = &o.transcript else { continue };
-            let entry = TranscriptEntry {
+            entries.push(TranscriptEntry {
                 run_id: run_id.clone(),
                 session: o.address.parse().map_err(RunError::Other)?,
-                path: path.strip_prefix(state.dir()).unwrap_or(path).display().to_string(),
+                path: path
+                    .strip_prefix(state.dir())
+                    .unwrap_or(path)
+                    .display()
+                    .to_string(),
                 passed: o.passed(),
                 started_at: now(),
                 events: o.footer.events,
                 duration_ms: o.footer.duration_ms,
-            };
-            if let Err(e) = state.put_transcript(&entry) {
-                write_errors.push(format!("indexing the transcript of {}: {e}", o.address));
-            }
+            });
+        }
+        if let Err(e) = state.put_transcripts(&entries) {
+            write_errors.push(format!("indexing the transcripts: {e}"));
         }
     }
-    Ok(RunReport { run_id, outcomes, duration: started.elapsed(), write_errors })
+    Ok(RunReport {
+        run_id,
+        outcomes,
+        duration: started.elapsed(),
+        write_errors,
+    })
 }
 
 fn select(manifest: &Manifest, names: &[String]) -> Result<Vec<Address>, RunError> {
@@ -236,7 +252,9 @@ fn select(manifest: &Manifest, names: &[String]) -> Result<Vec<Address>, RunErro
     for n in names {
         let name = n.strip_prefix("session.").unwrap_or(n);
         let addr = Address::new(Kind::Session, name);
-        let r = manifest.resource(&addr).ok_or_else(|| RunError::UnknownSession(name.to_string()))?;
+        let r = manifest
+            .resource(&addr)
+            .ok_or_else(|| RunError::UnknownSession(name.to_string()))?;
         if r.script.as_ref().is_none_or(|s| s.steps.is_empty()) {
             return Err(RunError::NoSteps(name.to_string()));
         }
@@ -247,10 +265,18 @@ fn select(manifest: &Manifest, names: &[String]) -> Result<Vec<Address>, RunErro
 
 /// Values that came from `env()`: never written to a transcript.
 fn secrets(manifest: &Manifest, state: &StateStore) -> Vec<String> {
-    let lookup = |a: &Address| state.get(a).ok().flatten().map(|r| Outputs::from_record(&r));
+    let lookup = |a: &Address| {
+        state
+            .get(a)
+            .ok()
+            .flatten()
+            .map(|r| Outputs::from_record(&r))
+    };
     let mut out = Vec::new();
     for r in &manifest.resources {
-        let Ok(want) = desired(r, &manifest.templater, &lookup) else { continue };
+        let Ok(want) = desired(r, &manifest.templater, &lookup) else {
+            continue;
+        };
         for pointer in want.sensitive.keys() {
             match want.config.pointer(pointer) {
                 Some(Value::String(s)) if s.len() >= 4 => out.push(s.clone()),
@@ -297,7 +323,12 @@ impl SessionRun {
         };
         let record = match self.state.get(&self.address) {
             Ok(Some(r)) => r,
-            Ok(None) => return fail(outcome, format!("{key} is not applied; run `agentform apply` first")),
+            Ok(None) => {
+                return fail(
+                    outcome,
+                    format!("{key} is not applied; run `agentform apply` first"),
+                )
+            }
             Err(e) => return fail(outcome, e.to_string()),
         };
         let runtime = match self.providers.get(&record.provider) {
@@ -318,7 +349,12 @@ impl SessionRun {
             Err(e) => return fail(outcome, format!("cannot read session {session_id}: {e}")),
         };
         if self.options.transcripts {
-            let path = self.state.dir().join("transcripts").join(&self.run_id).join(format!("{}.jsonl", self.address.name));
+            let path = self
+                .state
+                .dir()
+                .join("transcripts")
+                .join(&self.run_id)
+                .join(format!("{}.jsonl", self.address.name));
             self.sink.open(&key, path.clone());
             outcome.transcript = Some(path);
         }
@@ -332,7 +368,10 @@ impl SessionRun {
                 session_id: session_id.clone(),
                 agent_id: session.agent_id().unwrap_or_default().to_string(),
                 agent_version: session.agent_version(),
-                agent_pinned: resource.session.as_ref().is_some_and(|t| t.version.is_some()),
+                agent_pinned: resource
+                    .session
+                    .as_ref()
+                    .is_some_and(|t| t.version.is_some()),
                 environment_id: session.environment_id.clone(),
                 started_at: now(),
             }),
@@ -340,7 +379,12 @@ impl SessionRun {
         let timeout = self
             .options
             .timeout
-            .or_else(|| script.timeout.as_deref().and_then(crate::manifest::parse_duration))
+            .or_else(|| {
+                script
+                    .timeout
+                    .as_deref()
+                    .and_then(crate::manifest::parse_duration)
+            })
             .unwrap_or(Duration::from_secs(3600));
         let driver = session::Driver {
             runtime: runtime.clone(),
@@ -353,7 +397,9 @@ impl SessionRun {
             run_deadline: tokio::time::Instant::now() + timeout,
         };
         let driven = driver.drive().await;
-        let passed = driven.error.is_none() && driven.steps.iter().all(|s| s.passed()) && driven.steps.len() == script.steps.len();
+        let passed = driven.error.is_none()
+            && driven.steps.iter().all(|s| s.passed())
+            && driven.steps.len() == script.steps.len();
         outcome.footer = Footer {
             passed,
             steps: driven.steps,
@@ -369,12 +415,21 @@ impl SessionRun {
 
     /// Archives the recorded session and creates a new one like it, so a run
     /// never continues an old conversation.
-    async fn fresh_session(&self, runtime: &dyn crate::runtime::Runtime, mut record: crate::state::ResourceRecord) -> Result<String, String> {
+    async fn fresh_session(
+        &self,
+        runtime: &dyn crate::runtime::Runtime,
+        mut record: crate::state::ResourceRecord,
+    ) -> Result<String, String> {
         match runtime.archive_session(&record.remote_id).await {
             Ok(_) => {}
             Err(e) if e.kind == ErrorKind::NotFound => {}
             Err(e) if e.kind == ErrorKind::InvalidRequest && e.message.contains("archived") => {}
-            Err(e) => return Err(format!("cannot archive the previous session {}: {e}", record.remote_id)),
+            Err(e) => {
+                return Err(format!(
+                    "cannot archive the previous session {}: {e}",
+                    record.remote_id
+                ))
+            }
         }
         let mut body = session_create_body(&record.config);
         let mut meta: BTreeMap<String, Value> = body
@@ -383,7 +438,10 @@ impl SessionRun {
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
         meta.insert(META_ADDRESS.into(), Value::String(self.address.to_string()));
-        meta.insert(META_MANIFEST.into(), Value::String(self.manifest.project.clone()));
+        meta.insert(
+            META_MANIFEST.into(),
+            Value::String(self.manifest.project.clone()),
+        );
         body["metadata"] = serde_json::to_value(meta).unwrap_or_default();
         let created = runtime
             .create_session(body)

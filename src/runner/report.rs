@@ -25,7 +25,10 @@ pub fn junit(run_id: &str, outcomes: &[SessionOutcome], seconds: f64) -> String 
     let failures = outcomes.iter().filter(|o| !o.passed()).count();
     let mut x = String::new();
     let _ = writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    let _ = writeln!(x, r#"<testsuites name="agentform" tests="{tests}" failures="{failures}" time="{seconds:.3}">"#);
+    let _ = writeln!(
+        x,
+        r#"<testsuites name="agentform" tests="{tests}" failures="{failures}" time="{seconds:.3}">"#
+    );
     let _ = writeln!(
         x,
         r#"  <testsuite name="agentform run {}" tests="{tests}" failures="{failures}" errors="0" time="{seconds:.3}">"#,
@@ -54,7 +57,11 @@ pub fn junit(run_id: &str, outcomes: &[SessionOutcome], seconds: f64) -> String 
             );
         }
         if let Some(path) = &o.transcript {
-            let _ = writeln!(x, "      <system-out>transcript: {}</system-out>", esc(&path.display().to_string()));
+            let _ = writeln!(
+                x,
+                "      <system-out>transcript: {}</system-out>",
+                esc(&path.display().to_string())
+            );
         }
         let _ = writeln!(x, "    </testcase>");
     }

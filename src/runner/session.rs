@@ -53,14 +53,26 @@ impl Driver<'_> {
         let stream = match self.runtime.stream_events(&self.session_id).await {
             Ok(s) => s,
             Err(e) => {
-                return Driven { steps, usage, events: 0, error: Some(format!("cannot open the event stream: {e}")) };
+                return Driven {
+                    steps,
+                    usage,
+                    events: 0,
+                    error: Some(format!("cannot open the event stream: {e}")),
+                };
             }
         };
-        let mut conv = Conversation { stream, seen: HashSet::new(), events: Vec::new(), reconnects: 0 };
+        let mut conv = Conversation {
+            stream,
+            seen: HashSet::new(),
+            events: Vec::new(),
+            reconnects: 0,
+        };
         let mut replies: Vec<String> = Vec::new();
         let mut error = None;
         for (index, step) in self.script.steps.iter().enumerate() {
-            let result = self.step(index, step, &mut conv, &replies, &mut usage).await;
+            let result = self
+                .step(index, step, &mut conv, &replies, &mut usage)
+                .await;
             replies.push(result.reply.clone());
             let failed_hard = result.error.is_some();
             steps.push(result);
@@ -69,7 +81,12 @@ impl Driver<'_> {
                 break;
             }
         }
-        Driven { steps, usage, events: conv.events.len(), error }
+        Driven {
+            steps,
+            usage,
+            events: conv.events.len(),
+            error,
+        }
     }
 
     fn record(&self, conv: &mut Conversation, e: Value) -> Option<Value> {
@@ -83,7 +100,11 @@ impl Driver<'_> {
     }
 
     /// The next new event, reconnecting and merging the history when the stream breaks.
-    async fn next_event(&self, conv: &mut Conversation, pending: &mut Vec<Value>) -> Result<Value, String> {
+    async fn next_event(
+        &self,
+        conv: &mut Conversation,
+        pending: &mut Vec<Value>,
+    ) -> Result<Value, String> {
         loop {
             if !pending.is_empty() {
                 let e = pending.remove(0);
@@ -118,7 +139,11 @@ impl Driver<'_> {
                     let history = list_all(|q| async move { rt.list_events(sid, &q).await })
                         .await
                         .map_err(|e: RuntimeError| format!("cannot read the event history: {e}"))?;
-                    pending.extend(history.into_iter().filter(|e| !conv.seen.contains(event::id(e))));
+                    pending.extend(
+                        history
+                            .into_iter()
+                            .filter(|e| !conv.seen.contains(event::id(e))),
+                    );
                 }
             }
         }
@@ -132,8 +157,14 @@ impl Driver<'_> {
         replies: &[String],
         usage: &mut TokenUsage,
     ) -> StepResult {
-        let mut result = StepResult { index, ..Default::default() };
-        let text = match self.templater.render_with(&step.send, &json!({ "replies": replies })) {
+        let mut result = StepResult {
+            index,
+            ..Default::default()
+        };
+        let text = match self
+            .templater
+            .render_with(&step.send, &json!({ "replies": replies }))
+        {
             Ok((Value::String(s), _)) => s,
             Ok((other, _)) => other.to_string(),
             Err(e) => {
@@ -142,12 +173,23 @@ impl Driver<'_> {
             }
         };
         result.send = text.clone();
-        let timeout = step.timeout.as_deref().and_then(parse_duration).unwrap_or(DEFAULT_STEP_TIMEOUT);
+        let timeout = step
+            .timeout
+            .as_deref()
+            .and_then(parse_duration)
+            .unwrap_or(DEFAULT_STEP_TIMEOUT);
         let deadline = (Deadline::now() + timeout).min(self.run_deadline);
         let started = Instant::now();
         let message = json!({"type": "user.message", "content": [{"type": "text", "text": text}]});
-        if let Err(e) = self.runtime.send_events(&self.session_id, vec![message]).await {
-            result.error = Some(format!("step {}: sending the message failed: {e}", index + 1));
+        if let Err(e) = self
+            .runtime
+            .send_events(&self.session_id, vec![message])
+            .await
+        {
+            result.error = Some(format!(
+                "step {}: sending the message failed: {e}",
+                index + 1
+            ));
             return result;
         }
         let interrupt_at = match &step.interrupt {
@@ -174,7 +216,11 @@ impl Driver<'_> {
                     result.error = Some(format!(
                         "step {}: no reply within {}",
                         index + 1,
-                        if deadline == self.run_deadline { "the run's timeout".to_string() } else { format!("{timeout:?}") }
+                        if deadline == self.run_deadline {
+                            "the run's timeout".to_string()
+                        } else {
+                            format!("{timeout:?}")
+                        }
                     ));
                     let _ = self.runtime.interrupt(&self.session_id).await;
                     break;
@@ -203,8 +249,14 @@ impl Driver<'_> {
                     result.reply.push_str(&event::text(&e));
                 }
                 "agent.tool_use" | "agent.custom_tool_use" | "agent.mcp_tool_use" => {
-                    let name = e.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-                    if matches!(&step.interrupt, Some(InterruptSpec::OnTool(t)) if *t == name) && !interrupted {
+                    let name = e
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    if matches!(&step.interrupt, Some(InterruptSpec::OnTool(t)) if *t == name)
+                        && !interrupted
+                    {
                         interrupted = true;
                         let _ = self.runtime.interrupt(&self.session_id).await;
                     }
@@ -220,7 +272,10 @@ impl Driver<'_> {
                     usage.cache_read_input_tokens += n("cache_read_input_tokens");
                 }
                 "session.error" => {
-                    let msg = e.pointer("/error/message").and_then(Value::as_str).unwrap_or("unknown error");
+                    let msg = e
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown error");
                     tracing::warn!("{}: session error: {msg}", self.key);
                     session_error.get_or_insert_with(|| msg.to_string());
                 }
@@ -235,9 +290,16 @@ impl Driver<'_> {
                         let ids: Vec<String> = e
                             .pointer("/stop_reason/event_ids")
                             .and_then(Value::as_array)
-                            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|v| v.as_str().map(String::from))
+                                    .collect()
+                            })
                             .unwrap_or_default();
-                        if let Err(msg) = self.answer(&ids, &conv.events, &mut answered, deadline).await {
+                        if let Err(msg) = self
+                            .answer(&ids, &conv.events, &mut answered, deadline)
+                            .await
+                        {
                             result.error = Some(format!("step {}: {msg}", index + 1));
                             break;
                         }
@@ -261,23 +323,38 @@ impl Driver<'_> {
         }
         result.latency_ms = started.elapsed().as_millis() as u64;
         if let (None, Some(msg)) = (&result.error, session_error) {
-            result.error = Some(format!("step {}: the session reported an error: {msg}", index + 1));
+            result.error = Some(format!(
+                "step {}: the session reported an error: {msg}",
+                index + 1
+            ));
         }
         if result.error.is_none() {
-            result.expectations = step.expect.iter().map(|x| expect::check(x, &result)).collect();
+            result.expectations = step
+                .expect
+                .iter()
+                .map(|x| expect::check(x, &result))
+                .collect();
         }
         result
     }
 
     /// Answers the events a `requires_action` idle waits for.
-    async fn answer(&self, ids: &[String], events: &[Value], answered: &mut HashSet<String>, deadline: Deadline) -> Result<(), String> {
+    async fn answer(
+        &self,
+        ids: &[String],
+        events: &[Value],
+        answered: &mut HashSet<String>,
+        deadline: Deadline,
+    ) -> Result<(), String> {
         let mut replies = Vec::new();
         for id in ids {
             if !answered.insert(id.clone()) {
                 continue;
             }
             let Some(e) = events.iter().find(|e| event::id(e) == id) else {
-                return Err(format!("the session waits for event `{id}`, which never arrived"));
+                return Err(format!(
+                    "the session waits for event `{id}`, which never arrived"
+                ));
             };
             let name = e.get("name").and_then(Value::as_str).unwrap_or_default();
             match event::kind(e) {
@@ -285,8 +362,13 @@ impl Driver<'_> {
                     let input = e.get("input").cloned().unwrap_or(json!({}));
                     let (text, is_error) = match self.script.tools.get(name) {
                         Some(ToolHandlerSpec::Result(text)) => (text.clone(), false),
-                        Some(ToolHandlerSpec::Run(cmd)) => run_handler(cmd, &input, self.workdir, deadline).await,
-                        None => (format!("no handler for custom tool `{name}` in the manifest"), true),
+                        Some(ToolHandlerSpec::Run(cmd)) => {
+                            run_handler(cmd, &input, self.workdir, deadline).await
+                        }
+                        None => (
+                            format!("no handler for custom tool `{name}` in the manifest"),
+                            true,
+                        ),
                     };
                     let mut reply = json!({
                         "type": "user.custom_tool_result",
@@ -300,7 +382,9 @@ impl Driver<'_> {
                 }
                 _ => {
                     let reply = match self.script.confirm.get(name) {
-                        Some(ConfirmSpec::Allow) => json!({"type": "user.tool_confirmation", "tool_use_id": id, "result": "allow"}),
+                        Some(ConfirmSpec::Allow) => {
+                            json!({"type": "user.tool_confirmation", "tool_use_id": id, "result": "allow"})
+                        }
                         Some(ConfirmSpec::DenyWith { deny }) => {
                             json!({"type": "user.tool_confirmation", "tool_use_id": id, "result": "deny", "deny_message": deny})
                         }
@@ -327,7 +411,12 @@ impl Driver<'_> {
 }
 
 /// Runs a custom tool's host command with the input as JSON on stdin.
-async fn run_handler(cmd: &str, input: &Value, workdir: &Path, deadline: Deadline) -> (String, bool) {
+async fn run_handler(
+    cmd: &str,
+    input: &Value,
+    workdir: &Path,
+    deadline: Deadline,
+) -> (String, bool) {
     let spawned = tokio::process::Command::new("bash")
         .arg("-c")
         .arg(cmd)
@@ -347,7 +436,10 @@ async fn run_handler(cmd: &str, input: &Value, workdir: &Path, deadline: Deadlin
     match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
         Err(_) => (format!("the handler `{cmd}` did not finish in time"), true),
         Ok(Err(e)) => (format!("the handler `{cmd}` failed: {e}"), true),
-        Ok(Ok(out)) if out.status.success() => (String::from_utf8_lossy(&out.stdout).trim_end().to_string(), false),
+        Ok(Ok(out)) if out.status.success() => (
+            String::from_utf8_lossy(&out.stdout).trim_end().to_string(),
+            false,
+        ),
         Ok(Ok(out)) => {
             let mut text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
             let err = String::from_utf8_lossy(&out.stderr);
@@ -357,7 +449,10 @@ async fn run_handler(cmd: &str, input: &Value, workdir: &Path, deadline: Deadlin
                 }
                 text.push_str(err.trim_end());
             }
-            (format!("{text}\n(exit status {})", out.status.code().unwrap_or(-1)), true)
+            (
+                format!("{text}\n(exit status {})", out.status.code().unwrap_or(-1)),
+                true,
+            )
         }
     }
 }

@@ -249,9 +249,12 @@ pub trait Runtime: Send + Sync {
 
     /// Sends `user.interrupt`.
     async fn interrupt(&self, session_id: &str) -> Result<()> {
-        self.send_events(session_id, vec![serde_json::json!({"type": "user.interrupt"})])
-            .await
-            .map(|_| ())
+        self.send_events(
+            session_id,
+            vec![serde_json::json!({"type": "user.interrupt"})],
+        )
+        .await
+        .map(|_| ())
     }
 }
 

@@ -127,6 +127,9 @@ impl StateStore {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .flush_every_ms(None)
+            // sled's default cache is 1 GiB; the state and the local runtime
+            // need far less, and a CI machine has other work.
+            .cache_capacity(64 * 1024 * 1024)
             .open()?;
         let resources = db.open_tree(RESOURCES)?;
         let intents = db.open_tree(INTENTS)?;
@@ -178,7 +181,7 @@ impl StateStore {
         })?;
         self.resources.insert(key.as_bytes(), bytes)?;
         self.intents.remove(key.as_bytes())?;
-        self.db.flush()?;
+        flush(&self.db)?;
         Ok(())
     }
 
@@ -186,7 +189,7 @@ impl StateStore {
         let key = addr.to_string();
         let old = self.resources.remove(key.as_bytes())?;
         self.intents.remove(key.as_bytes())?;
-        self.db.flush()?;
+        flush(&self.db)?;
         match old {
             Some(bytes) => decode(&key, &bytes).map(Some),
             None => Ok(None),
@@ -200,7 +203,7 @@ impl StateStore {
             message: e.to_string(),
         })?;
         self.intents.insert(key.as_bytes(), bytes)?;
-        self.db.flush()?;
+        flush(&self.db)?;
         Ok(())
     }
 
@@ -235,17 +238,23 @@ impl StateStore {
 
     pub fn clear_intent(&self, addr: &Address) -> Result<(), StateError> {
         self.intents.remove(addr.to_string().as_bytes())?;
-        self.db.flush()?;
+        flush(&self.db)?;
         Ok(())
     }
 }
 
 impl StateStore {
-    pub fn put_transcript(&self, entry: &TranscriptEntry) -> Result<(), StateError> {
-        let key = format!("{}/{}", entry.run_id, entry.session);
-        let bytes = serde_json::to_vec(entry).map_err(|e| StateError::Corrupt { key: key.clone(), message: e.to_string() })?;
-        self.transcripts.insert(key.as_bytes(), bytes)?;
-        self.db.flush()?;
+    /// Indexes a run's transcripts, durable on return.
+    pub fn put_transcripts(&self, entries: &[TranscriptEntry]) -> Result<(), StateError> {
+        for entry in entries {
+            let key = format!("{}/{}", entry.run_id, entry.session);
+            let bytes = serde_json::to_vec(entry).map_err(|e| StateError::Corrupt {
+                key: key.clone(),
+                message: e.to_string(),
+            })?;
+            self.transcripts.insert(key.as_bytes(), bytes)?;
+        }
+        flush(&self.db)?;
         Ok(())
     }
 
@@ -254,10 +263,12 @@ impl StateStore {
         let mut out = Vec::new();
         for item in self.transcripts.iter() {
             let (key, bytes) = item?;
-            out.push(serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                message: e.to_string(),
-            })?);
+            out.push(
+                serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    message: e.to_string(),
+                })?,
+            );
         }
         Ok(out)
     }
@@ -268,6 +279,17 @@ fn decode(key: &str, bytes: &[u8]) -> Result<ResourceRecord, StateError> {
         key: key.to_string(),
         message: e.to_string(),
     })
+}
+
+/// Flushes `db`, one flush at a time in the whole process: sled 0.34's
+/// flushes can hang for good when several run at once (spacejam/sled#1308).
+/// Every flush of a sled database in agentform goes through here.
+pub fn flush(db: &sled::Db) -> sled::Result<usize> {
+    static FLUSH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = FLUSH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    db.flush()
 }
 
 /// The current time as RFC 3339 UTC.

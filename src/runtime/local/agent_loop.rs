@@ -42,6 +42,31 @@ pub(super) fn ensure_worker(ctx: &Ctx, slot: &Arc<Slot>, state: &mut SlotState) 
     }));
 }
 
+/// Work a stopped process left half done; see [`Worker::leftover`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leftover {
+    Nothing,
+    /// A turn to carry on; `running` if its status event was emitted.
+    Turn {
+        running: bool,
+    },
+    /// An interrupt whose turn end was not emitted.
+    Interrupt,
+    /// Confirmations or custom tool results not acted on.
+    Resolved,
+}
+
+/// Whether `e` resolves a tool use waiting in `open`.
+fn resolves(open: &OpenUses, e: &Value) -> bool {
+    let (field, state) = if event::kind(e) == "user.tool_confirmation" {
+        ("tool_use_id", UseState::Ask)
+    } else {
+        ("custom_tool_use_id", UseState::Custom)
+    };
+    let id = e.get(field).and_then(Value::as_str).unwrap_or_default();
+    open.get(id).is_some_and(|u| u.state == state)
+}
+
 /// How a tool use, or the model's answer, ended the wait for it.
 enum Step<T> {
     Done(T),
@@ -69,6 +94,7 @@ impl Worker {
             Err(e) => return Err(e),
         };
         let history = ctx.store.history(&slot.id)?;
+        ctx.store.drop_processed(&slot.id, &history)?;
         let mut worker = Worker {
             open: OpenUses::replay(&history),
             ctx,
@@ -77,12 +103,9 @@ impl Worker {
             history,
             running_since: None,
         };
-        if worker.mid_turn() {
-            // The process that ran this turn stopped before it ended.
-            worker.resume().await?;
-        }
+        worker.recover().await?;
         loop {
-            match worker.ctx.store.first_in_inbox(&slot.id)? {
+            match worker.next_in_inbox()? {
                 Some((key, event)) => worker.handle(&key, event).await?,
                 None => {
                     // Under the slot lock, so an event sent now either is seen
@@ -101,13 +124,47 @@ impl Worker {
         &self.slot.id
     }
 
-    /// Whether the last status event says running.
-    fn mid_turn(&self) -> bool {
-        self.history
+    /// The oldest unprocessed event; under the slot lock, so the events of
+    /// one `send_events` call are seen all together.
+    fn next_in_inbox(&self) -> Result<Option<(sled::IVec, Value)>> {
+        let _state = self.slot.state();
+        self.ctx.store.first_in_inbox(self.id())
+    }
+
+    /// What a process that stopped (or failed) left half done, judging by
+    /// the events since the last status event.
+    fn leftover(&self) -> Leftover {
+        let last = self
+            .history
             .iter()
-            .rev()
-            .find(|e| event::kind(e).starts_with("session.status_"))
-            .is_some_and(|e| event::kind(e) == "session.status_running")
+            .rposition(|e| event::kind(e).starts_with("session.status_"));
+        let settled = last.map_or(0, |i| i + 1);
+        let running =
+            last.is_some_and(|i| event::kind(&self.history[i]) == "session.status_running");
+        let mut open = OpenUses::replay(&self.history[..settled]);
+        let mut leftover = if running {
+            Leftover::Turn { running }
+        } else {
+            Leftover::Nothing
+        };
+        for e in &self.history[settled..] {
+            match event::kind(e) {
+                "user.message" => leftover = Leftover::Turn { running },
+                "user.interrupt"
+                    if running || !open.is_empty() || leftover != Leftover::Nothing =>
+                {
+                    leftover = Leftover::Interrupt
+                }
+                "user.tool_confirmation" | "user.custom_tool_result"
+                    if leftover == Leftover::Nothing && resolves(&open, e) =>
+                {
+                    leftover = Leftover::Resolved
+                }
+                _ => {}
+            }
+            open.apply(e);
+        }
+        leftover
     }
 
     // ----- events -------------------------------------------------------------------
@@ -131,7 +188,7 @@ impl Worker {
             "user.tool_confirmation" | "user.custom_tool_result" => {
                 let mut changed = self.resolve(key, event).await?;
                 // Resolutions sent together are answered together.
-                while let Some((key, event)) = self.ctx.store.first_in_inbox(self.id())? {
+                while let Some((key, event)) = self.next_in_inbox()? {
                     if !is_resolution(&event) {
                         break;
                     }
@@ -157,17 +214,17 @@ impl Worker {
     /// Applies a confirmation or custom tool result; whether it resolved a
     /// tool use that was waiting (it may have been dropped since it was sent).
     async fn resolve(&mut self, key: &[u8], event: Value) -> Result<bool> {
-        let (id_field, state) = if event::kind(&event) == "user.tool_confirmation" {
-            ("tool_use_id", UseState::Ask)
+        let id_field = if event::kind(&event) == "user.tool_confirmation" {
+            "tool_use_id"
         } else {
-            ("custom_tool_use_id", UseState::Custom)
+            "custom_tool_use_id"
         };
         let id = event
             .get(id_field)
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let live = self.open.get(&id).is_some_and(|u| u.state == state);
+        let live = resolves(&self.open, &event);
         self.take(key, event).await?;
         if let Some(denied) = self.open.get(&id).filter(|u| u.state == UseState::Denied) {
             let message = denied
@@ -238,28 +295,37 @@ impl Worker {
         }
     }
 
-    /// Carries on a turn a stopped process left running: tool uses that may
-    /// have been running get an error result, since whether they finished is
-    /// unknown, and the model is asked again.
-    async fn resume(&mut self) -> Result<()> {
-        self.running_since = Some(Instant::now());
-        let mut open_span = None;
-        for e in &self.history {
-            match event::kind(e) {
-                "span.model_request_start" => open_span = Some(event::id(e).to_owned()),
-                "span.model_request_end" => open_span = None,
-                _ => {}
-            }
+    /// Finishes what a stopped process left half done, so that the session
+    /// carries on as if it had not stopped: a turn is resumed (tool uses that
+    /// may have been running get an error result, since whether they took
+    /// effect is unknown, and the model is asked again), an interrupt ends
+    /// the turn, confirmations are acted on.
+    async fn recover(&mut self) -> Result<()> {
+        let leftover = self.leftover();
+        if leftover == Leftover::Nothing {
+            return Ok(());
         }
-        if let Some(start) = open_span {
+        self.running_since = Some(Instant::now());
+        if let Some(start) = self.open_span() {
             self.span_end(&start, &Usage::default(), true).await?;
         }
         let unfinished: Vec<_> = self
             .open
-            .in_state(UseState::Allowed)
-            .chain(self.open.in_state(UseState::Denied))
+            .in_state(UseState::Denied)
+            .chain(
+                self.open
+                    .in_state(UseState::Allowed)
+                    .filter(|_| leftover != Leftover::Resolved),
+            )
             .map(|u| (u.id.clone(), u.state, u.deny_message.clone()))
             .collect();
+        match leftover {
+            Leftover::Interrupt => return self.idle("end_turn").await,
+            Leftover::Turn { running: true } => {}
+            _ => {
+                self.emit("session.status_running", json!({})).await?;
+            }
+        }
         for (id, state, deny_message) in unfinished {
             let message = match state {
                 UseState::Denied => deny_message.unwrap_or_else(|| "denied by the user".to_owned()),
@@ -270,6 +336,19 @@ impl Worker {
             self.tool_result(&id, &message, true).await?;
         }
         self.drive().await
+    }
+
+    /// The start of a model request that has no end.
+    fn open_span(&self) -> Option<String> {
+        let mut open = None;
+        for e in &self.history {
+            match event::kind(e) {
+                "span.model_request_start" => open = Some(event::id(e).to_owned()),
+                "span.model_request_end" => open = None,
+                _ => {}
+            }
+        }
+        open
     }
 
     /// Ends the turn for the first `user.interrupt` waiting in the inbox.

@@ -16,12 +16,11 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -41,7 +40,7 @@ pub(super) const INBOX_TREE: &str = "local.inbox";
 pub(super) const EVENT_PREFIX: &str = "sevt";
 
 /// Events a live stream may fall behind by before it breaks.
-const STREAM_CAPACITY: usize = 1024;
+const STREAM_CAPACITY: usize = 256;
 
 const SENDABLE: [&str; 4] = [
     "user.message",
@@ -58,6 +57,7 @@ const UNSUPPORTED: [&str; 3] = ["user.define_outcome", "user.tool_result", "syst
 #[derive(Clone)]
 pub(super) struct Store {
     db: sled::Db,
+    flushes: Arc<Flushes>,
     events: sled::Tree,
     inbox: sled::Tree,
     pub(super) sessions: sled::Tree,
@@ -68,6 +68,7 @@ impl Store {
     pub(super) fn open(db: &sled::Db) -> Result<Self> {
         Ok(Store {
             db: db.clone(),
+            flushes: Arc::default(),
             events: db.open_tree(EVENTS_TREE).map_err(store_err)?,
             inbox: db.open_tree(INBOX_TREE).map_err(store_err)?,
             sessions: db.open_tree(super::SESSIONS_TREE).map_err(store_err)?,
@@ -87,29 +88,43 @@ impl Store {
         Ok(())
     }
 
-    /// Moves an inbox event to the history as `event` (now processed).
+    /// Moves an inbox event to the history as `event` (now processed): first
+    /// appended, then removed from the inbox, so that at any moment it is in
+    /// one or both (a reader that looks at the inbox first, then the
+    /// history, never misses it), and a crash in between leaves a copy in
+    /// the inbox that [`drop_processed`](Self::drop_processed) removes.
+    ///
+    /// No sled transaction or batch here or anywhere in this runtime: in sled
+    /// 0.34 they take a process-wide lock that deadlocks with a concurrent
+    /// flush.
     pub(super) fn take(&self, session_id: &str, inbox_key: &[u8], event: &Value) -> Result<()> {
-        let key = self.key(session_id)?;
-        let bytes = encode(event)?;
-        (&self.events, &self.inbox)
-            .transaction(|(events, inbox)| {
-                events.insert(key.as_slice(), bytes.as_slice())?;
-                inbox.remove(inbox_key)?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(()) => store_err("transaction aborted"),
-                TransactionError::Storage(e) => store_err(e),
-            })
+        self.append(session_id, event)?;
+        self.inbox.remove(inbox_key).map_err(store_err)?;
+        Ok(())
     }
 
-    /// Adds accepted events to the inbox, all or none.
-    pub(super) fn push_inbox(&self, session_id: &str, events: &[Value]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for event in events {
-            batch.insert(self.key(session_id)?, encode(event)?);
+    /// Removes inbox events that are in the history already.
+    pub(super) fn drop_processed(&self, session_id: &str, history: &[Value]) -> Result<()> {
+        let inbox = self.inbox(session_id)?;
+        if inbox.is_empty() {
+            return Ok(());
         }
-        self.inbox.apply_batch(batch).map_err(store_err)
+        let seen: std::collections::HashSet<&str> = history.iter().map(event::id).collect();
+        for (key, e) in inbox {
+            if seen.contains(event::id(&e)) {
+                self.inbox.remove(key).map_err(store_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds accepted events to the inbox, in order.
+    pub(super) fn push_inbox(&self, session_id: &str, events: &[Value]) -> Result<()> {
+        for event in events {
+            let key = self.key(session_id)?;
+            self.inbox.insert(key, encode(event)?).map_err(store_err)?;
+        }
+        Ok(())
     }
 
     /// The whole history of a session, oldest first.
@@ -186,13 +201,42 @@ impl Store {
         put(&self.sessions, id, &session)
     }
 
+    /// Makes every write done before the call durable.
+    ///
+    /// sled 0.34's flushes can hang for good when several run at once
+    /// (spacejam/sled#1308, fixed after its last release), so this
+    /// runtime's flushes run one at a time in the whole process; the wait is
+    /// short because one flush covers every write made before it started.
     pub(super) async fn flush(&self) -> Result<()> {
-        self.events
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(store_err)
+        let ticket = self.flushes.requested.fetch_add(1, SeqCst) + 1;
+        let turn = Arc::clone(&FLUSHING).lock_owned().await;
+        if self.flushes.done.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covered = self.flushes.requested.load(SeqCst);
+        let db = self.db.clone();
+        // The turn is held until the flush ends, even if this future is dropped.
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            crate::state::flush(&db)
+        })
+        .await
+        .map_err(store_err)?
+        .map_err(store_err)?;
+        self.flushes.done.fetch_max(covered, SeqCst);
+        Ok(())
     }
+}
+
+/// Whose turn it is to flush; see [`Store::flush`].
+static FLUSHING: LazyLock<Arc<tokio::sync::Mutex<()>>> = LazyLock::new(Arc::default);
+
+/// Flush requests of one Db, numbered; `done` is the last one a finished
+/// flush covered.
+#[derive(Default)]
+struct Flushes {
+    requested: AtomicU64,
+    done: AtomicU64,
 }
 
 fn scan<'a>(
@@ -288,6 +332,18 @@ impl Hub {
         let slot = Arc::new(Slot::new(id, interrupts));
         slots.insert(id.to_owned(), Arc::clone(&slot));
         Ok(slot)
+    }
+
+    /// Drops an archived session's slot unless its worker still runs: a
+    /// slot holds a stream buffer, and a long-lived runtime archives many.
+    pub(super) fn release_idle(&self, id: &str) {
+        let mut slots = self.slots();
+        let idle = slots
+            .get(id)
+            .is_some_and(|slot| slot.state().worker.as_ref().is_none_or(|w| w.is_finished()));
+        if idle {
+            slots.remove(id);
+        }
     }
 
     pub(super) fn remove(&self, id: &str) {

@@ -435,6 +435,62 @@ async fn allowed_tools_run_in_the_session_workspace() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn environment_packages_are_installed_once_before_the_first_tool_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path().join("db")).expect("db");
+    let models = Models::new();
+    // A fake pip: records each run and leaves the package as a file.
+    let fake = |manager: &str| {
+        vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!("echo {manager} >> \"$0/../runs\" && touch \"$0/$1\""),
+        ]
+    };
+    let rt = LocalRuntime::open(
+        &db,
+        LocalOptions {
+            installers: crate::sandbox::local::Installers {
+                pip: fake("pip"),
+                npm: fake("npm"),
+            },
+            ..options(
+                dir.path(),
+                models.resolver(vec![
+                    tool("bash", json!({"command": "echo ran"})),
+                    text("ok"),
+                ]),
+            )
+        },
+    )
+    .expect("runtime");
+    let agent = rt
+        .create_agent(json!({"name": "a", "model": "m", "tools": toolset(json!([]))}))
+        .await
+        .expect("agent");
+    let env = rt
+        .create_environment(json!({
+            "name": "with-packages",
+            "config": {"type": "cloud", "packages": {"pip": ["fakepkg"]}},
+        }))
+        .await
+        .expect("environment");
+    let env_dir = dir.path().join("workspaces/environments").join(&env.id);
+    for _ in 0..2 {
+        let s = rt
+            .create_session(json!({"agent": agent.id, "environment_id": env.id}))
+            .await
+            .expect("session");
+        let events = exchange(&rt, &s.id, vec![message("go")]).await;
+        let result = of_kind(&events, "agent.tool_result")[0];
+        assert_eq!(result["is_error"], false, "{result}");
+        assert!(env_dir.join("pip/fakepkg").exists());
+    }
+    let runs = std::fs::read_to_string(env_dir.join("runs")).expect("runs");
+    assert_eq!(runs, "pip\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn always_ask_waits_for_a_confirmation() {
     let f = Fixture::new(vec![
         tool("bash", json!({"command": "echo allowed-run"})),
@@ -813,7 +869,7 @@ async fn history_survives_reopening_and_the_conversation_goes_on() {
         rt.shutdown().await;
         (s, events)
     };
-    let db = sled::open(&path).expect("reopen");
+    let db = super::tests::reopen(&path);
     let rt = LocalRuntime::open(&db, options(dir.path(), models.resolver(vec![text("two")])))
         .expect("runtime");
     assert_eq!(history(&rt, &s.id).await, first);
@@ -845,7 +901,7 @@ async fn a_turn_cut_off_by_a_restart_carries_on() {
         db.flush().expect("flush");
         s
     };
-    let db = sled::open(&path).expect("reopen");
+    let db = super::tests::reopen(&path);
     let rt = LocalRuntime::open(
         &db,
         options(dir.path(), models.resolver(vec![text("recovered")])),
@@ -870,6 +926,35 @@ async fn a_turn_cut_off_by_a_restart_carries_on() {
     );
     assert_eq!(events[0]["is_error"], true);
     assert_eq!(event::text(&events[3]), "recovered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_taken_just_before_a_stop_is_still_answered() {
+    let f = Fixture::new(vec![text("answer one"), text("answer two")]);
+    let s = f.session(json!([])).await;
+    // As if the process stopped right after moving it to the history.
+    let taken = json!({
+        "id": new_id(EVENT_PREFIX),
+        "type": "user.message",
+        "content": [{"type": "text", "text": "one"}],
+        "processed_at": timestamp(),
+    });
+    f.rt.store.append(&s.id, &taken).expect("append");
+    let mut stream = f.rt.stream_events(&s.id).await.expect("stream");
+    f.rt.send_events(&s.id, vec![message("two")])
+        .await
+        .expect("send");
+    let mut events = until_idle(&mut stream).await;
+    events.extend(until_idle(&mut stream).await);
+    let texts: Vec<String> = of_kind(&events, "agent.message")
+        .into_iter()
+        .map(event::text)
+        .collect();
+    assert_eq!(texts, ["answer one", "answer two"]);
+    assert_eq!(events[0]["type"], "session.status_running");
+    let requests = f.models.requests();
+    assert_eq!(requests[0].messages.len(), 1);
+    assert_eq!(requests[1].messages.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,8 +26,6 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 use time::OffsetDateTime;
 
 use super::{
@@ -246,12 +244,7 @@ impl LocalRuntime {
     /// change is on disk before the caller hears of it, as with a remote API.
     async fn respond_durable<T>(&self, result: Result<T>) -> Result<T> {
         let result = match result {
-            Ok(v) => self
-                .agents
-                .flush_async()
-                .await
-                .map(|_| v)
-                .map_err(store_err),
+            Ok(v) => self.store.flush().await.map(|()| v),
             Err(e) => Err(e),
         };
         self.respond(result).await
@@ -342,14 +335,14 @@ impl LocalRuntime {
         let current = self.load_agent(id)?;
         let limit = page_limit(query)?;
         let upper = match non_empty_cursor(query) {
-            None => Bound::Included(version_key(id, u64::MAX)),
+            None => Bound::Included(version_key(id, current.version)),
             Some(cursor) => {
                 let before = cursor
                     .strip_prefix(PAGE_PREFIX)
                     .and_then(|v| v.parse::<u64>().ok())
                     .filter(|v| *v >= 1)
                     .ok_or_else(|| invalid("`page`: invalid page cursor"))?;
-                Bound::Excluded(version_key(id, before))
+                Bound::Excluded(version_key(id, before.min(current.version + 1)))
             }
         };
         let lower = Bound::Included(version_key(id, 0));
@@ -381,6 +374,12 @@ impl LocalRuntime {
         if version == current.version {
             return Ok(current.clone());
         }
+        if version > current.version {
+            return Err(RuntimeError::new(
+                ErrorKind::NotFound,
+                format!("agent `{}` version {version} not found", current.id),
+            ));
+        }
         let mut agent: Agent = get(&self.versions, &version_key(&current.id, version))?
             .ok_or_else(|| {
                 RuntimeError::new(
@@ -392,20 +391,22 @@ impl LocalRuntime {
         Ok(agent)
     }
 
-    /// Writes the agent's current record and its version record atomically.
+    /// Writes the agent's version record, then its current record.
+    ///
+    /// Not a sled transaction: sled 0.34's transactions and batches take a
+    /// process-wide write lock that deadlocks with a concurrent flush (which
+    /// the session workers do often). A version record past the current
+    /// version, left by a crash between the two writes, is never shown and
+    /// is overwritten by the next update.
     fn put_agent_version(&self, agent: &Agent) -> Result<()> {
         let bytes = encode(agent)?;
-        let key = version_key(&agent.id, agent.version);
-        (&self.agents, &self.versions)
-            .transaction(|(agents, versions)| {
-                agents.insert(agent.id.as_bytes(), bytes.as_slice())?;
-                versions.insert(key.as_slice(), bytes.as_slice())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(()) => store_err("transaction aborted"),
-                TransactionError::Storage(e) => store_err(e),
-            })
+        self.versions
+            .insert(version_key(&agent.id, agent.version), bytes.as_slice())
+            .map_err(store_err)?;
+        self.agents
+            .insert(agent.id.as_bytes(), bytes)
+            .map_err(store_err)?;
+        Ok(())
     }
 
     /// The agent an update (or create, without `base`) body produces, at
@@ -1051,9 +1052,16 @@ impl LocalRuntime {
         if session.archived_at.is_some() {
             return Err(invalid(format!("session `{session_id}` is archived")));
         }
-        let history = self.store.history(session_id)?;
+        // The inbox first: an event the worker moves meanwhile is then in
+        // both (and counted once) rather than in neither.
         let inbox = self.store.inbox(session_id)?;
-        let open = OpenUses::replay(history.iter().chain(inbox.iter().map(|(_, e)| e)));
+        let history = self.store.history(session_id)?;
+        let processed: HashSet<&str> = history.iter().map(super::event::id).collect();
+        let unprocessed = inbox
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| !processed.contains(super::event::id(e)));
+        let open = OpenUses::replay(history.iter().chain(unprocessed));
         let accepted = events::accept(params, open)?;
         self.store.push_inbox(session_id, &accepted)?;
         let interrupts = accepted
@@ -1195,6 +1203,9 @@ impl Runtime for LocalRuntime {
 
     async fn archive_session(&self, id: &str) -> Result<Session> {
         let result = self.archive_session_now(id);
+        if result.is_ok() {
+            self.hub.release_idle(id);
+        }
         self.respond_durable(result).await
     }
 
@@ -2556,6 +2567,23 @@ mod tests {
         rt: LocalRuntime,
     }
 
+    /// Opens a Db that was just closed. sled's own I/O threads may still
+    /// hold the closed one's file (and its lock) for a moment after the last
+    /// handle is dropped, and say nothing when they let go, so this retries.
+    pub(super) fn reopen(path: &std::path::Path) -> sled::Db {
+        let mut attempts = 0;
+        loop {
+            match sled::open(path) {
+                Ok(db) => return db,
+                Err(e) if attempts < 500 && e.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("reopen {}: {e}", path.display()),
+            }
+        }
+    }
+
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path().join("db")).expect("open sled");
@@ -3288,7 +3316,7 @@ mod tests {
             db.flush().expect("flush");
             (agent, env, session)
         };
-        let db = sled::open(&path).expect("reopen");
+        let db = reopen(&path);
         let rt = LocalRuntime::open(&db, LocalOptions::default()).expect("runtime");
         assert_eq!(
             rt.retrieve_agent(&agent.id, None).await.expect("agent"),
