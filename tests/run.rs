@@ -400,3 +400,52 @@ fn secrets_never_reach_transcripts() {
         );
     }
 }
+
+#[test]
+fn a_dropped_stream_still_yields_the_complete_history() {
+    let turns = "          - text: first\n            tool_use: [{ name: bash, input: { command: 'echo one' } }]\n          - text: second\n            tool_use: [{ name: bash, input: { command: 'echo two' } }]\n          - text: third\n          - text: fourth\n";
+    let session = "    steps:\n      - send: go\n        expect: [{ contains: third }]\n      - send: again\n        expect: [{ contains: fourth }]\n";
+    let t = applied(&manifest(turns, TOOLSET, session));
+    // Every stream ends after 3 events, so the runner reconnects many times.
+    let t = t.env("AGENTFORM_LOCAL_DROP_STREAM_AFTER", "3");
+    t.run(&["run"]).success();
+    let transcript: Vec<String> = transcript_events(&t)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let id = session_id(&t);
+    let history = with_runtime(&t, |rt| async move {
+        use agentform::runtime::{list_all, Runtime};
+        let rt = &rt;
+        let id = &id;
+        list_all(|q| async move { rt.list_events(id, &q).await })
+            .await
+            .unwrap()
+    });
+    let history: Vec<String> = history
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(history.len() > 12, "{history:?}");
+    assert_eq!(
+        transcript, history,
+        "the transcript must equal the history, in order, without repeats"
+    );
+}
+
+fn with_runtime<F, Fut, T>(t: &Test, f: F) -> T
+where
+    F: FnOnce(agentform::runtime::local::LocalRuntime) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = agentform::state::StateStore::open(&t.path("state"), "test").unwrap();
+        let local =
+            agentform::runtime::local::LocalRuntime::open(store.db(), Default::default()).unwrap();
+        f(local).await
+    })
+}

@@ -25,6 +25,8 @@ use output::{Printer, ProgressReporter};
 
 /// Overrides the local runtime's injected latency (milliseconds).
 const LATENCY_ENV: &str = "AGENTFORM_LOCAL_LATENCY_MS";
+/// Fault injection: the local runtime's event streams end after N events.
+const DROP_STREAM_ENV: &str = "AGENTFORM_LOCAL_DROP_STREAM_AFTER";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -371,6 +373,12 @@ fn providers(state: &StateStore, manifest: Option<&Manifest>) -> Result<Provider
         workspaces: Some(state.dir().join("workspaces")),
         ..Default::default()
     };
+    if let Ok(v) = std::env::var(DROP_STREAM_ENV) {
+        let n = v.parse::<usize>().ok().filter(|n| *n > 0);
+        options.drop_stream_after = Some(n.ok_or_else(|| {
+            anyhow!("{DROP_STREAM_ENV}=`{v}` is not a positive number of events")
+        })?);
+    }
     if let Some(m) = manifest {
         options.models = Arc::new(agentform::model::registry::ManifestModels::new(m));
     }

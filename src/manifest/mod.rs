@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use marked_yaml::Node;
-use serde::Deserialize;
 use serde_json::Value;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Sources, Span};
@@ -580,8 +579,19 @@ impl Loader {
             Option<SessionSpec>,
         );
         let mut entries: Vec<Entry> = Vec::new();
+        // Field-level checks while the typed spec is at hand.
+        let mut problems = Vec::new();
+        let field_in = |section: &str, name: &str, path: &[&str], key: Option<&str>| -> Span {
+            let mut p = vec![Seg::Key(section.into()), Seg::Key(name.into())];
+            p.extend(path.iter().map(|s| Seg::Key((*s).to_string())));
+            locate(&file.node, &p, key).unwrap_or(Span::file_start(file.source))
+        };
         for (name, mut env) in spec.environments {
             env.name.get_or_insert_with(|| name.clone());
+            let field =
+                |path: &[&str], key: Option<&str>| field_in("environments", &name, path, key);
+            validate_environment(&env, &field, &mut problems);
+            check_metadata(&env.metadata, &|k| field(&["metadata"], k), &mut problems);
             let body = serde_json::to_value(&env).unwrap_or(Value::Null);
             entries.push((
                 Address::new(Kind::Environment, name),
@@ -593,6 +603,9 @@ impl Loader {
         }
         for (name, mut agent) in spec.agents {
             agent.name.get_or_insert_with(|| name.clone());
+            let field = |path: &[&str], key: Option<&str>| field_in("agents", &name, path, key);
+            validate_agent(&agent, &field, &mut problems);
+            check_metadata(&agent.metadata, &|k| field(&["metadata"], k), &mut problems);
             let body = serde_json::to_value(&agent).unwrap_or(Value::Null);
             entries.push((
                 Address::new(Kind::Agent, name),
@@ -612,6 +625,7 @@ impl Loader {
                 Some(session),
             ));
         }
+        self.problems.extend(problems);
         for (address, provider, depends_on, body, session_spec) in entries {
             let span = key_span(address.kind.section(), &address.name);
             if !valid_name(&address.name) {
@@ -812,23 +826,20 @@ impl Loader {
             }
 
             match addr.kind {
-                Kind::Agent => {
-                    if let Ok(spec) = AgentSpec::deserialize(&d.resource.body) {
-                        validate_agent(&spec, &field, &mut problems);
-                        check_metadata(&spec.metadata, &|k| field(&["metadata"], k), &mut problems);
-                    }
-                }
+                Kind::Agent => {}
                 Kind::Environment => {
-                    if let Ok(spec) = EnvironmentSpec::deserialize(&d.resource.body) {
-                        let name = spec.name.clone().unwrap_or_default();
-                        if let Some(other) = env_names.get(&name) {
-                            problems.push(Diagnostic::at(field(&[], Some("name")), format!("environment name `{name}` is also used by `{other}`"))
-                                .help("environment names are unique per organization; give one of them another `name`"));
-                        } else {
-                            env_names.insert(name, addr.clone());
-                        }
-                        validate_environment(&spec, &field, &mut problems);
-                        check_metadata(&spec.metadata, &|k| field(&["metadata"], k), &mut problems);
+                    let name = d
+                        .resource
+                        .body
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    if let Some(other) = env_names.get(&name) {
+                        problems.push(Diagnostic::at(field(&[], Some("name")), format!("environment name `{name}` is also used by `{other}`"))
+                            .help("environment names are unique per organization; give one of them another `name`"));
+                    } else {
+                        env_names.insert(name, addr.clone());
                     }
                 }
                 Kind::Session => {

@@ -364,18 +364,24 @@ impl Hub {
 pub(super) struct LiveEvents {
     pub(super) rx: broadcast::Receiver<Value>,
     pub(super) ended: bool,
+    /// Fault injection: the stream ends after this many more events, like a
+    /// dropped connection.
+    pub(super) drop_after: Option<usize>,
 }
 
 #[async_trait]
 impl EventSource for LiveEvents {
     async fn next(&mut self) -> Option<Result<Value>> {
-        if self.ended {
+        if self.ended || self.drop_after == Some(0) {
             return None;
         }
         match self.rx.recv().await {
             Ok(event) => {
                 if event::kind(&event) == "session.deleted" {
                     self.ended = true;
+                }
+                if let Some(n) = &mut self.drop_after {
+                    *n -= 1;
                 }
                 Some(Ok(event))
             }

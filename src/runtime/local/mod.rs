@@ -113,6 +113,9 @@ pub struct LocalOptions {
     pub tool_deadline: Duration,
     /// How environments' packages are installed.
     pub installers: Installers,
+    /// Fault injection for tests and demos: every event stream ends after this
+    /// many events, as if the connection dropped.
+    pub drop_stream_after: Option<usize>,
 }
 
 impl Default for LocalOptions {
@@ -123,6 +126,7 @@ impl Default for LocalOptions {
             models: Arc::new(NoModels),
             tool_deadline: DEFAULT_TOOL_DEADLINE,
             installers: Installers::default(),
+            drop_stream_after: None,
         }
     }
 }
@@ -1087,7 +1091,11 @@ impl LocalRuntime {
         if session.status == "running" {
             agent_loop::ensure_worker(&self.ctx(), &slot, &mut state);
         }
-        Ok(EventStream::new(LiveEvents { rx, ended: false }))
+        Ok(EventStream::new(LiveEvents {
+            rx,
+            ended: false,
+            drop_after: self.options.drop_stream_after,
+        }))
     }
 
     /// After the session record is gone: stops its worker, ends its streams,
