@@ -1085,7 +1085,11 @@ async fn bad_params_are_refused_and_nothing_is_kept() {
 #[tokio::test]
 async fn a_lagging_stream_says_to_reconnect() {
     let (tx, rx) = tokio::sync::broadcast::channel(2);
-    let mut stream = EventStream::new(LiveEvents { rx, ended: false });
+    let mut stream = EventStream::new(LiveEvents {
+        rx,
+        ended: false,
+        drop_after: None,
+    });
     for i in 0..5 {
         tx.send(json!({"id": i, "type": "agent.message"}))
             .expect("send");
