@@ -45,20 +45,14 @@ fn applied(contents: &str) -> Test {
     t
 }
 
-fn transcript_events(t: &Test) -> Vec<serde_json::Value> {
-    let dir = t.path("state/transcripts");
-    let run = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    let file = std::fs::read_dir(&run)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
+/// The only transcript file under `state_dir`.
+fn transcript_file(state_dir: &std::path::Path) -> std::path::PathBuf {
+    let files = walk(&state_dir.join("transcripts"));
+    assert_eq!(files.len(), 1, "expected one transcript: {files:?}");
+    files[0].clone()
+}
+
+fn events_of(file: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(file)
         .unwrap()
         .lines()
@@ -66,6 +60,10 @@ fn transcript_events(t: &Test) -> Vec<serde_json::Value> {
         .filter(|l| l["kind"] == "event")
         .map(|l| l["event"].clone())
         .collect()
+}
+
+fn transcript_events(t: &Test) -> Vec<serde_json::Value> {
+    events_of(&transcript_file(&t.path("state")))
 }
 
 #[test]
@@ -313,19 +311,12 @@ fn a_recorded_transcript_replays_the_same_events() {
     let t = applied(&manifest(turns, TOOLSET, session));
     t.run(&["run"]).success();
     let recorded = transcript_events(&t);
-    let dir = t.path("state/transcripts");
-    let run = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    std::fs::copy(run.join("chat.jsonl"), t.path("replay/recorded.jsonl"))
-        .or_else(|_| {
-            std::fs::create_dir_all(t.path("replay")).unwrap();
-            std::fs::copy(run.join("chat.jsonl"), t.path("replay/recorded.jsonl"))
-        })
-        .unwrap();
+    std::fs::create_dir_all(t.path("replay")).unwrap();
+    std::fs::copy(
+        transcript_file(&t.path("state")),
+        t.path("replay/recorded.jsonl"),
+    )
+    .unwrap();
 
     let replay = manifest("", TOOLSET, session).replace(
         "        backend: scripted\n        turns:\n",
@@ -343,20 +334,7 @@ fn a_recorded_transcript_replays_the_same_events() {
     .success();
     t.run(&["run", "-f", "replay", "--state", "replay/state"])
         .success();
-    let rdir = t.path("replay/state/transcripts");
-    let rrun = std::fs::read_dir(&rdir)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    let replayed: Vec<serde_json::Value> = std::fs::read_to_string(rrun.join("chat.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["kind"] == "event")
-        .map(|l| l["event"].clone())
-        .collect();
+    let replayed = events_of(&transcript_file(&t.path("replay/state")));
     assert_eq!(shape(&recorded), shape(&replayed));
 }
 

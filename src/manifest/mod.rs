@@ -30,16 +30,7 @@ pub const PROVIDERS: &[&str] = &["local"];
 pub const META_ADDRESS: &str = "agentform.address";
 pub const META_MANIFEST: &str = "agentform.manifest";
 
-const BUILTIN_TOOLS: &[&str] = &[
-    "bash",
-    "edit",
-    "read",
-    "write",
-    "glob",
-    "grep",
-    "web_fetch",
-    "web_search",
-];
+use crate::runtime::TOOLSET_TOOLS as BUILTIN_TOOLS;
 
 /// What to load.
 #[derive(Debug, Clone, Default)]

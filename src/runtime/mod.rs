@@ -13,6 +13,18 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The tools of `agent_toolset_20260401`, in the order the API lists them.
+pub const TOOLSET_TOOLS: [&str; 8] = [
+    "bash",
+    "edit",
+    "read",
+    "write",
+    "glob",
+    "grep",
+    "web_fetch",
+    "web_search",
+];
+
 /// `BetaManagedAgentsAgent`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {

@@ -163,11 +163,7 @@ impl StateStore {
 
     /// Every record, sorted by address.
     pub fn list(&self) -> Result<Vec<ResourceRecord>, StateError> {
-        let mut out = Vec::new();
-        for item in self.resources.iter() {
-            let (key, bytes) = item?;
-            out.push(decode(&String::from_utf8_lossy(&key), &bytes)?);
-        }
+        let mut out: Vec<ResourceRecord> = read_all(&self.resources)?;
         out.sort_by(|a: &ResourceRecord, b| a.address.cmp(&b.address));
         Ok(out)
     }
@@ -175,10 +171,7 @@ impl StateStore {
     /// Writes a record and makes it durable before returning.
     pub fn put(&self, record: &ResourceRecord) -> Result<(), StateError> {
         let key = record.address.to_string();
-        let bytes = serde_json::to_vec(record).map_err(|e| StateError::Corrupt {
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = encode(&key, record)?;
         self.resources.insert(key.as_bytes(), bytes)?;
         self.intents.remove(key.as_bytes())?;
         flush(&self.db)?;
@@ -198,10 +191,7 @@ impl StateStore {
 
     pub fn put_intent(&self, intent: &Intent) -> Result<(), StateError> {
         let key = intent.address.to_string();
-        let bytes = serde_json::to_vec(intent).map_err(|e| StateError::Corrupt {
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = encode(&key, intent)?;
         self.intents.insert(key.as_bytes(), bytes)?;
         flush(&self.db)?;
         Ok(())
@@ -223,17 +213,7 @@ impl StateStore {
     }
 
     pub fn intents(&self) -> Result<Vec<Intent>, StateError> {
-        let mut out = Vec::new();
-        for item in self.intents.iter() {
-            let (key, bytes) = item?;
-            out.push(
-                serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    message: e.to_string(),
-                })?,
-            );
-        }
-        Ok(out)
+        read_all(&self.intents)
     }
 
     pub fn clear_intent(&self, addr: &Address) -> Result<(), StateError> {
@@ -248,10 +228,7 @@ impl StateStore {
     pub fn put_transcripts(&self, entries: &[TranscriptEntry]) -> Result<(), StateError> {
         for entry in entries {
             let key = format!("{}/{}", entry.run_id, entry.session);
-            let bytes = serde_json::to_vec(entry).map_err(|e| StateError::Corrupt {
-                key: key.clone(),
-                message: e.to_string(),
-            })?;
+            let bytes = encode(&key, entry)?;
             self.transcripts.insert(key.as_bytes(), bytes)?;
         }
         flush(&self.db)?;
@@ -260,25 +237,32 @@ impl StateStore {
 
     /// Every transcript, oldest run first.
     pub fn transcripts(&self) -> Result<Vec<TranscriptEntry>, StateError> {
-        let mut out = Vec::new();
-        for item in self.transcripts.iter() {
-            let (key, bytes) = item?;
-            out.push(
-                serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    message: e.to_string(),
-                })?,
-            );
-        }
-        Ok(out)
+        read_all(&self.transcripts)
     }
 }
 
-fn decode(key: &str, bytes: &[u8]) -> Result<ResourceRecord, StateError> {
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
     serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
         key: key.to_string(),
         message: e.to_string(),
     })
+}
+
+fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec(value).map_err(|e| StateError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Every value of a tree, in key order.
+fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, StateError> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let (key, bytes) = item?;
+        out.push(decode(&String::from_utf8_lossy(&key), &bytes)?);
+    }
+    Ok(out)
 }
 
 /// Flushes `db`, one flush at a time in the whole process: sled 0.34's

@@ -56,17 +56,7 @@ const MAX_METADATA_VALUE: usize = 512;
 const MAX_TOOLS: usize = 256;
 const MAX_MCP_SERVERS: usize = 20;
 
-/// The tools of `agent_toolset_20260401`, in the order the API lists them.
-const TOOLSET_TOOLS: [&str; 8] = [
-    "bash",
-    "edit",
-    "read",
-    "write",
-    "glob",
-    "grep",
-    "web_fetch",
-    "web_search",
-];
+use crate::runtime::TOOLSET_TOOLS;
 const EFFORTS: [&str; 5] = ["low", "medium", "high", "xhigh", "max"];
 const PERMISSION_POLICIES: [&str; 3] = ["always_allow", "always_ask", "auto"];
 const PACKAGE_MANAGERS: [&str; 6] = ["apt", "cargo", "gem", "go", "npm", "pip"];
