@@ -14,4 +14,5 @@ pub mod plan;
 pub mod runner;
 pub mod runtime;
 pub mod sandbox;
+pub mod serve;
 pub mod state;

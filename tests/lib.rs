@@ -11,3 +11,4 @@ mod lifecycle;
 mod locking;
 mod run;
 mod schema;
+mod serve;

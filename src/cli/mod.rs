@@ -108,6 +108,16 @@ enum Command {
     /// Print the JSON Schema of the manifest
     #[command(after_help = "Example:\n  agentform schema > schemas/agentform.schema.json")]
     Schema,
+    /// Serve the local runtime over HTTP with the Managed Agents API's paths and shapes
+    #[command(
+        long_about = "Serve the local runtime over HTTP with the paths, bodies, events, SSE stream, errors \
+                      and pagination of Anthropic's Managed Agents API, so the official SDKs and curl \
+                      work against it: point them at the printed address (e.g. ANTHROPIC_BASE_URL). \
+                      Model backends come from the manifest given with -f (`providers.local.models`). \
+                      Stops on SIGINT or SIGTERM after the requests in flight, with the data flushed.",
+        after_help = "Examples:\n  agentform serve\n  agentform serve --listen 127.0.0.1:0 --data /tmp/serve-data -f agents.yaml\n  AGENTFORM_SERVE_API_KEY=secret agentform serve --listen 0.0.0.0:8787 --allow-remote\n  agentform serve --latency-ms 200 --fail-rate 0.1 --fail-status 529 --drop-stream-after 5\n  curl -s http://127.0.0.1:8787/v1/agents -H 'content-type: application/json' -d '{\"name\":\"a\",\"model\":\"claude-sonnet-4-6\"}'"
+    )]
+    Serve(ServeArgs),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  agentform completions bash > /etc/bash_completion.d/agentform\n  agentform completions zsh > \"${fpath[1]}/_agentform\""
@@ -190,6 +200,71 @@ struct RunArgs {
     /// Continue the recorded sessions instead of starting fresh ones
     #[arg(long = "continue")]
     continue_sessions: bool,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (IP:PORT); port 0 picks a free one
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR", value_parser = parse_listen)]
+    listen: std::net::SocketAddr,
+    /// Where the served runtime keeps its database and workspaces
+    #[arg(long, default_value = "serve-data", value_name = "DIR")]
+    data: PathBuf,
+    /// Require this key, as `x-api-key` or `Authorization: Bearer`
+    #[arg(
+        long,
+        env = "AGENTFORM_SERVE_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    api_key: Option<String>,
+    /// Allow a non-loopback --listen address (an API key is required then)
+    #[arg(long)]
+    allow_remote: bool,
+    /// Fault injection: each runtime call answers this many milliseconds late
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    latency_ms: u64,
+    /// Fault injection: this fraction of requests (0 to 1) fails with --fail-status
+    #[arg(long, default_value_t = 0.0, value_name = "F", value_parser = parse_fraction)]
+    fail_rate: f64,
+    /// Status of injected failures: 429 (with retry-after), 500 or 529
+    #[arg(long, default_value_t = 529, value_name = "STATUS", value_parser = parse_fail_status)]
+    fail_status: u16,
+    /// Fault injection: event streams close after N events
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    drop_stream_after: Option<u64>,
+    /// Interval of the event streams' `ping` events, in milliseconds
+    #[arg(long, hide = true, default_value_t = 15_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_ms: u64,
+}
+
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    match s.rsplit_once(':') {
+        Some(("localhost", port)) => port
+            .parse::<u16>()
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| format!("`{port}` is not a port")),
+        _ => Err(format!(
+            "`{s}` is not an address; write IP:PORT, e.g. `127.0.0.1:8787` or `[::1]:8787`"
+        )),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| format!("`{s}` is not a fraction between 0 and 1"))
+}
+
+fn parse_fail_status(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|n| agentform::serve::FailStatus::from_status(*n).is_some())
+        .ok_or_else(|| format!("`{s}`: expected 429, 500 or 529"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -320,6 +395,7 @@ async fn run(cli: Cli, printer: &Printer) -> Result<ExitCode> {
         Command::Run(args) => run_command(g, args, printer).await,
         Command::Transcripts(cmd) => transcripts_command(g, cmd, printer),
         Command::State(cmd) => state_command(g, cmd, printer).await,
+        Command::Serve(args) => serve_command(g, args, printer).await,
         Command::Schema => {
             printer.out(&agentform::manifest::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -707,6 +783,101 @@ async fn run_command(g: &Global, args: RunArgs, printer: &Printer) -> Result<Exi
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn serve_command(g: &Global, args: ServeArgs, printer: &Printer) -> Result<ExitCode> {
+    let api_key = args.api_key.clone();
+    if api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        bail!(
+            "the API key is empty; set --api-key (or AGENTFORM_SERVE_API_KEY) to a non-empty value"
+        );
+    }
+    if !args.listen.ip().is_loopback() {
+        if !args.allow_remote {
+            bail!(
+                "refusing to listen on {}: it is reachable from other machines\nhint: pass --allow-remote (with an API key), or listen on 127.0.0.1",
+                args.listen
+            );
+        }
+        if api_key.is_none() {
+            bail!(
+                "refusing to listen on {} without an API key\nhint: set --api-key or AGENTFORM_SERVE_API_KEY",
+                args.listen
+            );
+        }
+    }
+    let models: Arc<dyn agentform::runtime::local::ModelResolver> = if g.files.is_empty() {
+        Arc::new(agentform::runtime::local::NoModels)
+    } else {
+        Arc::new(agentform::model::registry::ManifestModels::new(&load(g)?))
+    };
+    let store = StateStore::open(&args.data, "serve")?;
+    let options = LocalOptions {
+        latency: Duration::from_millis(args.latency_ms),
+        workspaces: Some(args.data.join("workspaces")),
+        models,
+        drop_stream_after: args
+            .drop_stream_after
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        ..Default::default()
+    };
+    let runtime = Arc::new(
+        LocalRuntime::open(store.db(), options)
+            .map_err(|e| anyhow!("cannot open the local runtime: {e}"))?,
+    );
+    let shutdown = shutdown_signal()?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bound = listener.local_addr()?;
+    let server = agentform::serve::Server::new(
+        runtime.clone(),
+        agentform::serve::Options {
+            api_key,
+            fail_rate: args.fail_rate,
+            fail_status: agentform::serve::FailStatus::from_status(args.fail_status)
+                .unwrap_or(agentform::serve::FailStatus::Overloaded),
+            heartbeat: Duration::from_millis(args.heartbeat_ms),
+            ..Default::default()
+        },
+    );
+    printer.out(&format!("listening on http://{bound}"));
+    let served = server.run(listener, shutdown).await;
+    // Whatever happened, stop the sessions' workers and make everything durable.
+    runtime.shutdown().await;
+    let db = store.db().clone();
+    let flushed = tokio::task::spawn_blocking(move || agentform::state::flush(&db)).await;
+    served.context("serving")?;
+    flushed
+        .map_err(|e| anyhow!("flushing the data: {e}"))?
+        .context("flushing the data")?;
+    printer.info("stopped; the data is flushed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM; the handlers are installed at once, so a
+/// signal that arrives before the future is polled still counts.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }
 
 fn find_transcript(

@@ -4,6 +4,7 @@
 //! Request bodies are JSON in the API's own field names; responses are typed
 //! objects that serialize to exactly what the API returns.
 
+pub mod anthropic;
 pub mod local;
 
 use std::collections::BTreeMap;

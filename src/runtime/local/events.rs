@@ -143,33 +143,58 @@ impl Store {
         scan(&self.inbox, session_id).next().transpose()
     }
 
-    /// A page of the history, oldest first; the cursor is the last sequence.
-    pub(super) fn page(&self, session_id: &str, query: &ListQuery) -> Result<Page<Value>> {
+    /// A page of the history events `keep` accepts, oldest first (newest
+    /// first when `descending`); the cursor is the last sequence returned.
+    pub(super) fn page(
+        &self,
+        session_id: &str,
+        query: &ListQuery,
+        descending: bool,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Result<Page<Value>> {
         let limit = page_limit(query)?;
-        let lower = match non_empty_cursor(query) {
-            None => Bound::Included(version_key(session_id, 0)),
-            Some(cursor) => {
-                let after = cursor
+        let cursor = match non_empty_cursor(query) {
+            None => None,
+            Some(cursor) => Some(
+                cursor
                     .strip_prefix(PAGE_PREFIX)
                     .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| invalid("`page`: invalid page cursor"))?;
-                Bound::Excluded(version_key(session_id, after))
-            }
+                    .ok_or_else(|| invalid("`page`: invalid page cursor"))?,
+            ),
         };
-        let upper = Bound::Included(version_key(session_id, u64::MAX));
+        let first = Bound::Included(version_key(session_id, 0));
+        let last = Bound::Included(version_key(session_id, u64::MAX));
+        let items: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            match (cursor, descending) {
+                (None, false) => Box::new(self.events.range((first, last))),
+                (None, true) => Box::new(self.events.range((first, last)).rev()),
+                (Some(after), false) => Box::new(
+                    self.events
+                        .range((Bound::Excluded(version_key(session_id, after)), last)),
+                ),
+                (Some(before), true) => Box::new(
+                    self.events
+                        .range((first, Bound::Excluded(version_key(session_id, before))))
+                        .rev(),
+                ),
+            };
         let mut data = Vec::new();
-        let mut last = None;
+        let mut last_seq = None;
         let mut more = false;
-        for item in self.events.range((lower, upper)) {
+        for item in items {
             let (key, bytes) = item.map_err(store_err)?;
+            let event: Value = decode(&bytes)?;
+            if !keep(&event) {
+                continue;
+            }
             if data.len() == limit {
                 more = true;
                 break;
             }
-            data.push(decode(&bytes)?);
-            last = Some(sequence(&key));
+            data.push(event);
+            last_seq = Some(sequence(&key));
         }
-        let next_page = match last {
+        let next_page = match last_seq {
             Some(seq) if more => Some(format!("{PAGE_PREFIX}{seq}")),
             _ => None,
         };

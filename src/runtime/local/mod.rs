@@ -133,6 +133,90 @@ impl std::fmt::Debug for LocalOptions {
     }
 }
 
+/// What the API's list endpoints filter and order by beyond [`ListQuery`]
+/// (their query parameters, e.g. `GET /v1/sessions?statuses[]=idle`). The
+/// [`Runtime`] methods list with the default: everything, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Newest first (`order=desc`).
+    pub descending: bool,
+    /// Bounds on `created_at` (on `processed_at` for events).
+    pub time: TimeRange,
+    /// Sessions: of this agent.
+    pub agent_id: Option<String>,
+    /// Sessions: of this version of `agent_id`.
+    pub agent_version: Option<u64>,
+    /// Sessions: in one of these statuses (any when empty).
+    pub statuses: Vec<String>,
+    /// Sessions: with this memory store among their resources.
+    pub memory_store_id: Option<String>,
+    /// Sessions: of this deployment (the local runtime has none).
+    pub deployment_id: Option<String>,
+    /// Events: of one of these types (any when empty).
+    pub types: Vec<String>,
+}
+
+/// `created_at[gt]`, `[gte]`, `[lt]`, `[lte]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub gt: Option<OffsetDateTime>,
+    pub gte: Option<OffsetDateTime>,
+    pub lt: Option<OffsetDateTime>,
+    pub lte: Option<OffsetDateTime>,
+}
+
+impl TimeRange {
+    pub fn is_unbounded(&self) -> bool {
+        *self == TimeRange::default()
+    }
+
+    /// Whether an RFC 3339 timestamp is within the bounds; one that does not
+    /// parse is outside any bound.
+    pub fn contains(&self, timestamp: &str) -> bool {
+        if self.is_unbounded() {
+            return true;
+        }
+        let Ok(t) =
+            OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+        else {
+            return false;
+        };
+        self.gt.is_none_or(|b| t > b)
+            && self.gte.is_none_or(|b| t >= b)
+            && self.lt.is_none_or(|b| t < b)
+            && self.lte.is_none_or(|b| t <= b)
+    }
+}
+
+impl ListFilter {
+    fn keeps_session(&self, session: &Session) -> bool {
+        self.agent_id
+            .as_deref()
+            .is_none_or(|id| session.agent_id() == Some(id))
+            && self
+                .agent_version
+                .is_none_or(|v| session.agent_version() == Some(v))
+            && (self.statuses.is_empty() || self.statuses.contains(&session.status))
+            && self.memory_store_id.as_deref().is_none_or(|store| {
+                session.resources.iter().any(|r| {
+                    r.get("type").and_then(Value::as_str) == Some("memory_store")
+                        && r.get("memory_store_id").and_then(Value::as_str) == Some(store)
+                })
+            })
+            && self.deployment_id.is_none()
+            && self.time.contains(&session.created_at)
+    }
+
+    fn keeps_event(&self, event: &Value) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|t| t == super::event::kind(event)))
+            && (self.time.is_unbounded()
+                || event
+                    .get("processed_at")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| self.time.contains(t)))
+    }
+}
+
 /// Gives the model backend for an agent's model id (`model.id`). Called once
 /// per session, when its loop first needs the model, so each session gets
 /// its own instance if the resolver makes one per call.
@@ -216,6 +300,45 @@ impl LocalRuntime {
             worker.abort();
             let _ = worker.await;
         }
+    }
+
+    /// `GET /v1/agents` with its filters (`created_at` bounds).
+    pub async fn list_agents_where(
+        &self,
+        query: &ListQuery,
+        filter: &ListFilter,
+    ) -> Result<Page<Agent>> {
+        let result = page_where(&self.agents, query, filter.descending, |a: &Agent| {
+            filter.time.contains(&a.created_at)
+        });
+        self.respond(result).await
+    }
+
+    /// `GET /v1/sessions` with its filters and order.
+    pub async fn list_sessions_where(
+        &self,
+        query: &ListQuery,
+        filter: &ListFilter,
+    ) -> Result<Page<Session>> {
+        let result = page_where(&self.sessions, query, filter.descending, |s: &Session| {
+            filter.keeps_session(s)
+        });
+        self.respond(result).await
+    }
+
+    /// `GET /v1/sessions/{id}/events` with its filters and order.
+    pub async fn list_events_where(
+        &self,
+        session_id: &str,
+        query: &ListQuery,
+        filter: &ListFilter,
+    ) -> Result<Page<Value>> {
+        let result = self.load_session(session_id).and_then(|_| {
+            self.store.page(session_id, query, filter.descending, |e| {
+                filter.keeps_event(e)
+            })
+        });
+        self.respond(result).await
     }
 
     fn ctx(&self) -> Ctx {
@@ -1223,7 +1346,7 @@ impl Runtime for LocalRuntime {
     async fn list_events(&self, session_id: &str, query: &ListQuery) -> Result<Page<Value>> {
         let result = self
             .load_session(session_id)
-            .and_then(|_| self.store.page(session_id, query));
+            .and_then(|_| self.store.page(session_id, query, false, |_| true));
         self.respond(result).await
     }
 
@@ -1322,6 +1445,18 @@ impl Listed for Session {
 /// A page of a tree keyed by id, in id order; the cursor is the last id
 /// returned.
 fn page_by_id<T: Listed>(tree: &sled::Tree, query: &ListQuery) -> Result<Page<T>> {
+    page_where(tree, query, false, |_| true)
+}
+
+/// A page of the objects of a tree keyed by id that `keep` accepts, in id
+/// order (newest first when `descending`); the cursor is the last id
+/// returned, and the next page continues after it in the same direction.
+fn page_where<T: Listed>(
+    tree: &sled::Tree,
+    query: &ListQuery,
+    descending: bool,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Page<T>> {
     let limit = page_limit(query)?;
     let after = match non_empty_cursor(query) {
         None => None,
@@ -1332,18 +1467,24 @@ fn page_by_id<T: Listed>(tree: &sled::Tree, query: &ListQuery) -> Result<Page<T>
                 .ok_or_else(|| invalid("`page`: invalid page cursor"))?,
         ),
     };
-    let items = match after {
-        None => tree.iter(),
-        Some(after) => {
-            tree.range::<&[u8], _>((Bound::Excluded(after.as_bytes()), Bound::Unbounded))
-        }
-    };
+    let items: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+        match (after, descending) {
+            (None, false) => Box::new(tree.iter()),
+            (None, true) => Box::new(tree.iter().rev()),
+            (Some(after), false) => Box::new(
+                tree.range::<&[u8], _>((Bound::Excluded(after.as_bytes()), Bound::Unbounded)),
+            ),
+            (Some(after), true) => Box::new(
+                tree.range::<&[u8], _>((Bound::Unbounded, Bound::Excluded(after.as_bytes())))
+                    .rev(),
+            ),
+        };
     let mut data: Vec<T> = Vec::new();
     let mut more = false;
     for item in items {
         let (_, bytes) = item.map_err(store_err)?;
         let value: T = decode(&bytes)?;
-        if value.archived() && !query.include_archived {
+        if (value.archived() && !query.include_archived) || !keep(&value) {
             continue;
         }
         if data.len() == limit {
