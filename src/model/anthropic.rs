@@ -488,7 +488,7 @@ fn seconds(d: Duration) -> String {
 }
 
 /// The error and its causes, without the URL (the caller names it).
-fn describe_reqwest(error: reqwest::Error) -> String {
+pub(crate) fn describe_reqwest(error: reqwest::Error) -> String {
     let timed_out = error.is_timeout();
     let error = error.without_url();
     let mut parts: Vec<String> = vec![error.to_string()];

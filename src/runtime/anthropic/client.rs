@@ -704,41 +704,14 @@ pub(crate) fn snippet(text: &str) -> String {
     }
 }
 
-/// A reqwest error and its causes, without the URL.
-pub(crate) fn describe_reqwest(error: reqwest::Error) -> String {
-    let timed_out = error.is_timeout();
-    let error = error.without_url();
-    let mut parts: Vec<String> = vec![error.to_string()];
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    let mut text = parts.join(": ");
-    if timed_out && !text.contains("timed out") {
-        text.push_str(" (timed out)");
-    }
-    text
-}
+/// A reqwest error and its causes, without the URL; shared with the model backends.
+pub(crate) use crate::model::anthropic::describe_reqwest;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderName;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::runtime::anthropic::retry::tests::headers;
 
     fn envelope(kind: &str, message: &str) -> Vec<u8> {
         json!({"type": "error", "error": {"type": kind, "message": message}})
