@@ -104,6 +104,9 @@ impl Test {
             .env_remove("RUST_LOG")
             .env_remove(agentform::apply::CRASH_AFTER_CREATE_ENV)
             .env_remove("AGENTFORM_LOCAL_LATENCY_MS")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("ANTHROPIC_AUTH_TOKEN")
+            .env_remove("ANTHROPIC_BASE_URL")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         for (k, v) in &self.env {

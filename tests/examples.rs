@@ -7,7 +7,8 @@ fn examples() -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("examples dir").flatten() {
         let p = entry.path();
-        if p.extension().is_some_and(|e| e == "yaml") || p.is_dir() {
+        // Directories without a manifest hold code the benchmarks share.
+        if p.extension().is_some_and(|e| e == "yaml") || p.join("agentform.yaml").is_file() {
             out.push(p);
         }
     }

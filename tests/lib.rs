@@ -3,6 +3,7 @@
 
 mod common;
 
+mod anthropic;
 mod bad_manifests;
 mod cli;
 mod crash;

@@ -13,16 +13,16 @@ use serde_json::{json, Value};
 
 use crate::common::BIN;
 
-const KEY: &str = "test-key";
+pub(crate) const KEY: &str = "test-key";
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A running `agentform serve`; killed on drop if the test did not stop it.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     _data: tempfile::TempDir,
@@ -45,13 +45,17 @@ fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
 impl Server {
     /// Starts the server on a free loopback port and waits for its
     /// `listening on http://ADDR` line (no sleeps).
-    fn start(manifest: &Path, extra: &[&str]) -> Server {
+    pub(crate) fn start(manifest: &Path, extra: &[&str]) -> Server {
+        Self::start_with_key(manifest, KEY, extra)
+    }
+
+    pub(crate) fn start_with_key(manifest: &Path, key: &str, extra: &[&str]) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(data.path().join("data"))
-            .args(["--api-key", KEY, "-f"])
+            .args(["--api-key", key, "-f"])
             .arg(manifest)
             .args(extra)
             .current_dir(data.path())
@@ -117,7 +121,7 @@ impl Server {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         format!(
             "--- server stdout\n{}\n--- server stderr\n{}",
             self.stdout.lock().unwrap(),
@@ -151,7 +155,7 @@ impl Server {
     }
 
     #[track_caller]
-    fn stop_gracefully(mut self) {
+    pub(crate) fn stop_gracefully(mut self) {
         let status = self.terminate(Duration::from_secs(20));
         assert_eq!(
             status.code(),

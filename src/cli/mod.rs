@@ -17,6 +17,7 @@ use agentform::graph::{Address, Kind};
 use agentform::lockfile::LockFile;
 use agentform::manifest::{self, LoadOptions, Manifest};
 use agentform::plan::{self, render, Action, Plan, PlanOptions};
+use agentform::runtime::anthropic;
 use agentform::runtime::local::{LocalOptions, LocalRuntime};
 use agentform::runtime::Providers;
 use agentform::state::StateStore;
@@ -227,9 +228,12 @@ struct ServeArgs {
     /// Fault injection: this fraction of requests (0 to 1) fails with --fail-status
     #[arg(long, default_value_t = 0.0, value_name = "F", value_parser = parse_fraction)]
     fail_rate: f64,
-    /// Status of injected failures: 429 (with retry-after), 500 or 529
-    #[arg(long, default_value_t = 529, value_name = "STATUS", value_parser = parse_fail_status)]
-    fail_status: u16,
+    /// Statuses of injected failures, picked at random: 429 (with retry-after), 500, 529
+    #[arg(long, default_value = "529", value_name = "STATUS,...", value_delimiter = ',', value_parser = parse_fail_status)]
+    fail_status: Vec<u16>,
+    /// Fault injection: this fraction of the injected 500s and 529s fail after the request took effect
+    #[arg(long, default_value_t = 0.0, value_name = "F", value_parser = parse_fraction)]
+    fail_after: f64,
     /// Fault injection: event streams close after N events
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     drop_stream_after: Option<u64>,
@@ -462,6 +466,21 @@ fn providers(state: &StateStore, manifest: Option<&Manifest>) -> Result<Provider
         .map_err(|e| anyhow!("cannot open the local runtime: {e}"))?;
     let mut p = Providers::default();
     p.insert(Arc::new(local));
+    // Built only when something uses it: credentials are needed then, not before.
+    let uses = |name: &str| -> Result<bool> {
+        let declared = manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == name));
+        Ok(declared || state.list()?.iter().any(|r| r.provider == name))
+    };
+    if uses(anthropic::PROVIDER_NAME)? {
+        let settings = manifest.and_then(|m| m.providers.anthropic.as_ref());
+        let options =
+            anthropic::AnthropicOptions::from_settings(settings, |name| std::env::var(name).ok())
+                .map_err(|e| anyhow!("{}", e.message))?;
+        let runtime =
+            anthropic::AnthropicRuntime::new(options).map_err(|e| anyhow!("{}", e.message))?;
+        tracing::debug!(base_url = runtime.base_url(), "anthropic provider");
+        p.insert(Arc::new(runtime));
+    }
     Ok(p)
 }
 
@@ -835,8 +854,12 @@ async fn serve_command(g: &Global, args: ServeArgs, printer: &Printer) -> Result
         agentform::serve::Options {
             api_key,
             fail_rate: args.fail_rate,
-            fail_status: agentform::serve::FailStatus::from_status(args.fail_status)
-                .unwrap_or(agentform::serve::FailStatus::Overloaded),
+            fail_statuses: args
+                .fail_status
+                .iter()
+                .filter_map(|s| agentform::serve::FailStatus::from_status(*s))
+                .collect(),
+            fail_after: args.fail_after,
             heartbeat: Duration::from_millis(args.heartbeat_ms),
             ..Default::default()
         },

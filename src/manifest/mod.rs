@@ -24,7 +24,7 @@ use yaml::{locate, Seg};
 use crate::graph::{valid_name, Address, Kind, ResourceGraph};
 
 /// Providers this build can talk to.
-pub const PROVIDERS: &[&str] = &["local"];
+pub const PROVIDERS: &[&str] = &["local", "anthropic"];
 
 /// Metadata keys agentform sets on every object it creates.
 pub const META_ADDRESS: &str = "agentform.address";
@@ -284,6 +284,17 @@ impl Loader {
                     );
                 }
                 providers = spec.providers.clone();
+                if let Some(a) = &spec.providers.anthropic {
+                    let at = |path: &[&str]| {
+                        let mut segs =
+                            vec![Seg::Key("providers".into()), Seg::Key("anthropic".into())];
+                        segs.extend(path.iter().map(|p| Seg::Key((*p).into())));
+                        locate(&file.node, &segs, None)
+                    };
+                    for d in validate_anthropic(a, &at) {
+                        self.err(d);
+                    }
+                }
             }
         }
         let default_provider = provider
@@ -1333,6 +1344,97 @@ fn agent_ref_problem(node: Option<&marked_yaml::Node>, span: &mut Option<Span>) 
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(FileSpec);
     serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
+/// Problems of a `providers.anthropic` block; `at` finds a field.
+fn validate_anthropic(
+    spec: &spec::AnthropicProviderSpec,
+    at: &dyn Fn(&[&str]) -> Option<Span>,
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    if let Some(url) = &spec.base_url {
+        if let Err(why) = check_base_url(url) {
+            problems.push(
+                Diagnostic::new(format!("`{url}` is not a usable base URL: {why}"), at(&["base_url"]))
+                    .help("write scheme://host[:port][/prefix], e.g. `https://api.anthropic.com` or `http://127.0.0.1:8787`"),
+            );
+        }
+    }
+    for (field, value) in [
+        ("api_key_env", &spec.api_key_env),
+        ("auth_token_env", &spec.auth_token_env),
+    ] {
+        if let Some(name) = value {
+            let ok = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !ok {
+                problems.push(
+                    Diagnostic::new(
+                        format!("`{name}` is not an environment variable name"),
+                        at(&[field]),
+                    )
+                    .help("name the variable that holds the credential, e.g. `ANTHROPIC_API_KEY`; never write the credential itself here"),
+                );
+            }
+        }
+    }
+    for (field, value) in [
+        ("retry_backoff", &spec.retry_backoff),
+        ("timeout", &spec.timeout),
+    ] {
+        if let Some(v) = value {
+            match parse_duration(v) {
+                None => problems.push(
+                    Diagnostic::new(format!("`{v}` is not a duration"), at(&[field]))
+                        .help("write a number and a unit: `500ms`, `30s`, `2m` or `1h`"),
+                ),
+                Some(d) if field == "timeout" && d.is_zero() => problems.push(
+                    Diagnostic::new("the timeout must be longer than zero", at(&[field]))
+                        .help("e.g. `2m`"),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    let limits = &spec.rate_limits;
+    for (field, value) in [
+        ("environments_per_minute", limits.environments_per_minute),
+        ("environments_concurrency", limits.environments_concurrency),
+        ("creates_per_minute", limits.creates_per_minute),
+        ("other_per_minute", limits.other_per_minute),
+    ] {
+        if value == Some(spec::LimitSpec::Count(0)) {
+            problems.push(
+                Diagnostic::new(
+                    format!("`rate_limits.{field}` is 0, which would stop every request"),
+                    at(&["rate_limits", field]),
+                )
+                .help("write a positive number, or `unlimited` to switch this limit off"),
+            );
+        }
+    }
+    problems
+}
+
+/// `scheme://host[:port][/prefix]` with scheme http or https.
+fn check_base_url(url: &str) -> Result<(), String> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("the scheme must be `http` or `https`")?;
+    if url.contains(['?', '#']) {
+        return Err("it must not have a query or a fragment".into());
+    }
+    if url.contains(char::is_whitespace) {
+        return Err("it contains white space".into());
+    }
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.contains('@') {
+        return Err("it needs a host and no user name or password".into());
+    }
+    Ok(())
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h`.

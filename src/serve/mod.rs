@@ -47,10 +47,14 @@ pub struct Options {
     /// When set, every request must carry it as `x-api-key` or
     /// `Authorization: Bearer`.
     pub api_key: Option<String>,
-    /// Fault injection: this fraction of requests (0 to 1) fails with
-    /// `fail_status` before reaching the runtime.
+    /// Fault injection: this fraction of requests (0 to 1) fails with one of
+    /// `fail_statuses`, picked at random.
     pub fail_rate: f64,
-    pub fail_status: FailStatus,
+    pub fail_statuses: Vec<FailStatus>,
+    /// The fraction of injected 500s and 529s that fail after the request
+    /// took effect (the answer is lost), as a broken connection or a proxy
+    /// error would; the others, and every 429, fail before.
+    pub fail_after: f64,
     /// The interval of `event: ping` on event streams.
     pub heartbeat: Duration,
     /// The largest request body accepted.
@@ -62,7 +66,8 @@ impl Default for Options {
         Options {
             api_key: None,
             fail_rate: 0.0,
-            fail_status: FailStatus::Overloaded,
+            fail_statuses: vec![FailStatus::Overloaded],
+            fail_after: 0.0,
             heartbeat: HEARTBEAT,
             max_body_bytes: MAX_BODY_BYTES,
         }
@@ -75,7 +80,8 @@ impl fmt::Debug for Options {
         f.debug_struct("Options")
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("fail_rate", &self.fail_rate)
-            .field("fail_status", &self.fail_status)
+            .field("fail_statuses", &self.fail_statuses)
+            .field("fail_after", &self.fail_after)
             .field("heartbeat", &self.heartbeat)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
@@ -101,6 +107,11 @@ impl FailStatus {
             529 => Some(FailStatus::Overloaded),
             _ => None,
         }
+    }
+
+    /// Whether a fault of this kind may happen after the request took effect.
+    fn may_come_after(self) -> bool {
+        !matches!(self, FailStatus::RateLimited)
     }
 
     fn error(self) -> ApiError {
@@ -240,22 +251,30 @@ async fn middleware(State(state): State<AppState>, mut req: Request, next: Next)
     let path = req.uri().path().to_owned();
     let started = Instant::now();
 
-    let gate = match &state.options.api_key {
+    let options = &state.options;
+    let fault = (options.fail_rate > 0.0 && fastrand::f64() < options.fail_rate)
+        .then(|| fastrand::choice(&options.fail_statuses).copied())
+        .flatten();
+    let (before, after) = match fault {
+        Some(f) if f.may_come_after() && fastrand::f64() < options.fail_after => (None, Some(f)),
+        f => (f, None),
+    };
+    let gate = match &options.api_key {
         Some(key) => check_key(key, req.headers()),
         None => Ok(()),
     }
-    .and_then(|()| {
-        let rate = state.options.fail_rate;
-        if rate > 0.0 && fastrand::f64() < rate {
-            Err(state.options.fail_status.error())
-        } else {
-            Ok(())
-        }
-    });
+    .and_then(|()| before.map_or(Ok(()), |f| Err(f.error())));
     let response = match gate {
         Err(e) => e.into_response(),
         Ok(()) => match AssertUnwindSafe(next.run(req)).catch_unwind().await {
-            Ok(response) => response,
+            Ok(response) => match after {
+                // The request took effect; its answer is lost.
+                Some(f) => {
+                    drop(response);
+                    f.error().into_response()
+                }
+                None => response,
+            },
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()

@@ -818,7 +818,7 @@ async fn injected_failures_use_the_envelope() {
     let s = start(
         Options {
             fail_rate: 1.0,
-            fail_status: FailStatus::Overloaded,
+            fail_statuses: vec![FailStatus::Overloaded],
             ..Options::default()
         },
         LocalOptions::default(),
@@ -850,7 +850,7 @@ async fn injected_failures_use_the_envelope() {
     let limited = start(
         Options {
             fail_rate: 1.0,
-            fail_status: FailStatus::RateLimited,
+            fail_statuses: vec![FailStatus::RateLimited],
             ..Options::default()
         },
         LocalOptions::default(),

@@ -132,6 +132,10 @@ pub(crate) enum Dedup {
     },
     /// A delete: a 404 after an uncertain attempt means it went through.
     Delete { id: String, kind: &'static str },
+    /// An agent update made against `version`: the next version, made after
+    /// the first attempt, means it went through (resending would only meet
+    /// a version conflict).
+    AgentUpdate { id: String, version: u64 },
 }
 
 impl Dedup {
@@ -157,7 +161,10 @@ impl Dedup {
     }
 
     fn checks(&self) -> bool {
-        matches!(self, Dedup::Create { .. } | Dedup::Events { .. })
+        matches!(
+            self,
+            Dedup::Create { .. } | Dedup::Events { .. } | Dedup::AgentUpdate { .. }
+        )
     }
 }
 
@@ -541,6 +548,18 @@ impl Http {
                     }
                 }
                 Ok(None)
+            }
+            Dedup::AgentUpdate { id, version } => {
+                let req = Req::new(Method::GET, &["v1", "agents", id]);
+                let reply = self.attempt_json(&req).await.map_err(|f| f.error)?;
+                let newer = reply.value.get("version").and_then(Value::as_u64) == Some(version + 1);
+                let since = reply
+                    .value
+                    .get("updated_at")
+                    .and_then(Value::as_str)
+                    .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+                    .is_some_and(|at| at >= not_before);
+                Ok((newer && since).then_some(reply.value))
             }
             Dedup::Events { session_id, events } => {
                 let req = Req::new(Method::GET, &["v1", "sessions", session_id, "events"])

@@ -112,6 +112,11 @@ pub struct AnthropicOptions {
     pub max_retries: u32,
     /// Per-attempt limit (for a stream: until its response starts).
     pub timeout: Duration,
+    /// First backoff step; the policy's default when `None`.
+    pub retry_backoff: Option<Duration>,
+    /// Where the credentials came from, for messages.
+    pub key_env: String,
+    pub token_env: String,
 }
 
 impl Default for AnthropicOptions {
@@ -123,6 +128,9 @@ impl Default for AnthropicOptions {
             limits: RateLimits::default(),
             max_retries: retry::DEFAULT_MAX_RETRIES,
             timeout: DEFAULT_TIMEOUT,
+            retry_backoff: None,
+            key_env: API_KEY_ENV.to_owned(),
+            token_env: AUTH_TOKEN_ENV.to_owned(),
         }
     }
 }
@@ -165,8 +173,9 @@ impl AnthropicRuntime {
             return Err(RuntimeError::new(
                 ErrorKind::Authentication,
                 format!(
-                    "the `{PROVIDER_NAME}` provider has no credentials: set {API_KEY_ENV} \
-                     (sent as `x-api-key`) or {AUTH_TOKEN_ENV} (sent as `Authorization: Bearer`)"
+                    "the `{PROVIDER_NAME}` provider has no credentials: set {} \
+                     (sent as `x-api-key`) or {} (sent as `Authorization: Bearer`)",
+                    options.key_env, options.token_env
                 ),
             ));
         }
@@ -175,12 +184,12 @@ impl AnthropicRuntime {
         if let Some(key) = &api_key {
             headers.insert(
                 HeaderName::from_static("x-api-key"),
-                sensitive(key.expose(), API_KEY_ENV)?,
+                sensitive(key.expose(), &options.key_env)?,
             );
         }
         if let Some(token) = &auth_token {
             let value = format!("Bearer {}", token.expose());
-            headers.insert(AUTHORIZATION, sensitive(&value, AUTH_TOKEN_ENV)?);
+            headers.insert(AUTHORIZATION, sensitive(&value, &options.token_env)?);
         }
         headers.insert(
             HeaderName::from_static("anthropic-version"),
@@ -197,10 +206,14 @@ impl AnthropicRuntime {
                 .flatten()
                 .map(|s| s.expose().to_owned()),
         );
-        let policy = RetryPolicy {
+        let mut policy = RetryPolicy {
             max_retries: options.max_retries,
             ..RetryPolicy::default()
         };
+        if let Some(b) = options.retry_backoff {
+            policy.initial_backoff = b;
+            policy.max_backoff = policy.max_backoff.max(b);
+        }
         let http = Http::new(
             base,
             headers,
@@ -234,6 +247,65 @@ impl AnthropicRuntime {
         let label = req.label();
         let reply = self.http.json(&req, &dedup).await?;
         parse(&label, shape, reply).map_err(|e| self.http.redactor.error(e))
+    }
+}
+
+impl AnthropicOptions {
+    /// The options a manifest's `providers.anthropic` block asks for (none:
+    /// the defaults), with credentials and the default base URL read through
+    /// `var` (the process environment, in the CLI).
+    pub fn from_settings(
+        spec: Option<&crate::manifest::spec::AnthropicProviderSpec>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let default = crate::manifest::spec::AnthropicProviderSpec::default();
+        let spec = spec.unwrap_or(&default);
+        let limit = |l: Option<crate::manifest::spec::LimitSpec>, default: Option<u32>| match l {
+            Some(l) => l.get(),
+            None => default,
+        };
+        let d = RateLimits::default();
+        let limits = RateLimits {
+            environments_per_minute: limit(
+                spec.rate_limits.environments_per_minute,
+                d.environments_per_minute,
+            ),
+            environments_concurrency: limit(
+                spec.rate_limits.environments_concurrency,
+                d.environments_concurrency.map(|n| n as u32),
+            )
+            .map(|n| n as usize),
+            creates_per_minute: limit(spec.rate_limits.creates_per_minute, d.creates_per_minute),
+            other_per_minute: limit(spec.rate_limits.other_per_minute, d.other_per_minute),
+        };
+        let duration = |field: &str, v: &Option<String>| -> Result<Option<Duration>> {
+            v.as_deref()
+                .map(|raw| {
+                    crate::manifest::parse_duration(raw).ok_or_else(|| {
+                        RuntimeError::invalid(format!(
+                            "providers.anthropic.{field}: `{raw}` is not a duration"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let key_env = spec.api_key_env.as_deref().unwrap_or(API_KEY_ENV);
+        let token_env = spec.auth_token_env.as_deref().unwrap_or(AUTH_TOKEN_ENV);
+        let mut options = options_from(spec.base_url.clone(), limits, |name| match name {
+            API_KEY_ENV => var(key_env),
+            AUTH_TOKEN_ENV => var(token_env),
+            other => var(other),
+        });
+        options.key_env = key_env.to_owned();
+        options.token_env = token_env.to_owned();
+        if let Some(n) = spec.max_retries {
+            options.max_retries = n;
+        }
+        options.retry_backoff = duration("retry_backoff", &spec.retry_backoff)?;
+        if let Some(t) = duration("timeout", &spec.timeout)? {
+            options.timeout = t;
+        }
+        Ok(options)
     }
 }
 
@@ -471,8 +543,15 @@ impl Runtime for AnthropicRuntime {
     }
 
     async fn update_agent(&self, id: &str, body: Value) -> Result<Agent> {
+        let dedup = match body.get("version").and_then(Value::as_u64) {
+            Some(version) => Dedup::AgentUpdate {
+                id: id.to_owned(),
+                version,
+            },
+            None => Dedup::None,
+        };
         let req = Req::new(Method::POST, &["v1", "agents", id]).body(body);
-        self.call(req, Dedup::None, Shape::Agent).await
+        self.call(req, dedup, Shape::Agent).await
     }
 
     async fn list_agent_versions(&self, id: &str, query: &ListQuery) -> Result<Page<Agent>> {
