@@ -601,21 +601,37 @@ fn drift_made_outside_agentform_is_reported_and_repaired() {
 #[test]
 fn the_credential_never_reaches_anything_written() {
     const SECRET: &str = "sk-ant-api03-agentform-test-Zq81xWv0";
+    const REPO_TOKEN: &str = "ghp_agentformTestToken0000000000000001";
+    const LITERAL_TOKEN: &str = "ghp_agentformLiteralToken00000000000002";
     let path = repo().join("examples/conversation");
     let text = std::fs::read_to_string(path.join("agentform.yaml")).unwrap();
     let server = Server::start_with_key(&path, SECRET, &["--fail-rate", "0.2"]);
     let t = Test::new()
         .env("ANTHROPIC_API_KEY", SECRET)
+        .env("REPO_TOKEN", REPO_TOKEN)
         .env("RUST_LOG", "trace");
+    // The session mounts a repository whose token comes from the environment,
+    // and another whose token is written in the manifest: neither is stored.
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(&retarget(&text, &server.url, &[("max_retries", json!(15))])).unwrap();
+    doc["sessions"]["triage"]["resources"] = serde_yaml::to_value(json!([
+        {"type": "github_repository", "url": "https://github.com/example/tickets",
+         "authorization_token": "{{ env('REPO_TOKEN') }}", "checkout": {"type": "branch", "name": "main"}},
+        {"type": "github_repository", "url": "https://github.com/example/docs",
+         "authorization_token": LITERAL_TOKEN},
+    ]))
+    .unwrap();
+    doc["sessions"]["triage"]["vault_ids"] = serde_yaml::to_value(json!(["vlt_tickets"])).unwrap();
     t.write(
         "example/agentform.yaml",
-        &retarget(&text, &server.url, &[("max_retries", json!(15))]),
+        &serde_yaml::to_string(&doc).unwrap(),
     );
     let mut outputs = Vec::new();
     for args in [
         &["plan", "-f", "example", "-vvv"][..],
         &["apply", "-f", "example", "--auto-approve", "-vvv"],
         &["plan", "-f", "example", "--refresh", "-vvv"],
+        &["plan", "-f", "example", "--json"],
         &["run", "-f", "example", "-vvv"],
         &["state", "show", "session.triage", "-vvv"],
         &["destroy", "-f", "example", "--auto-approve", "-vvv"],
@@ -636,8 +652,20 @@ fn the_credential_never_reaches_anything_written() {
     let logged: usize = outputs.iter().map(|o| o.stderr.len()).sum();
     assert!(logged > 10_000, "-vvv should log plenty ({logged} bytes)");
     for o in &outputs {
-        assert!(!o.stdout.contains(SECRET) && !o.stderr.contains(SECRET));
+        for secret in [SECRET, REPO_TOKEN, LITERAL_TOKEN] {
+            assert!(
+                !o.stdout.contains(secret) && !o.stderr.contains(secret),
+                "{secret} in the output:\n{}\n{}",
+                o.stdout,
+                o.stderr
+            );
+        }
     }
+    assert!(
+        outputs[0].stdout.contains("(sensitive)"),
+        "the plan shows the tokens as sensitive:\n{}",
+        outputs[0].stdout
+    );
     let files = files_under(t.root());
     assert!(
         files.iter().any(|f| f.ends_with("agentform.lock")),
@@ -647,12 +675,17 @@ fn the_credential_never_reaches_anything_written() {
         .iter()
         .any(|f| f.to_string_lossy().contains("transcripts")));
     for f in files {
+        if f.ends_with("example/agentform.yaml") {
+            continue;
+        }
         let bytes = std::fs::read(&f).unwrap();
-        assert!(
-            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-            "{} contains the API key",
-            f.display()
-        );
+        for secret in [SECRET, REPO_TOKEN, LITERAL_TOKEN] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} contains {secret}",
+                f.display()
+            );
+        }
     }
     drop(server);
 }

@@ -396,3 +396,76 @@ fn pinning_a_version_that_will_not_exist_fails_the_plan() {
     let (_, _, sessions) = live_objects(&t.path("state"));
     assert!(sessions.iter().all(|s| s.agent_version() == Some(2)));
 }
+
+#[test]
+fn repository_tokens_are_secrets_and_a_new_token_replaces_the_session() {
+    const TOKEN: &str = "ghp_lifecycleToken000000000000000001";
+    const OTHER: &str = "ghp_lifecycleToken000000000000000002";
+    let t = Test::new().env("REPO_TOKEN", TOKEN);
+    t.write(
+        "agentform.yaml",
+        r#"version: 1
+environments:
+  box: { config: { type: cloud } }
+agents:
+  a: { model: claude-sonnet-4-6 }
+sessions:
+  s:
+    agent: a
+    environment: box
+    vault_ids: [vlt_team]
+    resources:
+      - type: github_repository
+        url: https://github.com/example/app
+        authorization_token: "{{ env('REPO_TOKEN') }}"
+        checkout: { type: branch, name: main }
+"#,
+    );
+    t.run(&["apply", "--auto-approve"])
+        .success()
+        .stdout_has("resources[0].authorization_token: (sensitive)")
+        .stdout_has("vault_ids: [\"vlt_team\"]");
+    let (_, _, sessions) = live_objects(&t.path("state"));
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].vault_ids, ["vlt_team"]);
+    assert_eq!(
+        sessions[0].resources[0]["url"],
+        "https://github.com/example/app"
+    );
+    t.run(&["plan", "--detailed-exitcode"])
+        .success()
+        .stdout_has("No changes.");
+
+    let t = t.env("REPO_TOKEN", OTHER);
+    let out = t
+        .run(&["plan", "--detailed-exitcode"])
+        .code(2)
+        .stdout_has("resources[0].authorization_token changed, which forces a new session");
+    assert!(!out.stdout.contains(OTHER) && !out.stdout.contains(TOKEN));
+    t.run(&["apply", "--auto-approve"]).success();
+    let (_, _, sessions) = live_objects(&t.path("state"));
+    assert_eq!(sessions.len(), 1, "the old session was deleted");
+    for f in walk_files(&t.path("state")) {
+        let bytes = std::fs::read(&f).unwrap();
+        for secret in [TOKEN, OTHER] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds a token",
+                f.display()
+            );
+        }
+    }
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

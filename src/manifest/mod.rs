@@ -919,6 +919,18 @@ fn session_body(s: &SessionSpec) -> Value {
             serde_json::to_value(&s.metadata).unwrap_or(Value::Null),
         );
     }
+    if !s.resources.is_empty() {
+        body.insert(
+            "resources".into(),
+            serde_json::to_value(&s.resources).unwrap_or(Value::Null),
+        );
+    }
+    if !s.vault_ids.is_empty() {
+        body.insert(
+            "vault_ids".into(),
+            serde_json::to_value(&s.vault_ids).unwrap_or(Value::Null),
+        );
+    }
     Value::Object(body)
 }
 

@@ -397,6 +397,56 @@ pub struct SessionSpec {
     pub confirm: BTreeMap<String, ConfirmSpec>,
     /// Wall-clock limit for the whole conversation, e.g. `5m`.
     pub timeout: Option<String>,
+    /// Mounted into the session's container: repositories, files, memory
+    /// stores. A change replaces the session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<SessionResourceSpec>,
+    /// Vaults whose stored credentials the agent may use. A change replaces the session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vault_ids: Vec<String>,
+}
+
+/// A session resource, as `POST /v1/sessions` takes it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SessionResourceSpec {
+    GithubRepository {
+        url: String,
+        /// Always treated as a secret: never stored, shown or logged. Write
+        /// `{{ env('GITHUB_TOKEN') }}` rather than the token itself.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        authorization_token: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        checkout: Option<CheckoutSpec>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mount_path: Option<String>,
+    },
+    File {
+        file_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mount_path: Option<String>,
+    },
+    MemoryStore {
+        memory_store_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        access: Option<MemoryAccess>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        instructions: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CheckoutSpec {
+    Branch { name: String },
+    Commit { sha: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryAccess {
+    ReadWrite,
+    ReadOnly,
 }
 
 /// One turn of a scripted conversation.

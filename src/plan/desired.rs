@@ -193,6 +193,19 @@ pub fn desired(
         if let Some(m) = config.get("metadata") {
             obj.insert("metadata".into(), m.clone());
         }
+        for key in SESSION_REPLACE_FIELDS {
+            if let Some(v) = config.get(key).filter(|v| !is_empty(v)) {
+                obj.insert(key.into(), v.clone());
+            }
+        }
+        // A repository token is a secret wherever it came from.
+        if let Some(resources) = obj.get("resources").and_then(Value::as_array) {
+            for (i, r) in resources.iter().enumerate() {
+                if let Some(token) = r.get("authorization_token") {
+                    sensitive.insert(format!("/resources/{i}/authorization_token"), digest(token));
+                }
+            }
+        }
         // Deferred pointers were relative to the session spec; they keep their
         // paths because title and metadata sit at the same place.
         config = Value::Object(obj);
@@ -218,16 +231,21 @@ pub fn session_create_body(config: &Value) -> Value {
         "agent": agent_ref,
         "environment_id": config["environment_id"],
     });
-    for key in ["title", "metadata"] {
-        if let Some(v) = config.get(key) {
-            body[key] = v.clone();
+    for key in ["title", "metadata"].iter().chain(&SESSION_REPLACE_FIELDS) {
+        if let Some(v) = config.get(*key) {
+            body[*key] = v.clone();
         }
     }
     body
 }
 
-/// Session fields that cannot change in place: a change replaces the session.
-pub fn session_needs_replace(old: &Value, new: &Value) -> bool {
-    let strip = |v: &Value| (v.get("agent").cloned(), v.get("environment_id").cloned());
-    strip(old) != strip(new)
+/// Session fields set at creation that agentform does not change in place.
+const SESSION_REPLACE_FIELDS: [&str; 2] = ["resources", "vault_ids"];
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
 }

@@ -487,7 +487,14 @@ fn decide(
         if addr.kind == Kind::Session {
             let target_attrs: Vec<String> = changed
                 .iter()
-                .filter(|p| p.starts_with("agent.") || p.as_str() == "environment_id")
+                .filter(|p| {
+                    p.starts_with("agent.")
+                        || p.as_str() == "environment_id"
+                        || ["resources", "vault_ids"].iter().any(|k| {
+                            p.strip_prefix(k)
+                                .is_some_and(|r| r.is_empty() || r.starts_with(['.', '[']))
+                        })
+                })
                 .cloned()
                 .collect();
             if !target_attrs.is_empty()

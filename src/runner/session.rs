@@ -43,8 +43,19 @@ struct Conversation {
     seen: HashSet<String>,
     /// Every event so far, in order.
     events: Vec<Value>,
-    reconnects: u32,
+    /// Reconnects in a row that brought no new event.
+    fruitless: u32,
+    /// When the current stream was opened.
+    opened: std::time::Instant,
 }
+
+/// Fruitless reconnects in a row after which the stream counts as dead.
+const MAX_FRUITLESS_RECONNECTS: u32 = 30;
+/// Backoff between fruitless reconnects: doubled from this, capped below.
+const RECONNECT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
+const MAX_RECONNECT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+/// A stream open this long before it broke was not part of a storm.
+const STABLE_STREAM: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Driver<'_> {
     pub async fn drive(&self) -> Driven {
@@ -65,7 +76,8 @@ impl Driver<'_> {
             stream,
             seen: HashSet::new(),
             events: Vec::new(),
-            reconnects: 0,
+            fruitless: 0,
+            opened: std::time::Instant::now(),
         };
         let mut replies: Vec<String> = Vec::new();
         let mut error = None;
@@ -109,6 +121,7 @@ impl Driver<'_> {
             if !pending.is_empty() {
                 let e = pending.remove(0);
                 if let Some(e) = self.record(conv, e) {
+                    conv.fruitless = 0;
                     return Ok(e);
                 }
                 continue;
@@ -116,13 +129,27 @@ impl Driver<'_> {
             match conv.stream.next().await {
                 Some(Ok(e)) => {
                     if let Some(e) = self.record(conv, e) {
+                        conv.fruitless = 0;
                         return Ok(e);
                     }
                 }
                 broken => {
-                    conv.reconnects += 1;
-                    if conv.reconnects > 1000 {
-                        return Err("the event stream keeps breaking; giving up".into());
+                    // A long session may reconnect any number of times; only
+                    // streams that break at once with nothing new count.
+                    if conv.opened.elapsed() > STABLE_STREAM {
+                        conv.fruitless = 0;
+                    }
+                    conv.fruitless += 1;
+                    if conv.fruitless > MAX_FRUITLESS_RECONNECTS {
+                        return Err(format!(
+                            "the event stream broke {MAX_FRUITLESS_RECONNECTS} times in a row without a new event; giving up"
+                        ));
+                    }
+                    if conv.fruitless > 1 {
+                        let wait = RECONNECT_BACKOFF
+                            .saturating_mul(1 << (conv.fruitless - 2).min(16))
+                            .min(MAX_RECONNECT_BACKOFF);
+                        tokio::time::sleep(wait).await;
                     }
                     if let Some(Err(e)) = &broken {
                         tracing::info!("event stream broke ({e}); reconnecting");
@@ -134,6 +161,7 @@ impl Driver<'_> {
                         .stream_events(&self.session_id)
                         .await
                         .map_err(|e| format!("cannot reopen the event stream: {e}"))?;
+                    conv.opened = std::time::Instant::now();
                     let rt = &self.runtime;
                     let sid = self.session_id.as_str();
                     let history = list_all(|q| async move { rt.list_events(sid, &q).await })

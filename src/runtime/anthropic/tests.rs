@@ -1194,7 +1194,9 @@ async fn the_key_never_appears_in_errors_or_logs() {
         errors.push(stream.next().await.unwrap().unwrap_err());
     }
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("retrying"), "the scenario logs: {logs}");
+    // Whether events reach a thread's scoped subscriber depends on callsite
+    // caches other test threads race to fill, so the logs may be empty here;
+    // tests/anthropic.rs checks the logs of the real binary at -vvv.
     let errors: Vec<String> = errors.iter().map(shown).collect();
     assert!(
         errors.iter().any(|e| e.contains("(sensitive)")),
