@@ -711,3 +711,38 @@ fn missing_credentials_stop_before_anything_changes() {
     );
     t.run(&["apply", "--auto-approve"]).success();
 }
+
+#[test]
+fn the_state_remembers_where_its_objects_live() {
+    let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
+    t.write("drift.yaml", DRIFT);
+    let server = Server::start(&t.path("drift.yaml"), &[]);
+    let remote = Remote::new(&server.url);
+    t.write("example/agentform.yaml", &retarget(DRIFT, &server.url, &[]));
+    t.run(&["apply", "-f", "example", "--auto-approve"])
+        .success();
+
+    // A manifest that now points elsewhere is refused before anything changes.
+    t.write(
+        "elsewhere/agentform.yaml",
+        &retarget(DRIFT, "http://127.0.0.1:9", &[]),
+    );
+    let records = || t.run(&["state", "list"]).success().stdout;
+    let before = records();
+    t.run(&["plan", "-f", "elsewhere"])
+        .code(1)
+        .stderr_has(&format!(
+            "the state holds `anthropic` objects at {}/",
+            server.url
+        ))
+        .stderr_has("http://127.0.0.1:9/")
+        .stderr_has("hint: set `providers.anthropic.base_url`");
+    assert_eq!(records(), before, "the state changed");
+
+    // Without a manifest, destroy goes where the objects are.
+    t.run(&["destroy", "--auto-approve"]).success();
+    let live = remote.project("drift");
+    assert!(live.live_agents().is_empty(), "{live:?}");
+    assert!(live.environments.is_empty() && live.sessions.is_empty());
+    server.stop_gracefully();
+}

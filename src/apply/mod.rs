@@ -261,6 +261,7 @@ async fn create(
     if change.adopt || ctx.state.intent(addr)?.is_some() {
         if let Some(found) = find_tagged(runtime, addr, &m.project).await? {
             let mut record = new_record(change, &want, m, found);
+            record.endpoint = runtime.endpoint();
             let id = record.remote_id.clone();
             record.history.push(HistoryEntry {
                 at: now(),
@@ -317,6 +318,7 @@ async fn create(
         std::process::abort();
     }
     let mut record = new_record(change, &want, m, created);
+    record.endpoint = runtime.endpoint();
     record.history.push(HistoryEntry {
         at: record.created_at.clone(),
         action: "create".into(),
@@ -349,6 +351,7 @@ fn new_record(change: &Change, want: &Desired, m: &Manifest, created: Created) -
         outputs: BTreeMap::new(),
         depends_on: resource.map(|r| r.depends_on.clone()).unwrap_or_default(),
         remote_updated_at: Some(created.updated_at),
+        endpoint: None,
         created_at: now(),
         updated_at: now(),
         history: Vec::new(),
@@ -483,6 +486,7 @@ async fn update(
     record.config = want.stored_config();
     record.sensitive = want.sensitive.clone();
     record.remote_updated_at = Some(updated_at);
+    record.endpoint = runtime.endpoint();
     record.updated_at = now();
     if let Some(r) = m.resource(&change.address) {
         record.depends_on = r.depends_on.clone();

@@ -467,17 +467,20 @@ fn providers(state: &StateStore, manifest: Option<&Manifest>) -> Result<Provider
     let mut p = Providers::default();
     p.insert(Arc::new(local));
     // Built only when something uses it: credentials are needed then, not before.
-    let uses = |name: &str| -> Result<bool> {
-        let declared = manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == name));
-        Ok(declared || state.list()?.iter().any(|r| r.provider == name))
-    };
-    if uses(anthropic::PROVIDER_NAME)? {
+    let name = anthropic::PROVIDER_NAME;
+    let declared = manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == name));
+    let recorded: Vec<Option<String>> = state
+        .list()?
+        .into_iter()
+        .filter(|r| r.provider == name)
+        .map(|r| r.endpoint)
+        .collect();
+    if declared || !recorded.is_empty() {
         let settings = manifest.and_then(|m| m.providers.anthropic.as_ref());
-        let options =
-            anthropic::AnthropicOptions::from_settings(settings, |name| std::env::var(name).ok())
-                .map_err(|e| anyhow!("{}", e.message))?;
-        let runtime =
-            anthropic::AnthropicRuntime::new(options).map_err(|e| anyhow!("{}", e.message))?;
+        let runtime = anthropic::AnthropicRuntime::for_state(settings, &recorded, |name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|e| anyhow!("{}", e.message))?;
         tracing::debug!(base_url = runtime.base_url(), "anthropic provider");
         p.insert(Arc::new(runtime));
     }

@@ -231,6 +231,12 @@ pub trait Runtime: Send + Sync {
     /// The provider's name, as written in manifests.
     fn name(&self) -> &str;
 
+    /// Where a remote provider's objects live (its base URL); `None` for
+    /// the embedded runtime, whose objects live in the state database.
+    fn endpoint(&self) -> Option<String> {
+        None
+    }
+
     async fn create_agent(&self, body: Value) -> Result<Agent>;
     async fn retrieve_agent(&self, id: &str, version: Option<u64>) -> Result<Agent>;
     async fn list_agents(&self, query: &ListQuery) -> Result<Page<Agent>>;

@@ -143,6 +143,7 @@ pub async fn import(
         outputs: BTreeMap::new(),
         depends_on: resource.depends_on.clone(),
         remote_updated_at: Some(updated_at),
+        endpoint: runtime.endpoint(),
         created_at: now(),
         updated_at: now(),
         history: vec![HistoryEntry {

@@ -61,6 +61,10 @@ pub struct ResourceRecord {
     /// The object's `updated_at` when agentform last wrote it, to notice drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_updated_at: Option<String>,
+    /// Where a remote provider's object lives (its API base URL), so later
+    /// commands reach the same place or refuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     #[serde(default)]
@@ -299,6 +303,7 @@ mod tests {
             outputs: BTreeMap::new(),
             depends_on: vec![],
             remote_updated_at: None,
+            endpoint: None,
             created_at: now(),
             updated_at: now(),
             history: vec![],

@@ -228,6 +228,49 @@ impl AnthropicRuntime {
         })
     }
 
+    /// The provider for a command over a state whose records of this
+    /// provider were made at `recorded` endpoints (`None`: before endpoints
+    /// were recorded, the default). Without a base URL of its own (manifest
+    /// or environment) the command goes where the objects are; one that
+    /// would reach objects somewhere else is refused.
+    pub fn for_state(
+        settings: Option<&crate::manifest::spec::AnthropicProviderSpec>,
+        recorded: &[Option<String>],
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let mut options = AnthropicOptions::from_settings(settings, var)?;
+        let chosen = options.base_url.is_some();
+        let mut recorded: Vec<String> = recorded
+            .iter()
+            .map(|e| {
+                parse_base_url(e.as_deref().unwrap_or(DEFAULT_BASE_URL))
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|_| e.clone().unwrap_or_default())
+            })
+            .collect();
+        recorded.sort();
+        recorded.dedup();
+        if let (false, [only]) = (chosen, recorded.as_slice()) {
+            options.base_url = Some(only.clone());
+        }
+        let runtime = Self::new(options)?;
+        let elsewhere: Vec<&str> = recorded
+            .iter()
+            .map(String::as_str)
+            .filter(|e| *e != runtime.base_url())
+            .collect();
+        if !elsewhere.is_empty() {
+            return Err(RuntimeError::invalid(format!(
+                "the state holds `{PROVIDER_NAME}` objects at {}, but this command would reach {}\n\
+                 hint: set `providers.{PROVIDER_NAME}.base_url` (or {BASE_URL_ENV}) to where they live, \
+                 or `agentform state rm` the records of objects that live elsewhere",
+                elsewhere.join(", "),
+                runtime.base_url(),
+            )));
+        }
+        Ok(runtime)
+    }
+
     /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
         self.http.base_url()
@@ -521,6 +564,10 @@ fn list_req(segments: &[&str], query: &ListQuery, archivable: bool) -> Req {
 impl Runtime for AnthropicRuntime {
     fn name(&self) -> &str {
         PROVIDER_NAME
+    }
+
+    fn endpoint(&self) -> Option<String> {
+        Some(self.base_url().to_owned())
     }
 
     async fn create_agent(&self, body: Value) -> Result<Agent> {
