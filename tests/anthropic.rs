@@ -746,3 +746,56 @@ fn the_state_remembers_where_its_objects_live() {
     assert!(live.environments.is_empty() && live.sessions.is_empty());
     server.stop_gracefully();
 }
+
+#[test]
+fn refreshing_many_resources_lists_them_and_still_sees_every_drift() {
+    let mut text = String::from("version: 1\nname: many\nenvironments:\n");
+    for i in 0..20 {
+        text.push_str(&format!("  e{i}: {{ config: {{ type: cloud }} }}\n"));
+    }
+    text.push_str("agents:\n");
+    for i in 0..20 {
+        text.push_str(&format!(
+            "  a{i}: {{ model: claude-sonnet-4-6, system: \"agent {i}\" }}\n"
+        ));
+    }
+    let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
+    t.write("many.yaml", &text);
+    let server = Server::start_with(&t.path("many.yaml"), KEY, &[], Some("agentform=debug"));
+    let remote = Remote::new(&server.url);
+    t.write("example/agentform.yaml", &retarget(&text, &server.url, &[]));
+    t.run(&["apply", "-f", "example", "--auto-approve"])
+        .success();
+    let (a3, a7, e5) = (
+        remote_id(&t, "agent.a3"),
+        remote_id(&t, "agent.a7"),
+        remote_id(&t, "environment.e5"),
+    );
+    remote.block_on(async {
+        let api = &remote.api;
+        api.update_agent(&a3, json!({"version": 1, "system": "edited"}))
+            .await
+            .unwrap();
+        api.archive_agent(&a7).await.unwrap();
+        api.delete_environment(&e5).await.unwrap();
+    });
+    let requests = |logs: &str, pattern: &str| logs.matches(pattern).count();
+    let before = server.logs();
+    let out = t.run(&["plan", "-f", "example", "--refresh"]).success();
+    for needle in [
+        "agent.a3: version moved from 1 to 2",
+        "agent.a7: archived outside agentform",
+        "environment.e5: deleted outside agentform",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle:?}\n{}", out.stdout);
+    }
+    let logs = server.logs();
+    let logs = &logs[before.len().min(logs.len())..];
+    // Two lists and one read of the deleted environment instead of 40 reads.
+    let reads = requests(logs, "method=GET path=/v1/agents/")
+        + requests(logs, "method=GET path=/v1/environments/");
+    let lists = requests(logs, "method=GET path=/v1/agents ")
+        + requests(logs, "method=GET path=/v1/environments ");
+    assert_eq!((lists, reads), (2, 1), "{logs}");
+    server.stop_gracefully();
+}

@@ -50,6 +50,16 @@ impl Server {
     }
 
     pub(crate) fn start_with_key(manifest: &Path, key: &str, extra: &[&str]) -> Server {
+        Self::start_with(manifest, key, extra, None)
+    }
+
+    /// With `RUST_LOG` set for the server, e.g. to count the requests it logs.
+    pub(crate) fn start_with(
+        manifest: &Path,
+        key: &str,
+        extra: &[&str],
+        rust_log: Option<&str>,
+    ) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
@@ -66,6 +76,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
         let mut child = cmd.spawn().expect("spawn agentform serve");
         let stderr = Arc::new(Mutex::new(String::new()));
         drain(child.stderr.take().unwrap(), stderr.clone());

@@ -15,7 +15,7 @@ pub use desired::{desired, Desired, Outputs, SENSITIVE, UNKNOWN};
 
 use crate::graph::{Address, Kind};
 use crate::manifest::Manifest;
-use crate::runtime::{Providers, RuntimeError};
+use crate::runtime::{list_all, Providers, RuntimeError};
 use crate::state::{ResourceRecord, StateError, StateStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -827,9 +827,20 @@ async fn refresh(
     providers: &Providers,
     parallelism: usize,
 ) -> Result<HashMap<Address, Live>, PlanError> {
+    let in_scope: Vec<&ResourceRecord> = records
+        .values()
+        .filter(|r| scope.contains(&r.address))
+        .collect();
+    let listed = list_live(&in_scope, providers).await?;
+    let mut out = HashMap::new();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(parallelism));
     let mut tasks = tokio::task::JoinSet::new();
-    for r in records.values().filter(|r| scope.contains(&r.address)) {
+    for r in in_scope {
+        // Listed: done. Missing from a list: read it, to tell deleted from not yet listed.
+        if let Some(live) = listed.get(&(r.provider.clone(), r.remote_id.clone())) {
+            out.insert(r.address.clone(), live.clone());
+            continue;
+        }
         let runtime = providers
             .get(&r.provider)
             .map_err(|source| PlanError::Refresh {
@@ -892,7 +903,6 @@ async fn refresh(
             (addr, live)
         });
     }
-    let mut out = HashMap::new();
     while let Some(joined) = tasks.join_next().await {
         let Ok((addr, live)) = joined else { continue };
         match live {
@@ -904,6 +914,83 @@ async fn refresh(
                     address: addr,
                     source,
                 })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// From this many records of one kind on one provider, refresh lists them
+/// (100 a page) instead of reading each: a plan of hundreds of resources
+/// stays a few calls under the API's rate limits.
+const LIST_REFRESH_MIN: usize = 16;
+
+/// The live objects of the kinds with many records, by (provider, id).
+async fn list_live(
+    records: &[&ResourceRecord],
+    providers: &Providers,
+) -> Result<HashMap<(String, String), Live>, PlanError> {
+    let mut groups: BTreeMap<(String, Kind), Vec<&ResourceRecord>> = BTreeMap::new();
+    for r in records {
+        groups
+            .entry((r.provider.clone(), r.address.kind))
+            .or_default()
+            .push(r);
+    }
+    let mut out = HashMap::new();
+    for ((provider, kind), group) in groups {
+        if group.len() < LIST_REFRESH_MIN {
+            continue;
+        }
+        let failed = |source| PlanError::Refresh {
+            address: group[0].address.clone(),
+            source,
+        };
+        let runtime = providers.get(&provider).map_err(failed)?;
+        let rt = runtime.as_ref();
+        let live = |archived: bool, version: Option<u64>, updated_at: String| match archived {
+            true => Live::Gone {
+                detail: "archived".into(),
+            },
+            false => Live::Present {
+                version,
+                updated_at,
+            },
+        };
+        let found: Vec<(String, Live)> = match kind {
+            Kind::Agent => list_all(|q| async move { rt.list_agents(&q).await })
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|a| {
+                    let l = live(a.archived_at.is_some(), Some(a.version), a.updated_at);
+                    (a.id, l)
+                })
+                .collect(),
+            Kind::Environment => list_all(|q| async move { rt.list_environments(&q).await })
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|e| {
+                    let l = live(e.archived_at.is_some(), None, e.updated_at);
+                    (e.id, l)
+                })
+                .collect(),
+            Kind::Session => list_all(|q| async move { rt.list_sessions(&q).await })
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|s| {
+                    let l = live(s.archived_at.is_some(), None, s.updated_at);
+                    (s.id, l)
+                })
+                .collect(),
+        };
+        let wanted: std::collections::HashSet<&str> =
+            group.iter().map(|r| r.remote_id.as_str()).collect();
+        for (id, l) in found {
+            if wanted.contains(id.as_str()) {
+                out.insert((provider.clone(), id), l);
             }
         }
     }

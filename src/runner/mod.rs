@@ -7,6 +7,8 @@ pub mod expect;
 pub mod export;
 pub mod report;
 pub mod session;
+#[cfg(test)]
+mod session_tests;
 pub mod transcript;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! Transcripts: one JSONL file per session and run. The first line is a
-//! header, then every event exactly as received, then a footer with the
-//! results. One writer task per run owns the files.
+//! header, then every event as received (the same JSON, object keys
+//! sorted), then a footer with the results. One writer thread per run owns
+//! the files.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
@@ -87,6 +88,9 @@ enum Msg {
 }
 
 /// Sends lines to the run's writer task. Secrets are replaced on the way out.
+/// How long the transcript writer waits for more lines before parking.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
+
 #[derive(Clone)]
 pub struct Sink {
     tx: mpsc::UnboundedSender<Msg>,
@@ -96,58 +100,82 @@ impl Sink {
     /// Starts the writer task. `secrets` are strings never to be written.
     pub fn start(secrets: Vec<String>) -> Sink {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-        tokio::task::spawn_blocking(move || {
-            let mut files: HashMap<String, BufWriter<std::fs::File>> = HashMap::new();
-            let mut errors = Vec::new();
-            while let Some(msg) = rx.blocking_recv() {
-                match msg {
-                    Msg::Open(key, path) => {
-                        let opened = path
-                            .parent()
-                            .map(std::fs::create_dir_all)
-                            .unwrap_or(Ok(()))
-                            .and_then(|_| std::fs::File::create(&path));
-                        match opened {
-                            Ok(f) => {
-                                files.insert(key, BufWriter::new(f));
-                            }
-                            Err(e) => {
-                                errors.push(format!("cannot write `{}`: {e}", path.display()))
-                            }
+        // A thread of its own: it lives as long as the run. Should it fail
+        // to start, every send fails and `shutdown` reports it.
+        let _ = std::thread::Builder::new()
+            .name("transcripts".into())
+            .spawn(move || {
+                let mut files: HashMap<String, BufWriter<std::fs::File>> = HashMap::new();
+                let mut errors = Vec::new();
+                let mut busy = false;
+                loop {
+                    // While lines keep coming, collect them every BATCH_WINDOW
+                    // instead of parking: a parked writer costs the sender a
+                    // wake-up per line.
+                    let msg = match rx.try_recv() {
+                        Ok(msg) => {
+                            busy = true;
+                            msg
                         }
-                    }
-                    Msg::Line(key, line) => {
-                        if let Some(w) = files.get_mut(&key) {
-                            let mut text = serde_json::to_string(&line).unwrap_or_default();
-                            for s in &secrets {
-                                if !s.is_empty() && text.contains(s.as_str()) {
-                                    text = text.replace(s.as_str(), "(sensitive)");
+                        Err(mpsc::error::TryRecvError::Empty) if busy => {
+                            busy = false;
+                            std::thread::sleep(BATCH_WINDOW);
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => match rx.blocking_recv() {
+                            Some(msg) => msg,
+                            None => break,
+                        },
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    };
+                    match msg {
+                        Msg::Open(key, path) => {
+                            let opened = path
+                                .parent()
+                                .map(std::fs::create_dir_all)
+                                .unwrap_or(Ok(()))
+                                .and_then(|_| std::fs::File::create(&path));
+                            match opened {
+                                Ok(f) => {
+                                    files.insert(key, BufWriter::new(f));
+                                }
+                                Err(e) => {
+                                    errors.push(format!("cannot write `{}`: {e}", path.display()))
                                 }
                             }
-                            if let Err(e) = writeln!(w, "{text}") {
-                                errors.push(format!("writing the transcript of {key}: {e}"));
+                        }
+                        Msg::Line(key, line) => {
+                            if let Some(w) = files.get_mut(&key) {
+                                let mut text = serde_json::to_string(&line).unwrap_or_default();
+                                for s in &secrets {
+                                    if !s.is_empty() && text.contains(s.as_str()) {
+                                        text = text.replace(s.as_str(), "(sensitive)");
+                                    }
+                                }
+                                if let Err(e) = writeln!(w, "{text}") {
+                                    errors.push(format!("writing the transcript of {key}: {e}"));
+                                }
                             }
                         }
-                    }
-                    Msg::Close(key) => {
-                        // Flushed to the OS, which keeps it through a crash of
-                        // this process; an fsync per file would dominate a large run.
-                        if let Some(mut w) = files.remove(&key) {
-                            if let Err(e) = w.flush() {
-                                errors.push(format!("writing the transcript of {key}: {e}"));
+                        Msg::Close(key) => {
+                            // Flushed to the OS, which keeps it through a crash of
+                            // this process; an fsync per file would dominate a large run.
+                            if let Some(mut w) = files.remove(&key) {
+                                if let Err(e) = w.flush() {
+                                    errors.push(format!("writing the transcript of {key}: {e}"));
+                                }
                             }
                         }
-                    }
-                    Msg::Shutdown(done) => {
-                        for (_, mut w) in files.drain() {
-                            let _ = w.flush();
+                        Msg::Shutdown(done) => {
+                            for (_, mut w) in files.drain() {
+                                let _ = w.flush();
+                            }
+                            let _ = done.send(std::mem::take(&mut errors));
+                            return;
                         }
-                        let _ = done.send(std::mem::take(&mut errors));
-                        return;
                     }
                 }
-            }
-        });
+            });
         Sink { tx }
     }
 
