@@ -21,10 +21,14 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use agentform::apply::{self, Outcome, Silent};
 use agentform::graph::{Address, Kind};
 use agentform::manifest::{self, LoadOptions, Manifest};
-use agentform::plan::{self, desired, Action, Change, Outputs, Plan, PlanOptions};
+use agentform::plan::{self, desired, Outputs, Plan, PlanOptions};
 use agentform::runtime::local::{LocalOptions, LocalRuntime};
 use agentform::runtime::Providers;
 use agentform::state::StateStore;
+
+#[path = "bench_support/critical_path.rs"]
+mod critical_path;
+use critical_path::bound;
 
 const FILES: usize = 10;
 const PLAN_SIZES: [(usize, usize); 2] = [(1_000, 5), (10_000, 3)];
@@ -730,83 +734,6 @@ async fn plan_section() -> Result<Vec<String>> {
 }
 
 // ----- section 2: apply against the critical-path bound -------------------------
-
-/// Runtime calls a change makes, as `apply::execute` performs it.
-fn calls(c: &Change) -> u64 {
-    match c.action {
-        Action::NoOp => 0,
-        // One create call; an adoption first lists (at least one page).
-        Action::Create if c.adopt => 2,
-        Action::Create | Action::Update | Action::Archive | Action::Delete => 1,
-        // Destroy the old object, then create.
-        Action::Replace if c.remote_id.is_some() => 2,
-        Action::Replace => 1,
-    }
-}
-
-struct Bound {
-    total_calls: u64,
-    critical_calls: u64,
-    depth: usize,
-    bound: Duration,
-}
-
-/// max(critical path in calls × latency, ⌈total calls / parallelism⌉ × latency).
-fn bound(plan: &Plan, latency: Duration, parallelism: usize) -> Result<Bound> {
-    let changes: Vec<&Change> = plan.pending().collect();
-    let index: HashMap<&Address, usize> = changes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (&c.address, i))
-        .collect();
-    // Longest path (in calls and in changes) ending at each change, by DFS with memo.
-    let mut memo: Vec<Option<(u64, usize)>> = vec![None; changes.len()];
-    let mut on_stack = vec![false; changes.len()];
-    fn visit(
-        i: usize,
-        changes: &[&Change],
-        index: &HashMap<&Address, usize>,
-        memo: &mut Vec<Option<(u64, usize)>>,
-        on_stack: &mut Vec<bool>,
-    ) -> Result<(u64, usize)> {
-        if let Some(v) = memo[i] {
-            return Ok(v);
-        }
-        if std::mem::replace(&mut on_stack[i], true) {
-            bail!(
-                "the plan's `after` edges form a cycle at {}",
-                changes[i].address
-            );
-        }
-        let mut best = (0u64, 0usize);
-        for a in &changes[i].after {
-            if let Some(&j) = index.get(a) {
-                let (c, d) = visit(j, changes, index, memo, on_stack)?;
-                best = (best.0.max(c), best.1.max(d));
-            }
-        }
-        on_stack[i] = false;
-        let v = (best.0 + calls(changes[i]), best.1 + 1);
-        memo[i] = Some(v);
-        Ok(v)
-    }
-    let mut critical_calls = 0;
-    let mut depth = 0;
-    for i in 0..changes.len() {
-        let (c, d) = visit(i, &changes, &index, &mut memo, &mut on_stack)?;
-        critical_calls = critical_calls.max(c);
-        depth = depth.max(d);
-    }
-    let total_calls: u64 = changes.iter().map(|c| calls(c)).sum();
-    let waves = total_calls.div_ceil(parallelism.max(1) as u64);
-    let bound = latency * (critical_calls.max(waves) as u32);
-    Ok(Bound {
-        total_calls,
-        critical_calls,
-        depth,
-        bound,
-    })
-}
 
 async fn apply_section() -> Result<Vec<String>> {
     let shape = Shape {
