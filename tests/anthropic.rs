@@ -799,3 +799,49 @@ fn refreshing_many_resources_lists_them_and_still_sees_every_drift() {
     assert_eq!((lists, reads), (2, 1), "{logs}");
     server.stop_gracefully();
 }
+
+#[test]
+fn objects_made_in_the_console_are_imported_and_gone_ones_get_a_hint() {
+    let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
+    t.write("drift.yaml", DRIFT);
+    let server = Server::start(&t.path("drift.yaml"), &[]);
+    let remote = Remote::new(&server.url);
+    t.write("example/agentform.yaml", &retarget(DRIFT, &server.url, &[]));
+    // The agent exists already, made by hand with the manifest's body.
+    let made = remote.block_on(async {
+        remote
+            .api
+            .create_agent(
+                json!({"name": "helper", "model": "claude-sonnet-4-6", "system": "Help."}),
+            )
+            .await
+            .unwrap()
+    });
+    t.run(&["state", "import", "-f", "example", "agent.helper", &made.id])
+        .success()
+        .stdout_has("Imported agent.helper");
+    t.run(&["apply", "-f", "example", "--auto-approve"])
+        .success();
+    // Adopted, not duplicated.
+    assert_eq!(remote_id(&t, "agent.helper"), made.id);
+    let api = &remote.api;
+    let helpers: Vec<Agent> = remote.block_on(async {
+        list_all(|q| async move { api.list_agents(&q).await })
+            .await
+            .unwrap()
+    });
+    let helpers: Vec<&Agent> = helpers.iter().filter(|a| a.name == "helper").collect();
+    assert_eq!(helpers.len(), 1, "{helpers:?}");
+
+    let bogus = "agent_0000000000000000000000000";
+    t.run(&["state", "import", "-f", "example", "agent.helper", bogus])
+        .code(1)
+        .stderr_has("already in the state");
+    t.run(&["state", "rm", "agent.helper"]).success();
+    t.run(&["state", "import", "-f", "example", "agent.helper", bogus])
+        .code(1)
+        .stderr_has("not_found_error (404)")
+        .stderr_has("request_id: req_")
+        .stderr_has("agentform state rm ADDR");
+    server.stop_gracefully();
+}
