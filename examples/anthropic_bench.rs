@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 use agentform::apply::{self, Silent};
 use agentform::manifest::{self, LoadOptions, Manifest, META_ADDRESS, META_MANIFEST};
 use agentform::plan::{self, PlanOptions};
-use agentform::runner::transcript::{Line, Sink};
+use agentform::runner::transcript::Sink;
 use agentform::runtime::anthropic::{AnthropicOptions, AnthropicRuntime, RateLimits, Secret};
 use agentform::runtime::{event, Providers, Runtime};
 use agentform::state::StateStore;
@@ -731,7 +731,7 @@ async fn agentform_stream(url: &str, transcript: Option<PathBuf>) -> Result<(usi
         if !id.is_empty() && !seen.insert(id) {
             continue;
         }
-        sink.line(key, Line::Event { event: e.clone() });
+        sink.event(key, &e);
         events.push(e);
     }
     if let Some(sink) = sink {

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant as Deadline;
 
 use super::expect;
-use super::transcript::{Line, Sink, StepResult, TokenUsage};
+use super::transcript::{Sink, StepResult, TokenUsage};
 use crate::manifest::spec::{ConfirmSpec, InterruptSpec, SessionSpec, ToolHandlerSpec};
 use crate::manifest::{parse_duration, Templater};
 use crate::runtime::{event, list_all, EventStream, Runtime, RuntimeError};
@@ -106,7 +106,7 @@ impl Driver<'_> {
         if !id.is_empty() && !conv.seen.insert(id) {
             return None;
         }
-        self.sink.line(&self.key, Line::Event { event: e.clone() });
+        self.sink.event(&self.key, &e);
         conv.events.push(e.clone());
         Some(e)
     }

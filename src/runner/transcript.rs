@@ -82,23 +82,35 @@ pub struct ExpectationResult {
 
 enum Msg {
     Open(String, PathBuf),
-    Line(String, Line),
+    /// One serialized line, secrets already replaced.
+    Line(String, String),
     Close(String),
     Shutdown(oneshot::Sender<Vec<String>>),
 }
 
-/// Sends lines to the run's writer task. Secrets are replaced on the way out.
 /// How long the transcript writer waits for more lines before parking.
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Sends lines to the run's writer thread. Lines are serialized, and their
+/// secrets replaced, by the sender: a string crosses threads, not a tree of
+/// allocations the writer would have to free.
 #[derive(Clone)]
 pub struct Sink {
     tx: mpsc::UnboundedSender<Msg>,
+    secrets: std::sync::Arc<Vec<String>>,
+}
+
+/// [`Line::Event`] serialized from a borrowed event.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum EventLine<'a> {
+    Event { event: &'a Value },
 }
 
 impl Sink {
     /// Starts the writer task. `secrets` are strings never to be written.
     pub fn start(secrets: Vec<String>) -> Sink {
+        let secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         // A thread of its own: it lives as long as the run. Should it fail
         // to start, every send fails and `shutdown` reports it.
@@ -144,14 +156,8 @@ impl Sink {
                                 }
                             }
                         }
-                        Msg::Line(key, line) => {
+                        Msg::Line(key, text) => {
                             if let Some(w) = files.get_mut(&key) {
-                                let mut text = serde_json::to_string(&line).unwrap_or_default();
-                                for s in &secrets {
-                                    if !s.is_empty() && text.contains(s.as_str()) {
-                                        text = text.replace(s.as_str(), "(sensitive)");
-                                    }
-                                }
                                 if let Err(e) = writeln!(w, "{text}") {
                                     errors.push(format!("writing the transcript of {key}: {e}"));
                                 }
@@ -176,7 +182,19 @@ impl Sink {
                     }
                 }
             });
-        Sink { tx }
+        Sink {
+            tx,
+            secrets: std::sync::Arc::new(secrets),
+        }
+    }
+
+    fn send(&self, key: &str, mut text: String) {
+        for s in self.secrets.iter() {
+            if text.contains(s.as_str()) {
+                text = text.replace(s.as_str(), "(sensitive)");
+            }
+        }
+        let _ = self.tx.send(Msg::Line(key.to_string(), text));
     }
 
     pub fn open(&self, key: &str, path: PathBuf) {
@@ -184,7 +202,15 @@ impl Sink {
     }
 
     pub fn line(&self, key: &str, line: Line) {
-        let _ = self.tx.send(Msg::Line(key.to_string(), line));
+        self.send(key, serde_json::to_string(&line).unwrap_or_default());
+    }
+
+    /// The same as `line(key, Line::Event { event })`, without a copy of the event.
+    pub fn event(&self, key: &str, event: &Value) {
+        self.send(
+            key,
+            serde_json::to_string(&EventLine::Event { event }).unwrap_or_default(),
+        );
     }
 
     pub fn close(&self, key: &str) {

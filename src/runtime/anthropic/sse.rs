@@ -87,13 +87,19 @@ impl SseDecoder {
     }
 
     fn end_line(&mut self, out: &mut Vec<SseFrame>) {
-        let bytes = std::mem::take(&mut self.line);
-        let mut line = String::from_utf8_lossy(&bytes).into_owned();
+        // Taken out and put back, so the line buffer keeps its capacity.
+        let mut bytes = std::mem::take(&mut self.line);
+        self.decode_line(&bytes, out);
+        bytes.clear();
+        self.line = bytes;
+    }
+
+    fn decode_line(&mut self, bytes: &[u8], out: &mut Vec<SseFrame>) {
+        let text = String::from_utf8_lossy(bytes);
+        let mut line: &str = &text;
         if !self.started {
             self.started = true;
-            if let Some(rest) = line.strip_prefix('\u{feff}') {
-                line = rest.to_owned();
-            }
+            line = line.strip_prefix('\u{feff}').unwrap_or(line);
         }
         if line.is_empty() {
             self.dispatch(out);
@@ -104,7 +110,7 @@ impl SseDecoder {
         }
         let (field, value) = match line.split_once(':') {
             Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line.as_str(), ""),
+            None => (line, ""),
         };
         match field {
             "event" => self.event = Some(value.to_owned()).filter(|v| !v.is_empty()),
