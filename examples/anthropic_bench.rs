@@ -419,6 +419,7 @@ async fn agentform_apply(bin: &Path, w: &Workload) -> Result<ApplyRun> {
         &tmp.path().join("serve"),
         KEY,
         &["--latency-ms".into(), latency],
+        true,
     )?;
     let mut providers = Providers::default();
     providers.insert(Arc::new(client(&server.url)?));
@@ -548,6 +549,7 @@ async fn apply_section(bin: &Path, sdk: Option<&PathBuf>) -> Result<Vec<Row>> {
         &tmp.path().join("serve"),
         KEY,
         &["--latency-ms".into(), LATENCY.as_millis().to_string()],
+        true,
     )?;
     let spec_arg = spec.to_string_lossy();
     let out = sdk_bench(python, &["apply", &spec_arg, &server.url, KEY]).await;
@@ -621,6 +623,7 @@ async fn record_stream(bin: &Path, dir: &Path) -> Result<Vec<u8>> {
         &dir.join("serve"),
         KEY,
         &["-f".into(), manifest.to_string_lossy().into_owned()],
+        true,
     )?;
     let rt = client(&server.url)?;
     let err = |e: agentform::runtime::RuntimeError| anyhow!("{e}");

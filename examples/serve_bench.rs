@@ -14,14 +14,17 @@
 //! Every loop is bounded by time and by count; everything stays on loopback.
 //! `SERVE_BENCH_TRACE=1` prints the cumulative time of each step of every conversation.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+#[path = "bench_support/serve_process.rs"]
+mod serve_process;
+
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
+
+use serve_process::{server_binary, Serve};
 
 const KEY: &str = "bench-key";
 const DEFAULT_CLIENTS: usize = 64;
@@ -73,125 +76,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// `target/<profile>/agentform`, built first with the profile this example was built with.
-fn server_binary() -> Result<(PathBuf, bool)> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/examples/serve_bench
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("cannot place {}", exe.display()))?;
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--bin", "agentform"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if release {
-        build.arg("--release");
-    }
-    eprintln!(
-        "building the server: cargo build --bin agentform{}",
-        if release { " --release" } else { "" }
-    );
-    let status = build.status().context("run cargo build")?;
-    if !status.success() {
-        bail!("cargo build of the agentform binary failed ({status})");
-    }
-    let bin = profile_dir.join("agentform");
-    if !bin.exists() {
-        bail!("no server binary at {}", bin.display());
-    }
-    Ok((bin, release))
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(bin: &Path, dir: &Path) -> Result<Server> {
-        let manifest = dir.join("agentform.yaml");
-        std::fs::write(&manifest, MANIFEST)?;
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.join("data"))
-            .args(["--api-key", KEY, "-f"])
-            .arg(&manifest)
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .env_remove("AGENTFORM_LOCAL_LATENCY_MS")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("spawn {} serve", bin.display()))?;
-        let mut lines = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        // Bounded: the server prints the line once bound, or exits (EOF).
-        for _ in 0..1000 {
-            line.clear();
-            if lines.read_line(&mut line)? == 0 {
-                let status = child.wait()?;
-                bail!("the server exited before listening ({status})");
-            }
-            if let Some(at) = line.find("listening on ") {
-                let url = line[at + "listening on ".len()..].trim().to_owned();
-                // Keep draining stdout so the server never blocks on a full pipe.
-                std::thread::spawn(move || {
-                    let mut sink = String::new();
-                    while lines.read_line(&mut sink).is_ok_and(|n| n > 0) {
-                        sink.clear();
-                    }
-                });
-                if !url.starts_with("http://127.0.0.1:") {
-                    let _ = child.kill();
-                    bail!("the server is not on loopback: {url}");
-                }
-                return Ok(Server { child, url });
-            }
-        }
-        let _ = child.kill();
-        bail!("no `listening on` line from the server")
-    }
-
-    /// Peak resident set size, in KiB.
-    fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-
-    fn stop(mut self) -> Result<Option<i32>> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status.code());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        bail!("the server did not exit within 20 s of SIGTERM")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -367,17 +251,21 @@ async fn conversation(
 }
 
 async fn run(clients: usize, duration: Duration) -> Result<bool> {
-    let (bin, release) = server_binary()?;
+    let bin = server_binary()?;
+    let release = bin.parent().is_some_and(|d| d.ends_with("release"));
     if !release {
         eprintln!("WARNING: debug build; run with --release for meaningful figures");
     }
     let dir = tempfile::tempdir()?;
-    let server = Server::start(&bin, dir.path())?;
+    let manifest = dir.path().join("agentform.yaml");
+    std::fs::write(&manifest, MANIFEST)?;
+    let extra = ["-f".to_owned(), manifest.to_string_lossy().into_owned()];
+    let server = Serve::start(&bin, &dir.path().join("serve"), KEY, &extra, false)?;
     let base: Arc<str> = server.url.clone().into();
     eprintln!(
         "server {} (pid {}), {clients} clients, {:.1} s per phase, {} CPUs",
         base,
-        server.child.id(),
+        server.pid(),
         duration.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -430,7 +318,8 @@ async fn run(clients: usize, duration: Duration) -> Result<bool> {
     let mut c = phase(1, duration.min(Duration::from_secs(2)), talk).await;
 
     let rss = server.peak_rss_kib();
-    let exit = server.stop()?;
+    // Exit code 0 after SIGTERM, or why not.
+    let exit = server.stop().map(|_| 0).map_err(|e| format!("{e:#}"));
 
     let (a50, a99) = (a.percentile_ms(50), a.percentile_ms(99));
     let (b50, b99) = (b.percentile_ms(50), b.percentile_ms(99));
@@ -482,7 +371,10 @@ async fn run(clients: usize, duration: Duration) -> Result<bool> {
         Some(kib) => println!("server peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("server peak RSS: unavailable (no /proc)"),
     }
-    println!("server exit after SIGTERM: {exit:?}");
+    match &exit {
+        Ok(code) => println!("server exit after SIGTERM: {code}"),
+        Err(e) => println!("server exit after SIGTERM: {e}"),
+    }
     for (name, p) in [("(a)", &a), ("(b)", &b), ("(c)", &c)] {
         if let Some(e) = &p.first_error {
             println!("{name} first error: {e}");
@@ -493,5 +385,5 @@ async fn run(clients: usize, duration: Duration) -> Result<bool> {
         "reproduce: cargo run --release --example serve_bench -- clients={clients} seconds={}",
         duration.as_secs_f64()
     );
-    Ok(a_ok && b.errors == 0 && c.errors == 0 && exit == Some(0))
+    Ok(a_ok && b.errors == 0 && c.errors == 0 && exit.is_ok())
 }

@@ -4,7 +4,6 @@
 //! agentform — and a search for the credential in everything written.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,17 +221,6 @@ fn runs_offline(text: &str) -> bool {
     any
 }
 
-fn remote_id(t: &Test, address: &str) -> String {
-    t.run(&["state", "show", address])
-        .success()
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("remote_id: "))
-        .unwrap_or_else(|| panic!("no remote_id for {address}"))
-        .trim()
-        .to_owned()
-}
-
 /// The event ids of every transcript under the test's state, by session id.
 fn transcript_events(t: &Test) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -248,21 +236,6 @@ fn transcript_events(t: &Test) -> BTreeMap<String, Vec<String>> {
                     .or_default()
                     .push(v["event"]["id"].as_str().unwrap().to_owned()),
                 _ => {}
-            }
-        }
-    }
-    out
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
             }
         }
     }
@@ -337,6 +310,25 @@ fn example_test(text: &str, url: &str, settings: &[(&str, Value)]) -> Test {
     let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
     t.write("example/agentform.yaml", &retarget(text, url, settings));
     t
+}
+
+/// A server whose models come from `text`, and a test directory holding
+/// `text` retargeted at it as `example/`.
+fn served(
+    text: &str,
+    extra: &[&str],
+    rust_log: Option<&str>,
+    settings: &[(&str, Value)],
+) -> (Test, Server, Remote) {
+    let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
+    t.write("served.yaml", text);
+    let server = Server::start_with(&t.path("served.yaml"), KEY, extra, rust_log);
+    let remote = Remote::new(&server.url);
+    t.write(
+        "example/agentform.yaml",
+        &retarget(text, &server.url, settings),
+    );
+    (t, server, remote)
 }
 
 fn example_texts() -> Vec<(std::path::PathBuf, String)> {
@@ -433,23 +425,16 @@ sessions:
 
 #[test]
 fn thirty_percent_failing_calls_still_converge_to_the_exact_desired_set() {
-    let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
-    t.write("fleet.yaml", FLEET);
-    let server = Server::start(
-        &t.path("fleet.yaml"),
-        &[
-            "--fail-rate",
-            "0.3",
-            "--fail-status",
-            "429,500,529",
-            "--fail-after",
-            "0.5",
-        ],
-    );
-    let remote = Remote::new(&server.url);
-    let settings = [("max_retries", json!(15))];
-    let text = retarget(FLEET, &server.url, &settings);
-    t.write("example/agentform.yaml", &text);
+    let faults = [
+        "--fail-rate",
+        "0.3",
+        "--fail-status",
+        "429,500,529",
+        "--fail-after",
+        "0.5",
+    ];
+    let (t, server, remote) = served(FLEET, &faults, None, &[("max_retries", json!(15))]);
+    let text = t.read("example/agentform.yaml");
     let (agents, environments, sessions) = declared(&text);
 
     t.run(&["apply", "-f", "example", "--auto-approve"])
@@ -542,11 +527,7 @@ sessions:
 
 #[test]
 fn drift_made_outside_agentform_is_reported_and_repaired() {
-    let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
-    t.write("drift.yaml", DRIFT);
-    let server = Server::start(&t.path("drift.yaml"), &[]);
-    let remote = Remote::new(&server.url);
-    t.write("example/agentform.yaml", &retarget(DRIFT, &server.url, &[]));
+    let (t, server, remote) = served(DRIFT, &[], None, &[]);
     t.run(&["apply", "-f", "example", "--auto-approve"])
         .success();
     let agent = remote_id(&t, "agent.helper");
@@ -605,7 +586,7 @@ fn the_credential_never_reaches_anything_written() {
     const LITERAL_TOKEN: &str = "ghp_agentformLiteralToken00000000000002";
     let path = repo().join("examples/conversation");
     let text = std::fs::read_to_string(path.join("agentform.yaml")).unwrap();
-    let server = Server::start_with_key(&path, SECRET, &["--fail-rate", "0.2"]);
+    let server = Server::start_with(&path, SECRET, &["--fail-rate", "0.2"], None);
     let t = Test::new()
         .env("ANTHROPIC_API_KEY", SECRET)
         .env("REPO_TOKEN", REPO_TOKEN)
@@ -714,11 +695,7 @@ fn missing_credentials_stop_before_anything_changes() {
 
 #[test]
 fn the_state_remembers_where_its_objects_live() {
-    let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
-    t.write("drift.yaml", DRIFT);
-    let server = Server::start(&t.path("drift.yaml"), &[]);
-    let remote = Remote::new(&server.url);
-    t.write("example/agentform.yaml", &retarget(DRIFT, &server.url, &[]));
+    let (t, server, remote) = served(DRIFT, &[], None, &[]);
     t.run(&["apply", "-f", "example", "--auto-approve"])
         .success();
 
@@ -759,11 +736,7 @@ fn refreshing_many_resources_lists_them_and_still_sees_every_drift() {
             "  a{i}: {{ model: claude-sonnet-4-6, system: \"agent {i}\" }}\n"
         ));
     }
-    let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
-    t.write("many.yaml", &text);
-    let server = Server::start_with(&t.path("many.yaml"), KEY, &[], Some("agentform=debug"));
-    let remote = Remote::new(&server.url);
-    t.write("example/agentform.yaml", &retarget(&text, &server.url, &[]));
+    let (t, server, remote) = served(&text, &[], Some("agentform=debug"), &[]);
     t.run(&["apply", "-f", "example", "--auto-approve"])
         .success();
     let (a3, a7, e5) = (
@@ -802,11 +775,7 @@ fn refreshing_many_resources_lists_them_and_still_sees_every_drift() {
 
 #[test]
 fn objects_made_in_the_console_are_imported_and_gone_ones_get_a_hint() {
-    let t = Test::new().env("ANTHROPIC_API_KEY", KEY);
-    t.write("drift.yaml", DRIFT);
-    let server = Server::start(&t.path("drift.yaml"), &[]);
-    let remote = Remote::new(&server.url);
-    t.write("example/agentform.yaml", &retarget(DRIFT, &server.url, &[]));
+    let (t, server, remote) = served(DRIFT, &[], None, &[]);
     // The agent exists already, made by hand with the manifest's body.
     let made = remote.block_on(async {
         remote

@@ -146,6 +146,33 @@ impl Test {
     }
 }
 
+/// Every file under `dir`, recursively; none when it does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The `remote_id` that `state show ADDRESS` prints.
+#[track_caller]
+pub fn remote_id(t: &Test, address: &str) -> String {
+    t.run(&["state", "show", address])
+        .success()
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("remote_id: "))
+        .unwrap_or_else(|| panic!("no remote_id for {address}"))
+        .trim()
+        .to_owned()
+}
+
 /// The records of the local runtime, read through the library once no process holds the state.
 pub fn live_objects(
     state_dir: &Path,

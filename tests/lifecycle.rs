@@ -445,7 +445,7 @@ sessions:
     t.run(&["apply", "--auto-approve"]).success();
     let (_, _, sessions) = live_objects(&t.path("state"));
     assert_eq!(sessions.len(), 1, "the old session was deleted");
-    for f in walk_files(&t.path("state")) {
+    for f in files_under(&t.path("state")) {
         let bytes = std::fs::read(&f).unwrap();
         for secret in [TOKEN, OTHER] {
             assert!(
@@ -455,17 +455,4 @@ sessions:
             );
         }
     }
-}
-
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

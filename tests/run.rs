@@ -47,7 +47,7 @@ fn applied(contents: &str) -> Test {
 
 /// The only transcript file under `state_dir`.
 fn transcript_file(state_dir: &std::path::Path) -> std::path::PathBuf {
-    let files = walk(&state_dir.join("transcripts"));
+    let files = files_under(&state_dir.join("transcripts"));
     assert_eq!(files.len(), 1, "expected one transcript: {files:?}");
     files[0].clone()
 }
@@ -175,7 +175,7 @@ fn confirmation_denied_means_the_tool_does_not_run() {
     assert_eq!(result["is_error"], true);
     assert!(result.to_string().contains("not in CI"), "{result}");
     let ws = t.path("state/workspaces");
-    let ran = walk(&ws).iter().any(|p| p.ends_with("ran.txt"));
+    let ran = files_under(&ws).iter().any(|p| p.ends_with("ran.txt"));
     assert!(!ran, "the denied command ran");
 }
 
@@ -248,28 +248,7 @@ fn run_refuses_unapplied_changes_and_unknown_sessions() {
 }
 
 fn session_id(t: &Test) -> String {
-    let shown = t.run(&["state", "show", "session.chat"]).success().stdout;
-    shown
-        .lines()
-        .find_map(|l| l.strip_prefix("remote_id: "))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+    remote_id(t, "session.chat")
 }
 
 /// Events without ids and times, to compare two runs.
@@ -369,7 +348,7 @@ fn secrets_never_reach_transcripts() {
     t.run(&["apply", "--auto-approve"]).success();
     t.run(&["run"]).success();
     let dir = t.path("state/transcripts");
-    for f in walk(&dir) {
+    for f in files_under(&dir) {
         let text = std::fs::read_to_string(&f).unwrap();
         assert!(
             !text.contains(secret),

@@ -46,11 +46,7 @@ impl Server {
     /// Starts the server on a free loopback port and waits for its
     /// `listening on http://ADDR` line (no sleeps).
     pub(crate) fn start(manifest: &Path, extra: &[&str]) -> Server {
-        Self::start_with_key(manifest, KEY, extra)
-    }
-
-    pub(crate) fn start_with_key(manifest: &Path, key: &str, extra: &[&str]) -> Server {
-        Self::start_with(manifest, key, extra, None)
+        Self::start_with(manifest, KEY, extra, None)
     }
 
     /// With `RUST_LOG` set for the server, e.g. to count the requests it logs.

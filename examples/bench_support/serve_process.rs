@@ -1,7 +1,11 @@
 //! `agentform serve` as a child process on loopback, for benchmarks: started
 //! from the binary of the same profile, its URL read from its
-//! `listening on http://…` line, its request log (debug level) kept in a file
-//! so the calls it answered can be counted after it stops.
+//! `listening on http://…` line, its log kept in a file — with every request
+//! (debug level) when asked, so the calls it answered can be counted after
+//! it stops.
+
+// Each benchmark that includes this file uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -45,8 +49,15 @@ pub struct Serve {
 
 impl Serve {
     /// Starts `agentform serve --listen 127.0.0.1:0 --data DIR/data` with
-    /// `extra` arguments; the request log goes to `DIR/serve.log`.
-    pub fn start(bin: &Path, dir: &Path, key: &str, extra: &[String]) -> Result<Serve> {
+    /// `extra` arguments; its log goes to `DIR/serve.log`, with every request
+    /// when `log_requests` (which costs a load test its throughput).
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        key: &str,
+        extra: &[String],
+        log_requests: bool,
+    ) -> Result<Serve> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let log = dir.join("serve.log");
         let log_file = std::fs::File::create(&log)
@@ -63,7 +74,14 @@ impl Serve {
             .arg(dir.join("data"))
             .args(extra)
             .current_dir(dir)
-            .env("RUST_LOG", "warn,agentform::serve=debug")
+            .env(
+                "RUST_LOG",
+                if log_requests {
+                    "warn,agentform::serve=debug"
+                } else {
+                    "warn"
+                },
+            )
             .env("NO_COLOR", "1")
             .env_remove("AGENTFORM_LOCAL_LATENCY_MS")
             .stdin(Stdio::null())
@@ -111,6 +129,19 @@ impl Serve {
             return Ok(serve);
         }
         bail!("no `listening on` line from the server")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident set size, in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// Stops the server with SIGTERM and returns the requests it logged,

@@ -260,8 +260,7 @@ async fn create(
 
     if change.adopt || ctx.state.intent(addr)?.is_some() {
         if let Some(found) = find_tagged(runtime, addr, &m.project).await? {
-            let mut record = new_record(change, &want, m, found);
-            record.endpoint = runtime.endpoint();
+            let mut record = new_record(change, &want, m, found, runtime);
             let id = record.remote_id.clone();
             record.history.push(HistoryEntry {
                 at: now(),
@@ -317,8 +316,7 @@ async fn create(
     if std::env::var(CRASH_AFTER_CREATE_ENV).is_ok_and(|v| v == addr.to_string()) {
         std::process::abort();
     }
-    let mut record = new_record(change, &want, m, created);
-    record.endpoint = runtime.endpoint();
+    let mut record = new_record(change, &want, m, created, runtime);
     record.history.push(HistoryEntry {
         at: record.created_at.clone(),
         action: "create".into(),
@@ -338,7 +336,13 @@ struct Created {
     updated_at: String,
 }
 
-fn new_record(change: &Change, want: &Desired, m: &Manifest, created: Created) -> ResourceRecord {
+fn new_record(
+    change: &Change,
+    want: &Desired,
+    m: &Manifest,
+    created: Created,
+    runtime: &dyn Runtime,
+) -> ResourceRecord {
     let resource = m.resource(&change.address);
     let mut record = ResourceRecord {
         address: change.address.clone(),
@@ -351,7 +355,7 @@ fn new_record(change: &Change, want: &Desired, m: &Manifest, created: Created) -
         outputs: BTreeMap::new(),
         depends_on: resource.map(|r| r.depends_on.clone()).unwrap_or_default(),
         remote_updated_at: Some(created.updated_at),
-        endpoint: None,
+        endpoint: runtime.endpoint(),
         created_at: now(),
         updated_at: now(),
         history: Vec::new(),

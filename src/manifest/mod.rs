@@ -1365,7 +1365,7 @@ fn validate_anthropic(
 ) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     if let Some(url) = &spec.base_url {
-        if let Err(why) = check_base_url(url) {
+        if let Err(why) = crate::runtime::anthropic::check_base_url(url) {
             problems.push(
                 Diagnostic::new(format!("`{url}` is not a usable base URL: {why}"), at(&["base_url"]))
                     .help("write scheme://host[:port][/prefix], e.g. `https://api.anthropic.com` or `http://127.0.0.1:8787`"),
@@ -1427,26 +1427,6 @@ fn validate_anthropic(
         }
     }
     problems
-}
-
-/// `scheme://host[:port][/prefix]` with scheme http or https.
-fn check_base_url(url: &str) -> Result<(), String> {
-    let url = url.trim();
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or("the scheme must be `http` or `https`")?;
-    if url.contains(['?', '#']) {
-        return Err("it must not have a query or a fragment".into());
-    }
-    if url.contains(char::is_whitespace) {
-        return Err("it contains white space".into());
-    }
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() || host.contains('@') {
-        return Err("it needs a host and no user name or password".into());
-    }
-    Ok(())
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h`.

@@ -194,7 +194,7 @@ pub fn desired(
             obj.insert("metadata".into(), m.clone());
         }
         for key in SESSION_REPLACE_FIELDS {
-            if let Some(v) = config.get(key).filter(|v| !is_empty(v)) {
+            if let Some(v) = config.get(key) {
                 obj.insert(key.into(), v.clone());
             }
         }
@@ -239,13 +239,6 @@ pub fn session_create_body(config: &Value) -> Value {
     body
 }
 
-/// Session fields set at creation that agentform does not change in place.
-const SESSION_REPLACE_FIELDS: [&str; 2] = ["resources", "vault_ids"];
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
-}
+/// Session fields set at creation that agentform does not change in place:
+/// a change replaces the session. The manifest leaves them out when empty.
+pub(crate) const SESSION_REPLACE_FIELDS: [&str; 2] = ["resources", "vault_ids"];

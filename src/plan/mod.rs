@@ -218,6 +218,20 @@ enum Live {
     },
 }
 
+impl Live {
+    fn of(archived_at: &Option<String>, version: Option<u64>, updated_at: String) -> Live {
+        match archived_at {
+            Some(_) => Live::Gone {
+                detail: "archived".into(),
+            },
+            None => Live::Present {
+                version,
+                updated_at,
+            },
+        }
+    }
+}
+
 pub async fn plan(
     manifest: Option<&Manifest>,
     state: &StateStore,
@@ -490,7 +504,7 @@ fn decide(
                 .filter(|p| {
                     p.starts_with("agent.")
                         || p.as_str() == "environment_id"
-                        || ["resources", "vault_ids"].iter().any(|k| {
+                        || desired::SESSION_REPLACE_FIELDS.iter().any(|k| {
                             p.strip_prefix(k)
                                 .is_some_and(|r| r.is_empty() || r.starts_with(['.', '[']))
                         })
@@ -837,7 +851,7 @@ async fn refresh(
     let mut tasks = tokio::task::JoinSet::new();
     for r in in_scope {
         // Listed: done. Missing from a list: read it, to tell deleted from not yet listed.
-        if let Some(live) = listed.get(&(r.provider.clone(), r.remote_id.clone())) {
+        if let Some(live) = listed.get(&r.address) {
             out.insert(r.address.clone(), live.clone());
             continue;
         }
@@ -853,46 +867,18 @@ async fn refresh(
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let live = match addr.kind {
-                Kind::Agent => {
-                    runtime
-                        .retrieve_agent(&id, None)
-                        .await
-                        .map(|a| match a.archived_at {
-                            Some(_) => Live::Gone {
-                                detail: "archived".into(),
-                            },
-                            None => Live::Present {
-                                version: Some(a.version),
-                                updated_at: a.updated_at,
-                            },
-                        })
-                }
-                Kind::Environment => {
-                    runtime
-                        .retrieve_environment(&id)
-                        .await
-                        .map(|e| match e.archived_at {
-                            Some(_) => Live::Gone {
-                                detail: "archived".into(),
-                            },
-                            None => Live::Present {
-                                version: None,
-                                updated_at: e.updated_at,
-                            },
-                        })
-                }
+                Kind::Agent => runtime
+                    .retrieve_agent(&id, None)
+                    .await
+                    .map(|a| Live::of(&a.archived_at, Some(a.version), a.updated_at)),
+                Kind::Environment => runtime
+                    .retrieve_environment(&id)
+                    .await
+                    .map(|e| Live::of(&e.archived_at, None, e.updated_at)),
                 Kind::Session => runtime
                     .retrieve_session(&id)
                     .await
-                    .map(|s| match s.archived_at {
-                        Some(_) => Live::Gone {
-                            detail: "archived".into(),
-                        },
-                        None => Live::Present {
-                            version: None,
-                            updated_at: s.updated_at,
-                        },
-                    }),
+                    .map(|s| Live::of(&s.archived_at, None, s.updated_at)),
             };
             let live = match live {
                 Err(e) if e.is_not_found() => Ok(Live::Gone {
@@ -925,72 +911,60 @@ async fn refresh(
 /// stays a few calls under the API's rate limits.
 const LIST_REFRESH_MIN: usize = 16;
 
-/// The live objects of the kinds with many records, by (provider, id).
+/// The live objects of the kinds with many records, by address.
 async fn list_live(
     records: &[&ResourceRecord],
     providers: &Providers,
-) -> Result<HashMap<(String, String), Live>, PlanError> {
-    let mut groups: BTreeMap<(String, Kind), Vec<&ResourceRecord>> = BTreeMap::new();
+) -> Result<HashMap<Address, Live>, PlanError> {
+    let mut groups: BTreeMap<(&str, Kind), HashMap<&str, &Address>> = BTreeMap::new();
     for r in records {
         groups
-            .entry((r.provider.clone(), r.address.kind))
+            .entry((r.provider.as_str(), r.address.kind))
             .or_default()
-            .push(r);
+            .insert(r.remote_id.as_str(), &r.address);
     }
     let mut out = HashMap::new();
-    for ((provider, kind), group) in groups {
-        if group.len() < LIST_REFRESH_MIN {
+    for ((provider, kind), by_id) in groups {
+        let Some(&first) = by_id.values().next() else {
+            continue;
+        };
+        if by_id.len() < LIST_REFRESH_MIN {
             continue;
         }
         let failed = |source| PlanError::Refresh {
-            address: group[0].address.clone(),
+            address: first.clone(),
             source,
         };
-        let runtime = providers.get(&provider).map_err(failed)?;
+        let runtime = providers.get(provider).map_err(failed)?;
         let rt = runtime.as_ref();
-        let live = |archived: bool, version: Option<u64>, updated_at: String| match archived {
-            true => Live::Gone {
-                detail: "archived".into(),
-            },
-            false => Live::Present {
-                version,
-                updated_at,
-            },
-        };
         let found: Vec<(String, Live)> = match kind {
             Kind::Agent => list_all(|q| async move { rt.list_agents(&q).await })
                 .await
                 .map_err(failed)?
                 .into_iter()
                 .map(|a| {
-                    let l = live(a.archived_at.is_some(), Some(a.version), a.updated_at);
-                    (a.id, l)
+                    (
+                        a.id,
+                        Live::of(&a.archived_at, Some(a.version), a.updated_at),
+                    )
                 })
                 .collect(),
             Kind::Environment => list_all(|q| async move { rt.list_environments(&q).await })
                 .await
                 .map_err(failed)?
                 .into_iter()
-                .map(|e| {
-                    let l = live(e.archived_at.is_some(), None, e.updated_at);
-                    (e.id, l)
-                })
+                .map(|e| (e.id, Live::of(&e.archived_at, None, e.updated_at)))
                 .collect(),
             Kind::Session => list_all(|q| async move { rt.list_sessions(&q).await })
                 .await
                 .map_err(failed)?
                 .into_iter()
-                .map(|s| {
-                    let l = live(s.archived_at.is_some(), None, s.updated_at);
-                    (s.id, l)
-                })
+                .map(|s| (s.id, Live::of(&s.archived_at, None, s.updated_at)))
                 .collect(),
         };
-        let wanted: std::collections::HashSet<&str> =
-            group.iter().map(|r| r.remote_id.as_str()).collect();
-        for (id, l) in found {
-            if wanted.contains(id.as_str()) {
-                out.insert((provider.clone(), id), l);
+        for (id, live) in found {
+            if let Some(address) = by_id.get(id.as_str()) {
+                out.insert((*address).clone(), live);
             }
         }
     }

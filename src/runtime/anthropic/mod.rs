@@ -156,9 +156,12 @@ impl AnthropicRuntime {
     /// base URL from `base_url_override`, else `ANTHROPIC_BASE_URL`, else
     /// the public API.
     pub fn from_env(base_url_override: Option<String>, limits: RateLimits) -> Result<Self> {
-        Self::new(options_from(base_url_override, limits, |name| {
-            std::env::var(name).ok()
-        }))
+        Self::new(options_from(
+            base_url_override,
+            limits,
+            (API_KEY_ENV, AUTH_TOKEN_ENV),
+            |name| std::env::var(name).ok(),
+        ))
     }
 
     pub fn new(options: AnthropicOptions) -> Result<Self> {
@@ -240,13 +243,11 @@ impl AnthropicRuntime {
     ) -> Result<Self> {
         let mut options = AnthropicOptions::from_settings(settings, var)?;
         let chosen = options.base_url.is_some();
+        // Recorded endpoints are `base_url()`s already; only the default needs its form.
+        let default = parse_base_url(DEFAULT_BASE_URL)?.to_string();
         let mut recorded: Vec<String> = recorded
             .iter()
-            .map(|e| {
-                parse_base_url(e.as_deref().unwrap_or(DEFAULT_BASE_URL))
-                    .map(|u| u.to_string())
-                    .unwrap_or_else(|_| e.clone().unwrap_or_default())
-            })
+            .map(|e| e.clone().unwrap_or_else(|| default.clone()))
             .collect();
         recorded.sort();
         recorded.dedup();
@@ -293,6 +294,8 @@ impl AnthropicRuntime {
     }
 }
 
+use crate::manifest::spec::LimitSpec;
+
 impl AnthropicOptions {
     /// The options a manifest's `providers.anthropic` block asks for (none:
     /// the defaults), with credentials and the default base URL read through
@@ -303,23 +306,20 @@ impl AnthropicOptions {
     ) -> Result<Self> {
         let default = crate::manifest::spec::AnthropicProviderSpec::default();
         let spec = spec.unwrap_or(&default);
-        let limit = |l: Option<crate::manifest::spec::LimitSpec>, default: Option<u32>| match l {
-            Some(l) => l.get(),
-            None => default,
-        };
-        let d = RateLimits::default();
+        let (r, d) = (&spec.rate_limits, RateLimits::default());
         let limits = RateLimits {
-            environments_per_minute: limit(
-                spec.rate_limits.environments_per_minute,
-                d.environments_per_minute,
-            ),
-            environments_concurrency: limit(
-                spec.rate_limits.environments_concurrency,
-                d.environments_concurrency.map(|n| n as u32),
-            )
-            .map(|n| n as usize),
-            creates_per_minute: limit(spec.rate_limits.creates_per_minute, d.creates_per_minute),
-            other_per_minute: limit(spec.rate_limits.other_per_minute, d.other_per_minute),
+            environments_per_minute: r
+                .environments_per_minute
+                .map_or(d.environments_per_minute, LimitSpec::get),
+            environments_concurrency: r
+                .environments_concurrency
+                .map_or(d.environments_concurrency, |l| l.get().map(|n| n as usize)),
+            creates_per_minute: r
+                .creates_per_minute
+                .map_or(d.creates_per_minute, LimitSpec::get),
+            other_per_minute: r
+                .other_per_minute
+                .map_or(d.other_per_minute, LimitSpec::get),
         };
         let duration = |field: &str, v: &Option<String>| -> Result<Option<Duration>> {
             v.as_deref()
@@ -334,13 +334,7 @@ impl AnthropicOptions {
         };
         let key_env = spec.api_key_env.as_deref().unwrap_or(API_KEY_ENV);
         let token_env = spec.auth_token_env.as_deref().unwrap_or(AUTH_TOKEN_ENV);
-        let mut options = options_from(spec.base_url.clone(), limits, |name| match name {
-            API_KEY_ENV => var(key_env),
-            AUTH_TOKEN_ENV => var(token_env),
-            other => var(other),
-        });
-        options.key_env = key_env.to_owned();
-        options.token_env = token_env.to_owned();
+        let mut options = options_from(spec.base_url.clone(), limits, (key_env, token_env), var);
         if let Some(n) = spec.max_retries {
             options.max_retries = n;
         }
@@ -352,37 +346,49 @@ impl AnthropicOptions {
     }
 }
 
-/// The options [`AnthropicRuntime::from_env`] builds, reading variables with `var`.
+/// The options of a base URL, limits and the variables (key, token) that
+/// hold the credentials, reading variables with `var`.
 fn options_from(
     base_url_override: Option<String>,
     limits: RateLimits,
+    (key_env, token_env): (&str, &str),
     var: impl Fn(&str) -> Option<String>,
 ) -> AnthropicOptions {
     let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     AnthropicOptions {
         base_url: nonempty(base_url_override).or_else(|| nonempty(var(BASE_URL_ENV))),
-        api_key: nonempty(var(API_KEY_ENV)).map(Secret::from),
-        auth_token: nonempty(var(AUTH_TOKEN_ENV)).map(Secret::from),
+        api_key: nonempty(var(key_env)).map(Secret::from),
+        auth_token: nonempty(var(token_env)).map(Secret::from),
         limits,
+        key_env: key_env.to_owned(),
+        token_env: token_env.to_owned(),
         ..AnthropicOptions::default()
     }
 }
 
-fn parse_base_url(raw: &str) -> Result<Url> {
-    let raw = raw.trim();
-    let invalid = |why: String| {
-        RuntimeError::invalid(format!(
-            "the `{PROVIDER_NAME}` provider's base URL {raw:?} is invalid: {why}"
-        ))
-    };
-    let url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
+/// `raw` as a base URL (`scheme://host[:port][/prefix]`, http or https),
+/// or why it cannot be one; manifest validation asks the same question.
+pub(crate) fn check_base_url(raw: &str) -> std::result::Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid("the scheme must be http or https".into()));
+        return Err("the scheme must be `http` or `https`".into());
     }
     if url.cannot_be_a_base() || url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("expected scheme://host[:port][/prefix]".into()));
+        return Err("expected scheme://host[:port][/prefix]".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("it must not hold a user name or password".into());
     }
     Ok(url)
+}
+
+fn parse_base_url(raw: &str) -> Result<Url> {
+    check_base_url(raw).map_err(|why| {
+        RuntimeError::invalid(format!(
+            "the `{PROVIDER_NAME}` provider's base URL {:?} is invalid: {why}",
+            raw.trim()
+        ))
+    })
 }
 
 fn sensitive(value: &str, var: &str) -> Result<HeaderValue> {

@@ -281,6 +281,7 @@ fn shown(e: &RuntimeError) -> String {
 
 #[test]
 fn credentials_and_base_url_come_from_the_environment() {
+    const DEFAULT_ENVS: (&str, &str) = (API_KEY_ENV, AUTH_TOKEN_ENV);
     let vars = |pairs: &'static [(&'static str, &'static str)]| {
         move |name: &str| {
             pairs
@@ -289,18 +290,24 @@ fn credentials_and_base_url_come_from_the_environment() {
                 .map(|(_, v)| (*v).to_owned())
         }
     };
-    let none = options_from(None, RateLimits::default(), vars(&[]));
+    let none = options_from(None, RateLimits::default(), DEFAULT_ENVS, vars(&[]));
     let e = AnthropicRuntime::new(none).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Authentication);
     assert!(e.message.contains("ANTHROPIC_API_KEY"), "{e}");
     assert!(e.message.contains("ANTHROPIC_AUTH_TOKEN"), "{e}");
     // Blank values count as unset.
-    let blank = options_from(None, RateLimits::default(), vars(&[(API_KEY_ENV, "  ")]));
+    let blank = options_from(
+        None,
+        RateLimits::default(),
+        DEFAULT_ENVS,
+        vars(&[(API_KEY_ENV, "  ")]),
+    );
     assert!(AnthropicRuntime::new(blank).is_err());
 
     let o = options_from(
         None,
         RateLimits::unlimited(),
+        DEFAULT_ENVS,
         vars(&[
             (API_KEY_ENV, KEY),
             (BASE_URL_ENV, "http://env.example/prefix/"),
@@ -316,6 +323,7 @@ fn credentials_and_base_url_come_from_the_environment() {
     let o = options_from(
         Some("http://override.example".into()),
         RateLimits::default(),
+        DEFAULT_ENVS,
         vars(&[
             (AUTH_TOKEN_ENV, TOKEN),
             (BASE_URL_ENV, "http://env.example"),
@@ -326,7 +334,12 @@ fn credentials_and_base_url_come_from_the_environment() {
     let rt = AnthropicRuntime::new(o).unwrap();
     assert_eq!(rt.base_url(), "http://override.example/");
 
-    let o = options_from(None, RateLimits::default(), vars(&[(API_KEY_ENV, KEY)]));
+    let o = options_from(
+        None,
+        RateLimits::default(),
+        DEFAULT_ENVS,
+        vars(&[(API_KEY_ENV, KEY)]),
+    );
     assert_eq!(
         AnthropicRuntime::new(o).unwrap().base_url(),
         "https://api.anthropic.com/"
