@@ -39,8 +39,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::{json, Value};
 
+use agentform::api::{META_ADDRESS, META_MANIFEST};
 use agentform::apply::{self, Silent};
-use agentform::manifest::{self, LoadOptions, Manifest, META_ADDRESS, META_MANIFEST};
+use agentform::manifest::{self, LoadOptions, Manifest};
 use agentform::plan::{self, PlanOptions};
 use agentform::runner::transcript::Sink;
 use agentform::runtime::anthropic::{AnthropicOptions, AnthropicRuntime, RateLimits, Secret};

@@ -1150,8 +1150,10 @@ async fn run_section() -> Result<Vec<String>> {
     let local = LocalRuntime::open(
         state.db(),
         LocalOptions {
-            workspaces: Some(state_dir.join("workspaces")),
-            models: Arc::new(agentform::model::registry::ManifestModels::new(&manifest)),
+            sandboxes: Arc::new(agentform::sandbox::local::LocalSandboxes::new(
+                state_dir.join("workspaces"),
+            )),
+            models: Arc::new(agentform::ops::models::ManifestModels::new(&manifest)),
             ..LocalOptions::default()
         },
     )

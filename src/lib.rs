@@ -5,11 +5,15 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod api;
 pub mod apply;
+pub mod digest;
 pub mod graph;
+pub mod http;
 pub mod lockfile;
 pub mod manifest;
 pub mod model;
+pub mod ops;
 pub mod plan;
 pub mod runner;
 pub mod runtime;

@@ -11,7 +11,7 @@ use crate::manifest::Manifest;
 use crate::plan::{Action, Plan};
 use crate::state::ResourceRecord;
 
-pub const LOCK_FILE: &str = "agentform.lock";
+pub use crate::manifest::LOCK_FILE;
 
 const HEADER: &str = "# Written by `agentform apply`: the agent versions deployed from this manifest.\n# Commit it; `agentform plan --locked` fails when a deploy would differ from it.\n";
 

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::api::{META_ADDRESS, META_MANIFEST};
 use crate::graph::{Address, Kind};
-use crate::manifest::{Manifest, META_ADDRESS, META_MANIFEST};
+use crate::manifest::Manifest;
 use crate::plan::desired::{session_create_body, Desired};
 use crate::plan::{desired, Action, Change, Outputs, Plan};
 use crate::runtime::{list_all, ErrorKind, Providers, Runtime, RuntimeError};

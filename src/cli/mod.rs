@@ -17,17 +17,11 @@ use agentform::graph::{Address, Kind};
 use agentform::lockfile::LockFile;
 use agentform::manifest::{self, LoadOptions, Manifest};
 use agentform::plan::{self, render, Action, Plan, PlanOptions};
-use agentform::runtime::anthropic;
 use agentform::runtime::local::{LocalOptions, LocalRuntime};
 use agentform::runtime::Providers;
 use agentform::state::StateStore;
 
 use output::{Printer, ProgressReporter};
-
-/// Overrides the local runtime's injected latency (milliseconds).
-const LATENCY_ENV: &str = "AGENTFORM_LOCAL_LATENCY_MS";
-/// Fault injection: the local runtime's event streams end after N events.
-const DROP_STREAM_ENV: &str = "AGENTFORM_LOCAL_DROP_STREAM_AFTER";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -442,49 +436,11 @@ fn open_state(g: &Global, command: &str) -> Result<StateStore> {
 }
 
 fn providers(state: &StateStore, manifest: Option<&Manifest>) -> Result<Providers> {
-    let latency_ms = match std::env::var(LATENCY_ENV) {
-        Ok(v) => v
-            .parse::<u64>()
-            .map_err(|_| anyhow!("{LATENCY_ENV}=`{v}` is not a number of milliseconds"))?,
-        Err(_) => manifest.map(Manifest::local_latency_ms).unwrap_or(0),
-    };
-    let mut options = LocalOptions {
-        latency: Duration::from_millis(latency_ms),
-        workspaces: Some(state.dir().join("workspaces")),
-        ..Default::default()
-    };
-    if let Ok(v) = std::env::var(DROP_STREAM_ENV) {
-        let n = v.parse::<usize>().ok().filter(|n| *n > 0);
-        options.drop_stream_after = Some(n.ok_or_else(|| {
-            anyhow!("{DROP_STREAM_ENV}=`{v}` is not a positive number of events")
-        })?);
-    }
-    if let Some(m) = manifest {
-        options.models = Arc::new(agentform::model::registry::ManifestModels::new(m));
-    }
-    let local = LocalRuntime::open(state.db(), options)
-        .map_err(|e| anyhow!("cannot open the local runtime: {e}"))?;
-    let mut p = Providers::default();
-    p.insert(Arc::new(local));
-    // Built only when something uses it: credentials are needed then, not before.
-    let name = anthropic::PROVIDER_NAME;
-    let declared = manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == name));
-    let recorded: Vec<Option<String>> = state
-        .list()?
-        .into_iter()
-        .filter(|r| r.provider == name)
-        .map(|r| r.endpoint)
-        .collect();
-    if declared || !recorded.is_empty() {
-        let settings = manifest.and_then(|m| m.providers.anthropic.as_ref());
-        let runtime = anthropic::AnthropicRuntime::for_state(settings, &recorded, |name| {
-            std::env::var(name).ok()
-        })
-        .map_err(|e| anyhow!("{}", e.message))?;
-        tracing::debug!(base_url = runtime.base_url(), "anthropic provider");
-        p.insert(Arc::new(runtime));
-    }
-    Ok(p)
+    Ok(agentform::ops::providers::providers(
+        state,
+        manifest,
+        |name| std::env::var(name).ok(),
+    )?)
 }
 
 async fn plan_command(g: &Global, args: PlanArgs, printer: &Printer) -> Result<ExitCode> {
@@ -721,7 +677,7 @@ async fn state_command(g: &Global, cmd: StateCommand, printer: &Printer) -> Resu
             let state = open_state(g, "state import")?;
             let providers = providers(&state, Some(&m))?;
             let record =
-                agentform::state::import::import(&m, &state, &providers, &address, &remote_id)
+                agentform::ops::import::import(&m, &state, &providers, &address, &remote_id)
                     .await?;
             printer.out(&format!(
                 "Imported {address} as {}{}; `agentform plan` shows any difference from the manifest.",
@@ -831,12 +787,14 @@ async fn serve_command(g: &Global, args: ServeArgs, printer: &Printer) -> Result
     let models: Arc<dyn agentform::runtime::local::ModelResolver> = if g.files.is_empty() {
         Arc::new(agentform::runtime::local::NoModels)
     } else {
-        Arc::new(agentform::model::registry::ManifestModels::new(&load(g)?))
+        Arc::new(agentform::ops::models::ManifestModels::new(&load(g)?))
     };
     let store = StateStore::open(&args.data, "serve")?;
     let options = LocalOptions {
         latency: Duration::from_millis(args.latency_ms),
-        workspaces: Some(args.data.join("workspaces")),
+        sandboxes: Arc::new(agentform::sandbox::local::LocalSandboxes::new(
+            args.data.join("workspaces"),
+        )),
         models,
         drop_stream_after: args
             .drop_stream_after

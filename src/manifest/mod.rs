@@ -26,11 +26,10 @@ use crate::graph::{valid_name, Address, Kind, ResourceGraph};
 /// Providers this build can talk to.
 pub const PROVIDERS: &[&str] = &["local", "anthropic"];
 
-/// Metadata keys agentform sets on every object it creates.
-pub const META_ADDRESS: &str = "agentform.address";
-pub const META_MANIFEST: &str = "agentform.manifest";
+/// The lock file `apply` writes beside the (first) manifest file.
+pub const LOCK_FILE: &str = "agentform.lock";
 
-use crate::runtime::TOOLSET_TOOLS as BUILTIN_TOOLS;
+use crate::api::limits::TOOLSET_TOOLS as BUILTIN_TOOLS;
 
 /// What to load.
 #[derive(Debug, Clone, Default)]
@@ -101,7 +100,7 @@ impl Manifest {
     }
 
     pub fn lock_path(&self) -> PathBuf {
-        self.root.join(crate::lockfile::LOCK_FILE)
+        self.root.join(LOCK_FILE)
     }
 
     /// sha256 over every manifest file's text, in load order.
@@ -111,7 +110,7 @@ impl Manifest {
             .files()
             .map(|f| Value::String(f.text.clone()))
             .collect();
-        crate::plan::desired::digest(&Value::Array(texts))
+        crate::digest::digest(&Value::Array(texts))
     }
 
     pub fn local_latency_ms(&self) -> u64 {
@@ -1365,7 +1364,7 @@ fn validate_anthropic(
 ) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     if let Some(url) = &spec.base_url {
-        if let Err(why) = crate::runtime::anthropic::check_base_url(url) {
+        if let Err(why) = crate::http::check_base_url(url) {
             problems.push(
                 Diagnostic::new(format!("`{url}` is not a usable base URL: {why}"), at(&["base_url"]))
                     .help("write scheme://host[:port][/prefix], e.g. `https://api.anthropic.com` or `http://127.0.0.1:8787`"),

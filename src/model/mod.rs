@@ -6,12 +6,13 @@
 
 pub mod anthropic;
 pub mod openai;
-pub mod registry;
 pub mod scripted;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
+
+pub use crate::api::Usage;
 
 /// One model call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -24,14 +25,6 @@ pub struct ModelRequest {
     /// `{name, description, input_schema}` for every tool the agent may use.
     pub tools: Vec<Value>,
     pub max_tokens: u32,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_creation_input_tokens: u64,
-    pub cache_read_input_tokens: u64,
 }
 
 /// One model answer.

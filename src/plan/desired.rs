@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
+pub use crate::digest::digest;
 use crate::graph::{Address, Kind};
 use crate::manifest::{Resource, Templater};
 use crate::state::ResourceRecord;
@@ -89,17 +89,6 @@ impl Desired {
         }
         v
     }
-}
-
-pub fn digest(v: &Value) -> String {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    let hash = Sha256::digest(&bytes);
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for b in hash {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 /// Computes the desired configuration of `resource`; `outputs` tells what is

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::api::{META_ADDRESS, META_MANIFEST};
 use crate::graph::{Address, Kind};
-use crate::manifest::{Manifest, META_ADDRESS, META_MANIFEST};
+use crate::manifest::Manifest;
 use crate::plan::desired::{desired, session_create_body, Outputs};
 use crate::plan::{self, PlanOptions};
 use crate::runtime::{ErrorKind, Providers};

@@ -12,7 +12,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant as Deadline;
 
 use super::expect;
-use super::transcript::{Sink, StepResult, TokenUsage};
+use super::transcript::{Sink, StepResult};
+use crate::api::Usage;
 use crate::manifest::spec::{ConfirmSpec, InterruptSpec, SessionSpec, ToolHandlerSpec};
 use crate::manifest::{parse_duration, Templater};
 use crate::runtime::{event, list_all, EventStream, Runtime, RuntimeError};
@@ -33,7 +34,7 @@ pub struct Driver<'a> {
 
 pub struct Driven {
     pub steps: Vec<StepResult>,
-    pub usage: TokenUsage,
+    pub usage: Usage,
     pub events: usize,
     pub error: Option<String>,
 }
@@ -59,7 +60,7 @@ const STABLE_STREAM: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Driver<'_> {
     pub async fn drive(&self) -> Driven {
-        let mut usage = TokenUsage::default();
+        let mut usage = Usage::default();
         let mut steps = Vec::new();
         let stream = match self.runtime.stream_events(&self.session_id).await {
             Ok(s) => s,
@@ -183,7 +184,7 @@ impl Driver<'_> {
         step: &crate::manifest::spec::StepSpec,
         conv: &mut Conversation,
         replies: &[String],
-        usage: &mut TokenUsage,
+        usage: &mut Usage,
     ) -> StepResult {
         let mut result = StepResult {
             index,

@@ -34,7 +34,9 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use super::{CommandOutput, Packages, Sandbox, SandboxError};
+use super::{
+    CommandOutput, Network, Packages, Sandbox, SandboxError, SandboxProvider, SandboxSpec,
+};
 
 /// Command output kept by [`Sandbox::run`]: the last 100 KB.
 pub const OUTPUT_LIMIT: usize = 100 * 1024;
@@ -45,23 +47,6 @@ const PIPE_GRACE: Duration = Duration::from_millis(300);
 
 /// Symlinks followed while resolving one path before giving up (as Linux).
 const MAX_SYMLINKS: usize = 40;
-
-/// Network access of commands.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Network {
-    #[default]
-    Unrestricted,
-    /// Commands run in a new network namespace (`unshare -n`), so they have
-    /// no network at all, not even loopback.
-    ///
-    /// Known limit: `allowed_hosts` is not enforced. Letting some hosts
-    /// through needs an egress proxy, which the local workspace does not
-    /// have; so "limited" means "none". When `unshare` does not work on this
-    /// machine (no user namespaces, not root, not Linux) commands run with
-    /// full network and a warning is logged once; see
-    /// [`Workspace::network_enforced`].
-    Limited { allowed_hosts: Vec<String> },
-}
 
 /// How to create a [`Workspace`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -720,6 +705,62 @@ pub async fn provision(
     std::fs::write(&marker, format!("{digest}\n"))
         .map_err(|e| io_error(&marker.to_string_lossy(), &e))?;
     Ok(true)
+}
+
+/// Sandboxes as directories on this machine: sessions' workspaces under
+/// `ROOT/sessions/<session_id>/`, environments' packages under
+/// `ROOT/environments/<environment_id>/`.
+#[derive(Debug, Clone)]
+pub struct LocalSandboxes {
+    pub root: PathBuf,
+    pub installers: Installers,
+}
+
+impl LocalSandboxes {
+    pub fn new(root: PathBuf) -> Self {
+        LocalSandboxes {
+            root,
+            installers: Installers::default(),
+        }
+    }
+
+    fn session_dir(&self, session_id: &str) -> PathBuf {
+        self.root.join("sessions").join(session_id)
+    }
+}
+
+#[async_trait]
+impl SandboxProvider for LocalSandboxes {
+    async fn open(&self, spec: &SandboxSpec) -> Result<Arc<dyn Sandbox>, SandboxError> {
+        let env_id = &spec.environment_id;
+        let packages = &spec.packages;
+        let env_dir = if packages.pip.is_empty() && packages.npm.is_empty() {
+            None
+        } else {
+            let dir = self.root.join("environments").join(env_id);
+            provision(&dir, packages, &self.installers)
+                .await
+                .map_err(|e| SandboxError::Provision(format!("environment `{env_id}`: {e}")))?;
+            Some(dir)
+        };
+        let workspace = Workspace::create(
+            self.session_dir(&spec.session_id),
+            WorkspaceOptions {
+                network: spec.network.clone(),
+                env_dir,
+            },
+        )?;
+        Ok(Arc::new(workspace))
+    }
+
+    async fn remove(&self, session_id: &str) -> Result<(), SandboxError> {
+        let dir = self.session_dir(session_id);
+        blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(io_error(&dir.to_string_lossy(), &e)),
+            _ => Ok(()),
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod local;
 pub mod tools;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,6 +39,54 @@ pub struct CommandOutput {
 pub struct Packages {
     pub pip: Vec<String>,
     pub npm: Vec<String>,
+}
+
+/// Network access of commands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Network {
+    #[default]
+    Unrestricted,
+    /// Only `allowed_hosts`, as far as the sandbox can enforce it.
+    Limited { allowed_hosts: Vec<String> },
+}
+
+/// What a session's sandbox is made of: its environment's packages and
+/// networking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub session_id: String,
+    pub environment_id: String,
+    pub packages: Packages,
+    pub network: Network,
+}
+
+/// Makes sandboxes: provisions an environment once (its packages) and opens
+/// one sandbox per session on it. The agent loop holds one of these and
+/// never knows which kind it is.
+#[async_trait]
+pub trait SandboxProvider: Send + Sync + std::fmt::Debug {
+    /// The session's sandbox, provisioned as `spec` says.
+    async fn open(&self, spec: &SandboxSpec) -> Result<Arc<dyn Sandbox>, SandboxError>;
+    /// Removes what a session's sandbox left, open in this process or not.
+    async fn remove(&self, session_id: &str) -> Result<(), SandboxError>;
+}
+
+/// The provider of a runtime that has nowhere to run tools.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSandboxes;
+
+#[async_trait]
+impl SandboxProvider for NoSandboxes {
+    async fn open(&self, _spec: &SandboxSpec) -> Result<Arc<dyn Sandbox>, SandboxError> {
+        Err(SandboxError::Other(
+            "the local runtime has no workspace directory (no sandbox provider is configured)"
+                .into(),
+        ))
+    }
+
+    async fn remove(&self, _session_id: &str) -> Result<(), SandboxError> {
+        Ok(())
+    }
 }
 
 #[async_trait]

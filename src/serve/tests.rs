@@ -55,7 +55,9 @@ async fn start(options: Options, local: LocalOptions) -> TestServer {
         .open()
         .expect("open sled");
     let local = LocalOptions {
-        workspaces: Some(dir.path().join("workspaces")),
+        sandboxes: Arc::new(crate::sandbox::local::LocalSandboxes::new(
+            dir.path().join("workspaces"),
+        )),
         ..local
     };
     let runtime = Arc::new(LocalRuntime::open(&db, local).expect("open runtime"));

@@ -1,7 +1,6 @@
 //! The state store: one sled database per state directory, guarded by a lock
 //! file so that a second agentform process fails at once instead of corrupting it.
 
-pub mod import;
 mod lock;
 
 use std::collections::BTreeMap;

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::limiter::{Limiter, RequestClass};
 use super::retry::{self, RetryPolicy};
-use crate::manifest::{META_ADDRESS, META_MANIFEST};
+use crate::api::{META_ADDRESS, META_MANIFEST};
 use crate::runtime::{ErrorKind, Result, RuntimeError};
 
 /// Pages read when looking for an object an earlier attempt may have created.

@@ -236,12 +236,7 @@ impl AnthropicRuntime {
     /// were recorded, the default). Without a base URL of its own (manifest
     /// or environment) the command goes where the objects are; one that
     /// would reach objects somewhere else is refused.
-    pub fn for_state(
-        settings: Option<&crate::manifest::spec::AnthropicProviderSpec>,
-        recorded: &[Option<String>],
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self> {
-        let mut options = AnthropicOptions::from_settings(settings, var)?;
+    pub fn for_state(mut options: AnthropicOptions, recorded: &[Option<String>]) -> Result<Self> {
         let chosen = options.base_url.is_some();
         // Recorded endpoints are `base_url()`s already; only the default needs its form.
         let default = parse_base_url(DEFAULT_BASE_URL)?.to_string();
@@ -294,61 +289,9 @@ impl AnthropicRuntime {
     }
 }
 
-use crate::manifest::spec::LimitSpec;
-
-impl AnthropicOptions {
-    /// The options a manifest's `providers.anthropic` block asks for (none:
-    /// the defaults), with credentials and the default base URL read through
-    /// `var` (the process environment, in the CLI).
-    pub fn from_settings(
-        spec: Option<&crate::manifest::spec::AnthropicProviderSpec>,
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self> {
-        let default = crate::manifest::spec::AnthropicProviderSpec::default();
-        let spec = spec.unwrap_or(&default);
-        let (r, d) = (&spec.rate_limits, RateLimits::default());
-        let limits = RateLimits {
-            environments_per_minute: r
-                .environments_per_minute
-                .map_or(d.environments_per_minute, LimitSpec::get),
-            environments_concurrency: r
-                .environments_concurrency
-                .map_or(d.environments_concurrency, |l| l.get().map(|n| n as usize)),
-            creates_per_minute: r
-                .creates_per_minute
-                .map_or(d.creates_per_minute, LimitSpec::get),
-            other_per_minute: r
-                .other_per_minute
-                .map_or(d.other_per_minute, LimitSpec::get),
-        };
-        let duration = |field: &str, v: &Option<String>| -> Result<Option<Duration>> {
-            v.as_deref()
-                .map(|raw| {
-                    crate::manifest::parse_duration(raw).ok_or_else(|| {
-                        RuntimeError::invalid(format!(
-                            "providers.anthropic.{field}: `{raw}` is not a duration"
-                        ))
-                    })
-                })
-                .transpose()
-        };
-        let key_env = spec.api_key_env.as_deref().unwrap_or(API_KEY_ENV);
-        let token_env = spec.auth_token_env.as_deref().unwrap_or(AUTH_TOKEN_ENV);
-        let mut options = options_from(spec.base_url.clone(), limits, (key_env, token_env), var);
-        if let Some(n) = spec.max_retries {
-            options.max_retries = n;
-        }
-        options.retry_backoff = duration("retry_backoff", &spec.retry_backoff)?;
-        if let Some(t) = duration("timeout", &spec.timeout)? {
-            options.timeout = t;
-        }
-        Ok(options)
-    }
-}
-
 /// The options of a base URL, limits and the variables (key, token) that
 /// hold the credentials, reading variables with `var`.
-fn options_from(
+pub fn options_from(
     base_url_override: Option<String>,
     limits: RateLimits,
     (key_env, token_env): (&str, &str),
@@ -366,24 +309,8 @@ fn options_from(
     }
 }
 
-/// `raw` as a base URL (`scheme://host[:port][/prefix]`, http or https),
-/// or why it cannot be one; manifest validation asks the same question.
-pub(crate) fn check_base_url(raw: &str) -> std::result::Result<Url, String> {
-    let url = Url::parse(raw.trim()).map_err(|e| e.to_string())?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("the scheme must be `http` or `https`".into());
-    }
-    if url.cannot_be_a_base() || url.query().is_some() || url.fragment().is_some() {
-        return Err("expected scheme://host[:port][/prefix]".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("it must not hold a user name or password".into());
-    }
-    Ok(url)
-}
-
 fn parse_base_url(raw: &str) -> Result<Url> {
-    check_base_url(raw).map_err(|why| {
+    crate::http::check_base_url(raw).map_err(|why| {
         RuntimeError::invalid(format!(
             "the `{PROVIDER_NAME}` provider's base URL {:?} is invalid: {why}",
             raw.trim()

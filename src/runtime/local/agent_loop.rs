@@ -8,7 +8,6 @@
 //! in the session's [`Slot`].
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,8 +19,7 @@ use super::events::{Ctx, OpenUses, Slot, SlotState, UseState, EVENT_PREFIX};
 use super::{new_id, timestamp};
 use crate::model::{Model, ModelError, ModelRequest, ModelResponse, Usage};
 use crate::runtime::{event, Environment, Result, Session};
-use crate::sandbox::local::{provision, Network, Workspace, WorkspaceOptions};
-use crate::sandbox::{tools, Packages, Sandbox};
+use crate::sandbox::{tools, Network, Packages, Sandbox, SandboxProvider, SandboxSpec};
 
 /// `max_tokens` of every model request.
 pub(super) const MAX_TOKENS: u32 = 8192;
@@ -674,101 +672,78 @@ impl Worker {
         .await)
     }
 
-    /// The session's workspace, made before its first tool call, with the
+    /// The session's sandbox, opened before its first tool call, with the
     /// environment's packages and networking.
-    async fn workspace(&self) -> Result<Arc<Workspace>, String> {
+    async fn workspace(&self) -> Result<Arc<dyn Sandbox>, String> {
         let mut cached = self.slot.workspace.lock().await;
         if let Some(workspace) = cached.as_ref() {
             return Ok(Arc::clone(workspace));
         }
-        let root = self.ctx.options.workspaces.clone().ok_or_else(|| {
-            "tools cannot run: the local runtime has no workspace directory \
-             (`LocalOptions::workspaces` is not set)"
-                .to_owned()
-        })?;
         let env_id = &self.session.environment_id;
         let environment: Environment = super::get(&self.ctx.store.environments, env_id.as_bytes())
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("tools cannot run: environment `{env_id}` no longer exists"))?;
-        let config = &environment.config;
-        let list = |manager: &str| -> Vec<String> {
-            config["packages"][manager]
-                .as_array()
-                .map(|l| {
-                    l.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        for manager in ["apt", "cargo", "gem", "go"] {
-            if !list(manager).is_empty() {
-                tracing::warn!(
-                    environment = %env_id,
-                    "the local runtime installs only pip and npm packages; {manager} packages are skipped"
-                );
-            }
-        }
-        let packages = Packages {
-            pip: list("pip"),
-            npm: list("npm"),
-        };
-        let env_dir: Option<PathBuf> = if packages.pip.is_empty() && packages.npm.is_empty() {
-            None
-        } else {
-            let dir = root.join("environments").join(env_id);
-            provision(&dir, &packages, &self.ctx.options.installers)
-                .await
-                .map_err(|e| format!("tools cannot run: environment `{env_id}`: {e}"))?;
-            Some(dir)
-        };
-        let network = match config["networking"]["type"].as_str() {
-            Some("limited") => Network::Limited {
-                allowed_hosts: config["networking"]["allowed_hosts"]
-                    .as_array()
-                    .map(|l| {
-                        l.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            },
-            _ => Network::Unrestricted,
-        };
-        let workspace = Workspace::create(
-            session_workspace(&root, self.id()),
-            WorkspaceOptions { network, env_dir },
-        )
-        .map_err(|e| format!("tools cannot run: cannot create the workspace: {e}"))?;
-        let workspace = Arc::new(workspace);
+        let spec = sandbox_spec(self.id(), &environment);
+        let workspace = self
+            .ctx
+            .options
+            .sandboxes
+            .open(&spec)
+            .await
+            .map_err(|e| format!("tools cannot run: {e}"))?;
         *cached = Some(Arc::clone(&workspace));
         Ok(workspace)
     }
 }
 
-/// Where a session's workspace lives under the workspaces root.
-pub(super) fn session_workspace(root: &std::path::Path, session_id: &str) -> PathBuf {
-    root.join("sessions").join(session_id)
+/// What a session's sandbox is made of, from its environment's config.
+fn sandbox_spec(session_id: &str, environment: &Environment) -> SandboxSpec {
+    let config = &environment.config;
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for manager in ["apt", "cargo", "gem", "go"] {
+        if !strings(&config["packages"][manager]).is_empty() {
+            tracing::warn!(
+                environment = %environment.id,
+                "the local runtime installs only pip and npm packages; {manager} packages are skipped"
+            );
+        }
+    }
+    let network = match config["networking"]["type"].as_str() {
+        Some("limited") => Network::Limited {
+            allowed_hosts: strings(&config["networking"]["allowed_hosts"]),
+        },
+        _ => Network::Unrestricted,
+    };
+    SandboxSpec {
+        session_id: session_id.to_owned(),
+        environment_id: environment.id.clone(),
+        packages: Packages {
+            pip: strings(&config["packages"]["pip"]),
+            npm: strings(&config["packages"]["npm"]),
+        },
+        network,
+    }
 }
 
-/// Removes a session's workspace.
-pub(super) async fn remove_workspace(slot: &Slot, root: Option<&std::path::Path>) {
+/// Removes a session's sandbox.
+pub(super) async fn remove_workspace(slot: &Slot, sandboxes: &dyn SandboxProvider) {
     let workspace = slot.workspace.lock().await.take();
-    let result = match (workspace, root) {
-        (Some(workspace), _) => workspace.teardown().await.map_err(|e| e.to_string()),
-        (None, Some(root)) => {
-            let dir = session_workspace(root, &slot.id);
-            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                _ => Ok(()),
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
-        }
-        (None, None) => Ok(()),
+    let mut result = match workspace {
+        Some(workspace) => workspace.teardown().await,
+        None => Ok(()),
     };
+    if result.is_ok() {
+        result = sandboxes.remove(&slot.id).await;
+    }
     if let Err(e) = result {
         tracing::warn!(session = %slot.id, "cannot remove the session's workspace: {e}");
     }

@@ -33,7 +33,7 @@ use crate::model::Model;
 use crate::runtime::{
     event, ErrorKind, EventSource, ListQuery, Page, Result, RuntimeError, Session,
 };
-use crate::sandbox::local::Workspace;
+use crate::sandbox::Sandbox;
 
 pub(super) const EVENTS_TREE: &str = "local.events";
 pub(super) const INBOX_TREE: &str = "local.inbox";
@@ -296,7 +296,7 @@ pub(super) struct Slot {
     /// Resolved once per session, when its loop first needs it.
     pub(super) model: tokio::sync::Mutex<Option<Arc<dyn Model>>>,
     /// Created before the session's first tool call.
-    pub(super) workspace: tokio::sync::Mutex<Option<Arc<Workspace>>>,
+    pub(super) workspace: tokio::sync::Mutex<Option<Arc<dyn Sandbox>>>,
 }
 
 #[derive(Default)]

@@ -14,6 +14,7 @@ use super::events::LiveEvents;
 use super::*;
 use crate::model::{Model, ModelError, ModelRequest, ModelResponse, Usage};
 use crate::runtime::{event, EventStream};
+use crate::sandbox::local::{Installers, LocalSandboxes};
 
 /// Only a guard against hanging: tests wait on events, never on time.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -153,7 +154,7 @@ impl Fixture {
 
 fn options(dir: &Path, models: Arc<dyn ModelResolver>) -> LocalOptions {
     LocalOptions {
-        workspaces: Some(dir.join("workspaces")),
+        sandboxes: Arc::new(LocalSandboxes::new(dir.join("workspaces"))),
         models,
         ..LocalOptions::default()
     }
@@ -450,10 +451,13 @@ async fn environment_packages_are_installed_once_before_the_first_tool_call() {
     let rt = LocalRuntime::open(
         &db,
         LocalOptions {
-            installers: crate::sandbox::local::Installers {
-                pip: fake("pip"),
-                npm: fake("npm"),
-            },
+            sandboxes: Arc::new(LocalSandboxes {
+                root: dir.path().join("workspaces"),
+                installers: Installers {
+                    pip: fake("pip"),
+                    npm: fake("npm"),
+                },
+            }),
             ..options(
                 dir.path(),
                 models.resolver(vec![

@@ -18,7 +18,6 @@ mod loop_tests;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Display;
 use std::ops::Bound;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -33,7 +32,7 @@ use super::{
     RuntimeError, Session,
 };
 use crate::model::{Model, ModelError};
-use crate::sandbox::local::Installers;
+use crate::sandbox::{NoSandboxes, SandboxProvider};
 use events::{Ctx, Hub, LiveEvents, OpenUses, Store, EVENT_PREFIX};
 
 const AGENTS_TREE: &str = "local.agents";
@@ -93,16 +92,13 @@ pub const DEFAULT_TOOL_DEADLINE: Duration = Duration::from_secs(120);
 pub struct LocalOptions {
     /// Slept after each call's work is done, like a remote API's response time.
     pub latency: Duration,
-    /// Where sessions' workspaces (`sessions/<session_id>/`) and environments'
-    /// packages (`environments/<env_id>/`) go. Without it, tool calls fail
-    /// with a `session.error`.
-    pub workspaces: Option<PathBuf>,
+    /// Where tools run: one sandbox per session. Without one, tool calls
+    /// fail with a `session.error`.
+    pub sandboxes: Arc<dyn SandboxProvider>,
     /// The model backend of an agent's model id; asked once per session.
     pub models: Arc<dyn ModelResolver>,
     /// How long one tool call may run.
     pub tool_deadline: Duration,
-    /// How environments' packages are installed.
-    pub installers: Installers,
     /// Fault injection for tests and demos: every event stream ends after this
     /// many events, as if the connection dropped.
     pub drop_stream_after: Option<usize>,
@@ -112,10 +108,9 @@ impl Default for LocalOptions {
     fn default() -> Self {
         LocalOptions {
             latency: Duration::ZERO,
-            workspaces: None,
+            sandboxes: Arc::new(NoSandboxes),
             models: Arc::new(NoModels),
             tool_deadline: DEFAULT_TOOL_DEADLINE,
-            installers: Installers::default(),
             drop_stream_after: None,
         }
     }
@@ -125,10 +120,9 @@ impl std::fmt::Debug for LocalOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalOptions")
             .field("latency", &self.latency)
-            .field("workspaces", &self.workspaces)
+            .field("sandboxes", &self.sandboxes)
             .field("models", &format_args!("<dyn ModelResolver>"))
             .field("tool_deadline", &self.tool_deadline)
-            .field("installers", &self.installers)
             .finish()
     }
 }
@@ -1225,7 +1219,7 @@ impl LocalRuntime {
             let _ = worker.await;
         }
         self.store.clear(id)?;
-        agent_loop::remove_workspace(&slot, self.options.workspaces.as_deref()).await;
+        agent_loop::remove_workspace(&slot, self.options.sandboxes.as_ref()).await;
         self.hub.remove(id);
         slot.broadcast(json!({
             "id": new_id(EVENT_PREFIX),

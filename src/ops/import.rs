@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{now, HistoryEntry, ResourceRecord, StateError, StateStore};
+use crate::api::{META_ADDRESS, META_MANIFEST};
 use crate::graph::{Address, Kind};
-use crate::manifest::{Manifest, META_ADDRESS, META_MANIFEST};
+use crate::manifest::Manifest;
 use crate::plan::desired::{desired, digest, Outputs};
 use crate::runtime::{Providers, RuntimeError};
+use crate::state::{now, HistoryEntry, ResourceRecord, StateError, StateStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::anthropic::{AnthropicConfig, AnthropicModel};
-use super::openai::{OpenAiConfig, OpenAiModel};
-use super::scripted::ScriptedModel;
-use super::{Model, ModelError};
 use crate::manifest::spec::ModelBackendSpec;
 use crate::manifest::Manifest;
+use crate::model::anthropic::{AnthropicConfig, AnthropicModel};
+use crate::model::openai::{OpenAiConfig, OpenAiModel};
+use crate::model::scripted::ScriptedModel;
+use crate::model::{Model, ModelError};
 use crate::runtime::local::ModelResolver;
 
 pub struct ManifestModels {

@@ -1,0 +1,36 @@
+//! The API's documented limits, stated once.
+
+/// Metadata pairs per object.
+pub const MAX_METADATA_PAIRS: usize = 16;
+/// Characters of a metadata key.
+pub const MAX_METADATA_KEY: usize = 64;
+/// Characters of a metadata value.
+pub const MAX_METADATA_VALUE: usize = 512;
+/// Tools per agent.
+pub const MAX_TOOLS: usize = 256;
+/// MCP servers per agent.
+pub const MAX_MCP_SERVERS: usize = 20;
+/// Characters of a session title.
+pub const MAX_TITLE: usize = 512;
+/// A list's `limit` when none is given.
+pub const DEFAULT_PAGE_LIMIT: u32 = 20;
+/// The largest `limit` a list takes.
+pub const MAX_PAGE_LIMIT: u32 = 100;
+
+/// The tools of `agent_toolset_20260401`, in the order the API lists them.
+pub const TOOLSET_TOOLS: [&str; 8] = [
+    "bash",
+    "edit",
+    "read",
+    "write",
+    "glob",
+    "grep",
+    "web_fetch",
+    "web_search",
+];
+
+/// The toolset's type name.
+pub const TOOLSET: &str = "agent_toolset_20260401";
+
+/// Package managers of an environment's `packages`.
+pub const PACKAGE_MANAGERS: [&str; 6] = ["apt", "cargo", "gem", "go", "npm", "pip"];

@@ -1,0 +1,31 @@
+//! The Managed Agents API's wire format: request and response bodies, the
+//! event stream's events, errors, pagination and the API's documented
+//! limits, as typed serde structs (source of truth: the official `anthropic`
+//! Python SDK 2.10.0, `types/beta/`).
+//!
+//! A leaf: it imports nothing of the crate. The local runtime, the
+//! `anthropic` client, `serve` and the manifest all speak these types.
+
+pub mod agent;
+pub mod environment;
+pub mod error;
+pub mod event;
+pub mod limits;
+pub mod list;
+pub mod session;
+
+pub use agent::Agent;
+pub use environment::Environment;
+pub use error::{ErrorKind, Result, RuntimeError};
+pub use list::{list_all, ListQuery, Page};
+pub use session::{Deleted, Session, Usage};
+
+/// `anthropic-beta` of every Managed Agents request.
+pub const MANAGED_AGENTS_BETA: &str = "managed-agents-2026-04-01";
+
+/// `anthropic-version` agentform sends (the API accepts any).
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Metadata keys agentform sets on every object it creates.
+pub const META_ADDRESS: &str = "agentform.address";
+pub const META_MANIFEST: &str = "agentform.manifest";

@@ -1,0 +1,137 @@
+//! The providers a command reaches: the embedded local runtime always, the
+//! `anthropic` provider when the manifest or the state uses it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::manifest::spec::{AnthropicProviderSpec, LimitSpec};
+use crate::manifest::{parse_duration, Manifest};
+use crate::runtime::anthropic::{
+    options_from, AnthropicOptions, AnthropicRuntime, RateLimits, API_KEY_ENV, AUTH_TOKEN_ENV,
+    PROVIDER_NAME,
+};
+use crate::runtime::local::{LocalOptions, LocalRuntime};
+use crate::runtime::{Providers, RuntimeError};
+use crate::sandbox::local::LocalSandboxes;
+use crate::state::StateStore;
+
+use super::models::ManifestModels;
+
+/// Overrides the local runtime's injected latency (milliseconds).
+pub const LATENCY_ENV: &str = "AGENTFORM_LOCAL_LATENCY_MS";
+/// Fault injection: the local runtime's event streams end after N events.
+pub const DROP_STREAM_ENV: &str = "AGENTFORM_LOCAL_DROP_STREAM_AFTER";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvidersError {
+    #[error("{0}")]
+    Setting(String),
+    #[error("cannot open the local runtime: {0}")]
+    Local(RuntimeError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("{}", .0.message)]
+    Anthropic(RuntimeError),
+}
+
+/// The providers for a command over `state`, with the settings of `manifest`
+/// (none: destroy from the state alone) and variables read with `var`.
+pub fn providers(
+    state: &StateStore,
+    manifest: Option<&Manifest>,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Providers, ProvidersError> {
+    let latency_ms = match var(LATENCY_ENV) {
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ProvidersError::Setting(format!(
+                "{LATENCY_ENV}=`{v}` is not a number of milliseconds"
+            ))
+        })?,
+        None => manifest.map(Manifest::local_latency_ms).unwrap_or(0),
+    };
+    let mut options = LocalOptions {
+        latency: Duration::from_millis(latency_ms),
+        sandboxes: Arc::new(LocalSandboxes::new(state.dir().join("workspaces"))),
+        ..Default::default()
+    };
+    if let Some(v) = var(DROP_STREAM_ENV) {
+        let n = v.parse::<usize>().ok().filter(|n| *n > 0);
+        options.drop_stream_after = Some(n.ok_or_else(|| {
+            ProvidersError::Setting(format!(
+                "{DROP_STREAM_ENV}=`{v}` is not a positive number of events"
+            ))
+        })?);
+    }
+    if let Some(m) = manifest {
+        options.models = Arc::new(ManifestModels::new(m));
+    }
+    let local = LocalRuntime::open(state.db(), options).map_err(ProvidersError::Local)?;
+    let mut p = Providers::default();
+    p.insert(Arc::new(local));
+    // Built only when something uses it: credentials are needed then, not before.
+    let declared =
+        manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == PROVIDER_NAME));
+    let recorded: Vec<Option<String>> = state
+        .list()?
+        .into_iter()
+        .filter(|r| r.provider == PROVIDER_NAME)
+        .map(|r| r.endpoint)
+        .collect();
+    if declared || !recorded.is_empty() {
+        let settings = manifest.and_then(|m| m.providers.anthropic.as_ref());
+        let options = anthropic_options(settings, &var).map_err(ProvidersError::Anthropic)?;
+        let runtime =
+            AnthropicRuntime::for_state(options, &recorded).map_err(ProvidersError::Anthropic)?;
+        tracing::debug!(base_url = runtime.base_url(), "anthropic provider");
+        p.insert(Arc::new(runtime));
+    }
+    Ok(p)
+}
+
+/// The options a manifest's `providers.anthropic` block asks for (none: the
+/// defaults), with credentials and the default base URL read through `var`
+/// (the process environment, in the CLI).
+pub fn anthropic_options(
+    spec: Option<&AnthropicProviderSpec>,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<AnthropicOptions, RuntimeError> {
+    let default = AnthropicProviderSpec::default();
+    let spec = spec.unwrap_or(&default);
+    let (r, d) = (&spec.rate_limits, RateLimits::default());
+    let limits = RateLimits {
+        environments_per_minute: r
+            .environments_per_minute
+            .map_or(d.environments_per_minute, LimitSpec::get),
+        environments_concurrency: r
+            .environments_concurrency
+            .map_or(d.environments_concurrency, |l| l.get().map(|n| n as usize)),
+        creates_per_minute: r
+            .creates_per_minute
+            .map_or(d.creates_per_minute, LimitSpec::get),
+        other_per_minute: r
+            .other_per_minute
+            .map_or(d.other_per_minute, LimitSpec::get),
+    };
+    let duration = |field: &str, v: &Option<String>| -> Result<Option<Duration>, RuntimeError> {
+        v.as_deref()
+            .map(|raw| {
+                parse_duration(raw).ok_or_else(|| {
+                    RuntimeError::invalid(format!(
+                        "providers.anthropic.{field}: `{raw}` is not a duration"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let key_env = spec.api_key_env.as_deref().unwrap_or(API_KEY_ENV);
+    let token_env = spec.auth_token_env.as_deref().unwrap_or(AUTH_TOKEN_ENV);
+    let mut options = options_from(spec.base_url.clone(), limits, (key_env, token_env), var);
+    if let Some(n) = spec.max_retries {
+        options.max_retries = n;
+    }
+    options.retry_backoff = duration("retry_backoff", &spec.retry_backoff)?;
+    if let Some(t) = duration("timeout", &spec.timeout)? {
+        options.timeout = t;
+    }
+    Ok(options)
+}
