@@ -4,7 +4,7 @@
 //! reaches files and commands only through the sandbox, so path confinement
 //! is the sandbox's; an escape comes back as an error result carrying the
 //! [`SandboxError`] message. Bad input (unknown tool, missing field, wrong
-//! type) is an error result too, never a panic.
+//! type, bad pattern) is an error result too, never a panic.
 
 mod bash;
 mod files;

@@ -1,232 +1,85 @@
-//! Glob patterns of the `glob` tool: a small hand-written engine with brace
-//! expansion. It matches strings only; it must not walk directories.
+//! Glob patterns of the `glob` tool, compiled by globset with the tool's
+//! options and bounded in size first. It matches strings only; it must not
+//! walk directories.
+//!
+//! Where globset's syntax differs from the hand-written engine it replaced:
+//! `\` inside `[...]` is a literal backslash (it escaped before), POSIX
+//! classes such as `[[:digit:]]` work, and `**` may stand inside `{...}`.
+//! Alternatives are compiled into one automaton instead of being expanded,
+//! so `{a,b}` repeated costs linear, not exponential, time.
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// Longest pattern compiled, in characters: real patterns are far shorter,
+/// and the bound keeps compile time and matcher size small whatever the
+/// pattern holds.
+pub(super) const GLOB_MAX_CHARS: usize = 1024;
+
+/// Deepest nesting of `{…}` groups compiled (globset's own limit is 100).
+const GLOB_MAX_NESTING: usize = 10;
 
 /// A compiled glob: `*` and `?` do not cross `/`; `**` as a whole segment
 /// matches any number of directories; `[abc]`, `[a-z]`, `[!a]`/`[^a]`; `{a,b}`
-/// alternatives; `\` escapes.
+/// alternatives (nested too, empty ones allowed); `\` escapes outside
+/// classes. A leading `./` is ignored.
 #[derive(Debug, Clone)]
 pub struct Glob {
-    alternatives: Vec<Vec<Token>>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Literal(char),
-    /// `?`
-    One,
-    /// `*`
-    Star,
-    /// `**/`: empty or anything ending in `/`.
-    Dirs,
-    /// `**` at the end: anything.
-    All,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-/// Alternatives of a pattern with `{a,b}` groups expanded (nested too).
-fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
-    let chars: Vec<char> = pattern.chars().collect();
-    // Find the first top-level `{` (not escaped, not in a class) and its match.
-    let mut i = 0;
-    let mut in_class = false;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' => i += 1,
-            '[' if !in_class => in_class = true,
-            ']' if in_class => in_class = false,
-            '{' if !in_class => {
-                let mut depth = 0;
-                let mut parts = Vec::new();
-                let mut start = i + 1;
-                let mut j = i;
-                while j < chars.len() {
-                    match chars[j] {
-                        '\\' => j += 1,
-                        '{' => depth += 1,
-                        '}' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                parts.push(chars[start..j].iter().collect::<String>());
-                                break;
-                            }
-                        }
-                        ',' if depth == 1 => {
-                            parts.push(chars[start..j].iter().collect::<String>());
-                            start = j + 1;
-                        }
-                        _ => {}
-                    }
-                    j += 1;
-                }
-                if j >= chars.len() {
-                    return Err("unclosed `{`".to_string());
-                }
-                let prefix: String = chars[..i].iter().collect();
-                let suffix: String = chars[j + 1..].iter().collect();
-                let mut out = Vec::new();
-                for part in parts {
-                    out.extend(expand_braces(&format!("{prefix}{part}{suffix}"))?);
-                }
-                return Ok(out);
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(vec![pattern.to_string()])
-}
-
-fn tokenize(pattern: &str) -> Result<Vec<Token>, String> {
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' => {
-                let c = *chars.get(i + 1).ok_or("trailing `\\`")?;
-                tokens.push(Token::Literal(c));
-                i += 2;
-            }
-            '?' => {
-                tokens.push(Token::One);
-                i += 1;
-            }
-            '*' => {
-                let mut j = i;
-                while j < chars.len() && chars[j] == '*' {
-                    j += 1;
-                }
-                let segment_start = i == 0 || chars[i - 1] == '/';
-                if j - i >= 2 && segment_start && j == chars.len() {
-                    tokens.push(Token::All);
-                    i = j;
-                } else if j - i >= 2 && segment_start && chars[j] == '/' {
-                    tokens.push(Token::Dirs);
-                    i = j + 1;
-                } else {
-                    tokens.push(Token::Star);
-                    i = j;
-                }
-            }
-            '[' => {
-                let mut j = i + 1;
-                let negated = matches!(chars.get(j), Some('!' | '^'));
-                if negated {
-                    j += 1;
-                }
-                let mut ranges = Vec::new();
-                let mut first = true;
-                loop {
-                    let Some(&c) = chars.get(j) else {
-                        return Err("unclosed `[`".to_string());
-                    };
-                    if c == ']' && !first {
-                        break;
-                    }
-                    first = false;
-                    let c = if c == '\\' {
-                        j += 1;
-                        *chars.get(j).ok_or("unclosed `[`")?
-                    } else {
-                        c
-                    };
-                    if chars.get(j + 1) == Some(&'-') && chars.get(j + 2).is_some_and(|&e| e != ']')
-                    {
-                        let end = chars[j + 2];
-                        if end < c {
-                            return Err(format!("invalid range `{c}-{end}`"));
-                        }
-                        ranges.push((c, end));
-                        j += 3;
-                    } else {
-                        ranges.push((c, c));
-                        j += 1;
-                    }
-                }
-                tokens.push(Token::Class { negated, ranges });
-                i = j + 1;
-            }
-            c => {
-                tokens.push(Token::Literal(c));
-                i += 1;
-            }
-        }
-    }
-    Ok(tokens)
-}
-
-/// Whether `tokens` match all of `path`; memoized over (token, char) states.
-fn matches_tokens(tokens: &[Token], path: &[char]) -> bool {
-    let width = path.len() + 1;
-    let mut failed = vec![false; (tokens.len() + 1) * width];
-    fn go(
-        tokens: &[Token],
-        path: &[char],
-        t: usize,
-        s: usize,
-        failed: &mut Vec<bool>,
-        width: usize,
-    ) -> bool {
-        if failed[t * width + s] {
-            return false;
-        }
-        let result = match tokens.get(t) {
-            None => s == path.len(),
-            Some(token) => match token {
-                Token::Literal(c) => {
-                    path.get(s) == Some(c) && go(tokens, path, t + 1, s + 1, failed, width)
-                }
-                Token::One => {
-                    path.get(s).is_some_and(|&c| c != '/')
-                        && go(tokens, path, t + 1, s + 1, failed, width)
-                }
-                Token::Class { negated, ranges } => {
-                    path.get(s).is_some_and(|&c| {
-                        c != '/' && ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
-                    }) && go(tokens, path, t + 1, s + 1, failed, width)
-                }
-                Token::Star => {
-                    go(tokens, path, t + 1, s, failed, width)
-                        || (path.get(s).is_some_and(|&c| c != '/')
-                            && go(tokens, path, t, s + 1, failed, width))
-                }
-                Token::All => (s..=path.len()).any(|k| go(tokens, path, t + 1, k, failed, width)),
-                Token::Dirs => {
-                    go(tokens, path, t + 1, s, failed, width)
-                        || (s + 1..=path.len()).any(|k| {
-                            path[k - 1] == '/' && go(tokens, path, t + 1, k, failed, width)
-                        })
-                }
-            },
-        };
-        if !result {
-            failed[t * width + s] = true;
-        }
-        result
-    }
-    go(tokens, path, 0, 0, &mut failed, width)
+    set: GlobSet,
 }
 
 impl Glob {
+    /// Compiles `pattern`; the error says what is wrong with it.
     pub fn new(pattern: &str) -> Result<Self, String> {
         let pattern = pattern.strip_prefix("./").unwrap_or(pattern);
-        let alternatives = expand_braces(pattern)?
-            .iter()
-            .map(|p| tokenize(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { alternatives })
+        check_bounds(pattern)?;
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .empty_alternates(true)
+            .build()
+            .map_err(|e| e.kind().to_string())?;
+        // A set, not `compile_matcher`: that one panics on a regex over
+        // globset's size limit, a set returns the error.
+        let set = GlobSetBuilder::new()
+            .add(glob)
+            .build()
+            .map_err(|e| e.kind().to_string())?;
+        Ok(Self { set })
     }
 
     /// Whether `path` (relative, `/`-separated) matches.
     pub fn matches(&self, path: &str) -> bool {
-        let chars: Vec<char> = path.chars().collect();
-        self.alternatives
-            .iter()
-            .any(|tokens| matches_tokens(tokens, &chars))
+        self.set.is_match(path)
     }
+}
+
+/// Refuses patterns too long or too deeply nested to be worth compiling.
+fn check_bounds(pattern: &str) -> Result<(), String> {
+    let chars = pattern.chars().count();
+    if chars > GLOB_MAX_CHARS {
+        return Err(format!(
+            "the pattern has {chars} characters, more than the {GLOB_MAX_CHARS} allowed"
+        ));
+    }
+    let mut depth = 0usize;
+    let mut escaped = false;
+    for c in pattern.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '{' => {
+                depth += 1;
+                if depth > GLOB_MAX_NESTING {
+                    return Err(format!(
+                        "`{{…}}` groups are nested more than {GLOB_MAX_NESTING} deep"
+                    ));
+                }
+            }
+            '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -261,5 +114,35 @@ mod tests {
             Glob::new("[abc").is_err() && Glob::new("{a,b").is_err() && Glob::new("a\\").is_err()
         );
         assert!(Glob::new("[z-a]").is_err());
+    }
+
+    #[test]
+    fn documented_extensions() {
+        let m = |p: &str, s: &str| Glob::new(p).unwrap().matches(s);
+        assert!(m("a{b,}c", "ac") && m("a{b,}c", "abc"));
+        assert!(m("f[[:digit:]].txt", "f7.txt") && !m("f[[:digit:]].txt", "fx.txt"));
+        assert!(m("{src/**,*.md}", "src/a/b.rs") && m("{src/**,*.md}", "x.md"));
+    }
+
+    #[test]
+    fn bounds_refuse_long_and_deep_patterns_quickly() {
+        let started = std::time::Instant::now();
+        let long = "**/".repeat(30_000);
+        let e = Glob::new(&long).unwrap_err();
+        assert!(e.contains("90000 characters"), "{e}");
+        assert!(Glob::new(&"a".repeat(GLOB_MAX_CHARS)).is_ok());
+        assert!(Glob::new(&"a".repeat(GLOB_MAX_CHARS + 1)).is_err());
+        let deep = |n: usize| format!("{}x{}", "{a,".repeat(n), "}".repeat(n));
+        let nested = Glob::new(&deep(GLOB_MAX_NESTING)).unwrap();
+        assert!(nested.matches("x") && nested.matches("a") && !nested.matches("ax"));
+        assert!(Glob::new(&deep(GLOB_MAX_NESTING + 1))
+            .unwrap_err()
+            .contains("nested"));
+        // Escaped braces do not nest.
+        assert!(Glob::new(&"\\{".repeat(20)).is_ok());
+        // 2^26 alternatives, compiled as one automaton rather than expanded.
+        let braces = Glob::new(&"{a,b}".repeat(26)).unwrap();
+        assert!(braces.matches(&"ab".repeat(13)) && !braces.matches(&"a".repeat(25)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::pattern::Glob;
+use super::pattern::{Glob, GLOB_MAX_CHARS};
 use super::{optional_str, required_str, Input, ToolResult, GLOB_MAX_PATHS, GREP_MAX_MATCHES};
 use crate::sandbox::{Sandbox, SandboxError};
 
@@ -14,13 +14,19 @@ use crate::sandbox::{Sandbox, SandboxError};
 const GREP_LINE_CHARS: usize = 1000;
 /// Files larger than this are not searched by `grep`.
 const GREP_MAX_FILE: usize = 10 * 1024 * 1024;
+/// Characters of a pattern quoted in an error message.
+const QUOTED_PATTERN_CHARS: usize = 100;
 
 pub(super) fn glob_definition() -> Value {
     json!({
         "name": "glob",
-        "description": "Lists the files whose path (relative to `path`) matches a glob pattern, sorted. \
-            Supports `*`, `?`, `**` (any number of directories), `[abc]`, `[a-z]`, `[!abc]` and `{a,b}`. \
-            Paths are returned relative to the workspace root.",
+        "description": format!(
+            "Lists the files whose path (relative to `path`) matches a glob pattern, sorted. \
+             Supports `*`, `?`, `**` (any number of directories), `[abc]`, `[a-z]`, `[!abc]`, \
+             `[[:alpha:]]` and `{{a,b}}` (nested too); `\\` escapes a character outside `[...]`. \
+             Patterns are at most {GLOB_MAX_CHARS} characters. Paths are returned relative to the \
+             workspace root."
+        ),
         "input_schema": {
             "type": "object",
             "properties": {
@@ -70,11 +76,20 @@ fn join(base: &str, rel: &str) -> String {
     }
 }
 
+/// `pattern` for an error message, cut short if long.
+fn quoted(pattern: &str) -> String {
+    match pattern.char_indices().nth(QUOTED_PATTERN_CHARS) {
+        Some((cut, _)) => format!("{}…", &pattern[..cut]),
+        None => pattern.to_string(),
+    }
+}
+
 pub(super) async fn glob(sandbox: &dyn Sandbox, input: &Input) -> Result<ToolResult, ToolResult> {
     let pattern = required_str(input, "pattern")?;
     let path = optional_str(input, "path")?;
-    let matcher = Glob::new(pattern)
-        .map_err(|e| ToolResult::error(format!("invalid glob pattern `{pattern}`: {e}")))?;
+    let matcher = Glob::new(pattern).map_err(|e| {
+        ToolResult::error(format!("invalid glob pattern `{}`: {e}", quoted(pattern)))
+    })?;
     let base = base_dir(path);
     let files = sandbox.list_files(&base).await?;
     let matched: Vec<String> = files
@@ -328,5 +343,30 @@ mod tests {
         let out = ok(&ws, "grep", json!({"pattern": "match"})).await;
         assert_eq!(out.lines().filter(|l| l.starts_with("many:")).count(), 500);
         assert!(out.contains("stopped after 500 matches"));
+    }
+
+    #[tokio::test]
+    async fn glob_answers_pathological_patterns_quickly() {
+        let (_d, ws) = workspace();
+        ws.write_file(&"b".repeat(22), b"x").await.unwrap();
+        let started = std::time::Instant::now();
+        for n in 22..=26 {
+            let pattern = "{a,b}".repeat(n);
+            let out = ok(&ws, "glob", json!({ "pattern": pattern })).await;
+            let expected = if n == 22 {
+                "b".repeat(22)
+            } else {
+                format!("No files match `{pattern}`.")
+            };
+            assert_eq!(out, expected);
+        }
+        let message = err(&ws, "glob", json!({"pattern": "**/".repeat(30_000)})).await;
+        assert!(
+            message.starts_with("invalid glob pattern `**/**/"),
+            "{message}"
+        );
+        assert!(message.contains("more than the 1024 allowed"), "{message}");
+        assert!(message.len() < 300, "{message}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }
