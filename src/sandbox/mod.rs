@@ -24,6 +24,9 @@ pub enum SandboxError {
     Timeout(Duration),
     #[error("provisioning failed: {0}")]
     Provision(String),
+    /// Commands cannot be confined on this machine; says what is missing.
+    #[error("{0}")]
+    Unconfined(String),
     #[error("{0}")]
     Other(String),
 }
@@ -35,6 +38,9 @@ pub struct CommandOutput {
     pub output: String,
     pub exit_code: Option<i32>,
     pub timed_out: bool,
+    /// What the sandbox refused during the command (connections to hosts
+    /// outside the allow-list), one sentence each.
+    pub refusals: Vec<String>,
 }
 
 /// An environment's packages, installed once and reused.
@@ -49,8 +55,51 @@ pub struct Packages {
 pub enum Network {
     #[default]
     Unrestricted,
-    /// Only `allowed_hosts`, as far as the sandbox can enforce it.
-    Limited { allowed_hosts: Vec<String> },
+    /// Only `allowed_hosts` (and the package registries when
+    /// `allow_package_managers`), through an egress proxy.
+    Limited {
+        allowed_hosts: Vec<String>,
+        allow_package_managers: bool,
+    },
+}
+
+impl Network {
+    /// Whether commands reach some host at all.
+    pub fn reaches_anything(&self) -> bool {
+        match self {
+            Network::Unrestricted => true,
+            Network::Limited {
+                allowed_hosts,
+                allow_package_managers,
+            } => *allow_package_managers || !allowed_hosts.is_empty(),
+        }
+    }
+}
+
+/// Resource limits of every process a command starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Address space of one process, in bytes.
+    pub memory_bytes: u64,
+    /// Processes (and threads) in the sandbox at once.
+    pub processes: u64,
+    /// Largest file a process may write, in bytes.
+    pub file_size_bytes: u64,
+    /// CPU time of one process, in seconds.
+    pub cpu_seconds: u64,
+}
+
+impl Default for Limits {
+    /// Enough for package managers and test suites, small enough that a
+    /// runaway command leaves a 2-core CI machine alive.
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 2 << 30,
+            processes: 256,
+            file_size_bytes: 1 << 30,
+            cpu_seconds: 300,
+        }
+    }
 }
 
 /// What a session's sandbox is made of: its environment's packages and
@@ -61,6 +110,7 @@ pub struct SandboxSpec {
     pub environment_id: String,
     pub packages: Packages,
     pub network: Network,
+    pub limits: Limits,
 }
 
 /// Makes sandboxes: provisions an environment once (its packages) and opens
@@ -102,8 +152,10 @@ pub trait Sandbox: Send + Sync {
         deadline: Duration,
         on_output: &mut (dyn for<'s> FnMut(&'s str) + Send),
     ) -> Result<CommandOutput, SandboxError>;
-    /// Paths are relative to the workspace root.
-    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError>;
+    /// At most `limit` bytes from the start of a regular file (ask for one
+    /// more than needed to learn that a file is longer). Paths are relative
+    /// to the workspace root.
+    async fn read_file(&self, path: &str, limit: usize) -> Result<Vec<u8>, SandboxError>;
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
     /// Every file below `dir` (relative paths, sorted).
     async fn list_files(&self, dir: &str) -> Result<Vec<String>, SandboxError>;

@@ -19,7 +19,9 @@ use super::events::{Ctx, OpenUses, Slot, SlotState, UseState, EVENT_PREFIX};
 use super::{new_id, timestamp};
 use crate::model::{Model, ModelError, ModelRequest, ModelResponse, Usage};
 use crate::runtime::{event, Environment, Result, Session};
-use crate::sandbox::{tools, Network, Packages, Sandbox, SandboxProvider, SandboxSpec};
+use crate::sandbox::{
+    tools, Limits, Network, Packages, Sandbox, SandboxProvider, SandboxSpec,
+};
 
 /// `max_tokens` of every model request.
 pub(super) const MAX_TOKENS: u32 = 8192;
@@ -720,6 +722,7 @@ fn sandbox_spec(session_id: &str, environment: &Environment) -> SandboxSpec {
     let network = match config["networking"]["type"].as_str() {
         Some("limited") => Network::Limited {
             allowed_hosts: strings(&config["networking"]["allowed_hosts"]),
+            allow_package_managers: config["networking"]["allow_package_managers"] == true,
         },
         _ => Network::Unrestricted,
     };
@@ -731,6 +734,7 @@ fn sandbox_spec(session_id: &str, environment: &Environment) -> SandboxSpec {
             npm: strings(&config["packages"]["npm"]),
         },
         network,
+        limits: Limits::default(),
     }
 }
 

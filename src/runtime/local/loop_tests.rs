@@ -153,6 +153,7 @@ impl Fixture {
 }
 
 fn options(dir: &Path, models: Arc<dyn ModelResolver>) -> LocalOptions {
+    crate::sandbox::local::test_support::ensure_bubblewrap();
     LocalOptions {
         sandboxes: Arc::new(LocalSandboxes::new(dir.join("workspaces"))),
         models,
@@ -457,6 +458,7 @@ async fn environment_packages_are_installed_once_before_the_first_tool_call() {
                     pip: fake("pip"),
                     npm: fake("npm"),
                 },
+                ..LocalSandboxes::new(dir.path().join("workspaces"))
             }),
             ..options(
                 dir.path(),

@@ -4,13 +4,16 @@
 //! processes themselves are launched by `process.rs`.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::io_error;
-use super::process::installer_command;
+use super::confine;
+use super::process::{LaunchOptions, Launcher};
 use crate::sandbox::{Packages, SandboxError};
 
 /// Package-manager commands used by [`provision`]; each gets the target
@@ -79,11 +82,15 @@ fn tail(text: &str, max: usize) -> &str {
     &text[cut..]
 }
 
+/// How long one installer may run.
+const INSTALL_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
 async fn install(
     manager: &str,
     prefix: &[String],
-    target: &Path,
+    env_dir: &Path,
     packages: &[String],
+    options: &LaunchOptions,
 ) -> Result<(), SandboxError> {
     let failed = |message: String| {
         SandboxError::Provision(format!(
@@ -91,35 +98,50 @@ async fn install(
             packages.join(" ")
         ))
     };
-    let (program, args) = prefix
-        .split_first()
-        .ok_or_else(|| failed("no installer command configured".to_string()))?;
-    std::fs::create_dir_all(target)
+    if prefix.is_empty() {
+        return Err(failed("no installer command configured".to_string()));
+    }
+    let target = env_dir.join(manager);
+    std::fs::create_dir_all(&target)
         .map_err(|e| failed(format!("cannot create {}: {e}", target.display())))?;
-    let output = installer_command(program, args, target, packages)
-        .output()
+    for dir in [env_dir, target.as_path()] {
+        confine::hand_over(dir, options.confinement)
+            .map_err(|e| failed(format!("cannot hand {} over: {e}", dir.display())))?;
+    }
+    let mut program: Vec<OsString> = prefix.iter().map(OsString::from).collect();
+    program.push(target.clone().into_os_string());
+    program.extend(packages.iter().map(OsString::from));
+    let launcher = Launcher::for_install(env_dir.to_path_buf(), target.clone(), options)?;
+    let output = launcher
+        .run_program(&program, INSTALL_DEADLINE, &mut |_| {})
         .await
-        .map_err(|e| failed(format!("cannot run `{program}`: {e}")))?;
-    if output.status.success() {
+        .map_err(|e| failed(e.to_string()))?;
+    if output.exit_code == Some(0) {
         return Ok(());
     }
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    let status = match output.status.code() {
-        Some(code) => format!("exit code {code}"),
-        None => "killed by a signal".to_string(),
+    let status = match (output.timed_out, output.exit_code) {
+        (true, _) => format!("timed out after {INSTALL_DEADLINE:?}"),
+        (false, Some(code)) => format!("exit code {code}"),
+        (false, None) => "killed by a signal".to_string(),
     };
-    Err(failed(format!("{status}\n{}", tail(text.trim_end(), 2000))))
+    let mut text = output.output.trim_end().to_string();
+    for refusal in &output.refusals {
+        text.push('\n');
+        text.push_str(refusal);
+    }
+    Err(failed(format!("{status}\n{}", tail(&text, 2000))))
 }
 
 /// Installs `packages` into `env_dir` (pip into `env_dir/pip`, npm into
 /// `env_dir/npm`) unless the same package lists were installed already.
-/// Returns whether anything was installed. On failure the marker is not
-/// written, so the next call tries again.
+/// Installers run as commands do (`options`: confined, with the
+/// environment's network). Returns whether anything was installed. On
+/// failure the marker is not written, so the next call tries again.
 pub async fn provision(
     env_dir: &Path,
     packages: &Packages,
     installers: &Installers,
+    options: &LaunchOptions,
 ) -> Result<bool, SandboxError> {
     if packages.pip.is_empty() && packages.npm.is_empty() {
         return Ok(false);
@@ -135,10 +157,10 @@ pub async fn provision(
         return Ok(false);
     }
     if !packages.pip.is_empty() {
-        install("pip", &installers.pip, &env_dir.join("pip"), &packages.pip).await?;
+        install("pip", &installers.pip, &env_dir, &packages.pip, options).await?;
     }
     if !packages.npm.is_empty() {
-        install("npm", &installers.npm, &env_dir.join("npm"), &packages.npm).await?;
+        install("npm", &installers.npm, &env_dir, &packages.npm, options).await?;
     }
     std::fs::write(&marker, format!("{digest}\n"))
         .map_err(|e| io_error(&marker.to_string_lossy(), &e))?;
@@ -148,6 +170,14 @@ pub async fn provision(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::local::Confinement;
+
+    fn unconfined() -> LaunchOptions {
+        LaunchOptions {
+            confinement: Confinement::None,
+            ..LaunchOptions::default()
+        }
+    }
 
     fn fake_installer(dir: &Path) -> Vec<String> {
         let script = dir.join("fake-install.sh");
@@ -179,10 +209,10 @@ mod tests {
             pip: vec!["requests".into(), "rich".into()],
             npm: vec!["left-pad".into()],
         };
-        assert!(provision(&env_dir, &packages, &installers).await.unwrap());
+        assert!(provision(&env_dir, &packages, &installers, &unconfined()).await.unwrap());
         assert!(env_dir.join("pip/requests").exists() && env_dir.join("pip/rich").exists());
         assert!(env_dir.join("npm/left-pad").exists());
-        assert!(!provision(&env_dir, &packages, &installers).await.unwrap());
+        assert!(!provision(&env_dir, &packages, &installers, &unconfined()).await.unwrap());
         assert_eq!(calls(&env_dir, "pip"), vec!["requests rich"]);
         assert_eq!(calls(&env_dir, "npm"), vec!["left-pad"]);
         // Other packages: installed again.
@@ -190,12 +220,12 @@ mod tests {
             pip: vec!["requests".into()],
             npm: vec![],
         };
-        assert!(provision(&env_dir, &more, &installers).await.unwrap());
+        assert!(provision(&env_dir, &more, &installers, &unconfined()).await.unwrap());
         assert_eq!(calls(&env_dir, "pip").len(), 2);
         assert_eq!(calls(&env_dir, "npm").len(), 1);
         // Nothing to install.
         assert!(
-            !provision(&d.path().join("none"), &Packages::default(), &installers)
+            !provision(&d.path().join("none"), &Packages::default(), &installers, &unconfined())
                 .await
                 .unwrap()
         );
@@ -216,9 +246,9 @@ mod tests {
             npm: vec![],
         };
         let results = futures_join(
-            provision(&env_dir, &packages, &installers),
-            provision(&env_dir, &packages, &installers),
-            provision(&env_dir, &packages, &installers),
+            provision(&env_dir, &packages, &installers, &unconfined()),
+            provision(&env_dir, &packages, &installers, &unconfined()),
+            provision(&env_dir, &packages, &installers, &unconfined()),
         )
         .await;
         assert_eq!(results.iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
@@ -246,7 +276,7 @@ mod tests {
             pip: vec!["nonexistent-pkg".into()],
             npm: vec![],
         };
-        let err = provision(&env_dir, &packages, &installers)
+        let err = provision(&env_dir, &packages, &installers, &unconfined())
             .await
             .unwrap_err();
         let SandboxError::Provision(message) = &err else {
@@ -260,7 +290,7 @@ mod tests {
             pip: vec!["/nonexistent/installer".into()],
             npm: vec![],
         };
-        let err = provision(&env_dir, &packages, &missing).await.unwrap_err();
+        let err = provision(&env_dir, &packages, &missing, &unconfined()).await.unwrap_err();
         assert!(err.to_string().contains("pip"), "{err}");
     }
 

@@ -4,33 +4,38 @@
 //! provisioning; it must not know about sessions beyond their ids, nor
 //! about the agent loop.
 //!
-//! What is enforced here, and what is not:
+//! What is enforced here:
 //!
 //! * **File tools** ([`Sandbox::read_file`], [`Sandbox::write_file`],
 //!   [`Sandbox::list_files`]) are confined to the workspace root. Paths are
 //!   relative to it; absolute paths, `..` that climbs above the root and
 //!   symlinks (anywhere in the path, dangling or not) that lead outside the
-//!   canonical root are refused with [`SandboxError::Escape`]. The check
-//!   resolves symlinks component by component, the way the kernel does, and
-//!   the file operation then uses the resolved, symlink-free path. Known
-//!   limits: a concurrent process that swaps a directory for a symlink between
-//!   the check and the use (TOCTOU) is not defended against, nor are hard
-//!   links to outside files. The rules live in `paths.rs`.
-//! * **Commands** ([`Sandbox::run`]) start in the root with a reduced
-//!   environment, but are *not* confined to it: `bash` can read and write
-//!   whatever the user running agentform can. The only isolation is the
-//!   network one, see [`Network::Limited`]. Every process is launched by
+//!   canonical root are refused with [`SandboxError::Escape`] (`paths.rs`).
+//!   Only regular files with a single link are read or replaced; reads are
+//!   bounded; a write goes to a new file renamed over the old one, so a hard
+//!   link never carries it elsewhere (`files.rs`).
+//! * **Commands** ([`Sandbox::run`]) and package installs run confined by
+//!   bubblewrap (`confine.rs`): the workspace, the system read-only and
+//!   nothing else; own PID, user and network namespaces; no capabilities;
+//!   limits; a fixed environment. `networking: limited` reaches only the
+//!   allowed hosts through an egress proxy (`proxy.rs`, `bridge.rs`). Where
+//!   bubblewrap does not work, commands refuse to run, unless the provider
+//!   was built with [`Confinement::None`] (the manifest's
+//!   `providers.local.sandbox: none`). Every process is launched by
 //!   `process.rs`.
 //! * **Packages** are installed once per environment by [`provision`] into an
 //!   environment directory shared by that environment's workspaces.
 //!
-//! [`Network::Limited`]: super::Network::Limited
 
+pub mod bridge;
+mod confine;
+mod files;
 mod install;
 mod paths;
 mod process;
+mod proxy;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod workspace;
 
 use std::io::ErrorKind;
@@ -40,9 +45,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use self::install::{provision, Installers, PROVISIONED_MARKER};
-pub use self::process::OUTPUT_LIMIT;
+pub use self::confine::{bubblewrap, Bubblewrap, BWRAP_ENV, SANDBOX_UID};
+pub use self::process::{Confinement, LaunchOptions, OUTPUT_LIMIT};
+pub use self::proxy::{AllowList, EgressProxy, PACKAGE_REGISTRIES};
 pub use self::workspace::{Workspace, WorkspaceOptions};
-use super::{Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use super::{Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 
 /// Sandboxes as directories on this machine: sessions' workspaces under
 /// `ROOT/sessions/<session_id>/`, environments' packages under
@@ -51,6 +58,9 @@ use super::{Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 pub struct LocalSandboxes {
     pub root: PathBuf,
     pub installers: Installers,
+    pub confinement: Confinement,
+    /// The agentform binary for the egress bridge; this executable if `None`.
+    pub agentform_binary: Option<PathBuf>,
 }
 
 impl LocalSandboxes {
@@ -58,6 +68,8 @@ impl LocalSandboxes {
         LocalSandboxes {
             root,
             installers: Installers::default(),
+            confinement: Confinement::default(),
+            agentform_binary: None,
         }
     }
 
@@ -71,11 +83,30 @@ impl SandboxProvider for LocalSandboxes {
     async fn open(&self, spec: &SandboxSpec) -> Result<Arc<dyn Sandbox>, SandboxError> {
         let env_id = &spec.environment_id;
         let packages = &spec.packages;
+        let proxy = match &spec.network {
+            network @ Network::Limited {
+                allowed_hosts,
+                allow_package_managers,
+            } if self.confinement == Confinement::Bubblewrap && network.reaches_anything() => {
+                Some(Arc::new(EgressProxy::start(AllowList::new(
+                    allowed_hosts,
+                    *allow_package_managers,
+                ))?))
+            }
+            _ => None,
+        };
+        let launch = LaunchOptions {
+            confinement: self.confinement,
+            network: spec.network.clone(),
+            limits: spec.limits,
+            agentform_binary: self.agentform_binary.clone(),
+            proxy: proxy.clone(),
+        };
         let env_dir = if packages.pip.is_empty() && packages.npm.is_empty() {
             None
         } else {
             let dir = self.root.join("environments").join(env_id);
-            provision(&dir, packages, &self.installers)
+            provision(&dir, packages, &self.installers, &launch)
                 .await
                 .map_err(|e| SandboxError::Provision(format!("environment `{env_id}`: {e}")))?;
             Some(dir)
@@ -85,6 +116,10 @@ impl SandboxProvider for LocalSandboxes {
             WorkspaceOptions {
                 network: spec.network.clone(),
                 env_dir,
+                confinement: self.confinement,
+                limits: spec.limits,
+                agentform_binary: self.agentform_binary.clone(),
+                proxy,
             },
         )?;
         Ok(Arc::new(workspace))

@@ -125,12 +125,12 @@ mod tests {
             "/",
         ] {
             assert!(is_escape(ws.resolve(path)), "{path}");
-            assert!(is_escape(ws.read_file(path).await), "{path}");
+            assert!(is_escape(ws.read_file(path, usize::MAX).await), "{path}");
             assert!(is_escape(ws.write_file(path, b"x").await), "{path}");
             assert!(is_escape(ws.list_files(path).await), "{path}");
         }
         assert_eq!(
-            ws.read_file("../x").await.unwrap_err(),
+            ws.read_file("../x", usize::MAX).await.unwrap_err(),
             SandboxError::Escape("../x".into())
         );
     }
@@ -161,7 +161,7 @@ mod tests {
             "rel_out/secret",
             "sub/parent_link/secret",
         ] {
-            assert!(is_escape(ws.read_file(path).await), "{path}");
+            assert!(is_escape(ws.read_file(path, usize::MAX).await), "{path}");
         }
         for path in [
             "dangling",
@@ -196,9 +196,9 @@ mod tests {
         symlink(root.join("real"), root.join("abs_link")).unwrap();
         symlink("../real/dir/f.txt", root.join("real/up_link")).unwrap();
         symlink("inside_new.txt", root.join("dangling_in")).unwrap();
-        assert_eq!(ws.read_file("rel_link/f.txt").await.unwrap(), b"hi");
-        assert_eq!(ws.read_file("abs_link/dir/f.txt").await.unwrap(), b"hi");
-        assert_eq!(ws.read_file("real/up_link").await.unwrap(), b"hi");
+        assert_eq!(ws.read_file("rel_link/f.txt", usize::MAX).await.unwrap(), b"hi");
+        assert_eq!(ws.read_file("abs_link/dir/f.txt", usize::MAX).await.unwrap(), b"hi");
+        assert_eq!(ws.read_file("real/up_link", usize::MAX).await.unwrap(), b"hi");
         // `..` after a symlink is physical: rel_link/.. is real/, not the root.
         assert_eq!(ws.resolve("rel_link/..").unwrap(), root.join("real"));
         ws.write_file("dangling_in", b"ok").await.unwrap();
@@ -215,7 +215,7 @@ mod tests {
         symlink("b", root.join("a")).unwrap();
         symlink("a", root.join("b")).unwrap();
         assert!(matches!(
-            ws.read_file("a").await,
+            ws.read_file("a", usize::MAX).await,
             Err(SandboxError::Io { .. })
         ));
     }

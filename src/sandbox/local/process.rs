@@ -7,14 +7,16 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::sandbox::{CommandOutput, Network, SandboxError};
+use super::confine::{self, Bubblewrap, Jail, Net};
+use super::proxy::{AllowList, EgressProxy};
+use crate::sandbox::{CommandOutput, Limits, Network, SandboxError};
 
 /// Command output kept by [`Sandbox::run`](crate::sandbox::Sandbox::run):
 /// the last 100 KB.
@@ -24,72 +26,168 @@ pub const OUTPUT_LIMIT: usize = 100 * 1024;
 /// a process left in the background may hold them open forever.
 const PIPE_GRACE: Duration = Duration::from_millis(300);
 
-/// How the commands of one workspace are launched.
+/// How the commands of a workspace are confined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Confinement {
+    /// bubblewrap, as `confine.rs` sets it up; commands refuse to run where
+    /// it does not work.
+    #[default]
+    Bubblewrap,
+    /// No confinement: commands run with agentform's rights (only limited
+    /// networking is attempted, with `unshare -n`). The manifest must ask
+    /// for it (`providers.local.sandbox: none`).
+    None,
+}
+
+/// How the commands of one workspace (or of one environment's installs)
+/// are launched.
 #[derive(Debug)]
 pub(super) struct Launcher {
-    /// The working directory and `HOME`.
+    /// The working directory and `HOME`, bound read-write when confined.
     root: PathBuf,
     /// The environment's package directory, see [`provision`](super::provision).
     env_dir: Option<PathBuf>,
-    /// Prefix that runs a command without network, when enforced.
-    unshare: Option<Vec<String>>,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Unconfined {
+        /// Prefix that runs a command without network, when enforced.
+        unshare: Option<Vec<String>>,
+    },
+    Confined {
+        bwrap: &'static Bubblewrap,
+        limits: Limits,
+        net: Net,
+        /// Keeps the egress proxy of a bridged network alive.
+        proxy: Option<Arc<EgressProxy>>,
+        /// Whether the package directory is writable (installs).
+        packages_writable: bool,
+    },
+    /// Commands were to be confined and cannot be: they refuse with this.
+    Refused(SandboxError),
+}
+
+/// What a [`Launcher`] needs besides its directories.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    pub confinement: Confinement,
+    pub network: Network,
+    pub limits: Limits,
+    /// The agentform binary, for the egress bridge; this executable if `None`.
+    pub agentform_binary: Option<PathBuf>,
+    /// An egress proxy to share (installs and the workspace of one session).
+    pub proxy: Option<Arc<EgressProxy>>,
 }
 
 impl Launcher {
-    pub(super) fn new(root: PathBuf, network: &Network, env_dir: Option<PathBuf>) -> Self {
-        let unshare = match network {
-            Network::Unrestricted => None,
-            Network::Limited { .. } => {
-                let probe = unshare_prefix();
-                if probe.is_none() {
-                    static WARNED: Once = Once::new();
-                    WARNED.call_once(|| {
-                        tracing::warn!(
-                            "`unshare -n` does not work on this machine: commands of workspaces with \
-                             limited networking run with full network access"
-                        )
-                    });
-                }
-                probe
+    pub(super) fn new(
+        root: PathBuf,
+        env_dir: Option<PathBuf>,
+        options: &LaunchOptions,
+    ) -> Result<Self, SandboxError> {
+        let mode = match options.confinement {
+            Confinement::None => Mode::Unconfined {
+                unshare: unconfined_unshare(&options.network),
+            },
+            Confinement::Bubblewrap => {
+                confined_mode(&root, options, false).unwrap_or_else(Mode::Refused)
             }
         };
-        Self {
+        Ok(Self {
             root,
             env_dir,
-            unshare,
+            mode,
+        })
+    }
+
+    /// A launcher for an environment's package installs: the package
+    /// directory is writable, the working directory is `workdir` in it.
+    pub(super) fn for_install(
+        env_dir: PathBuf,
+        workdir: PathBuf,
+        options: &LaunchOptions,
+    ) -> Result<Self, SandboxError> {
+        let mode = match options.confinement {
+            Confinement::None => Mode::Unconfined { unshare: None },
+            Confinement::Bubblewrap => confined_mode(&env_dir, options, true)?,
+        };
+        Ok(Self {
+            root: workdir,
+            env_dir: Some(env_dir),
+            mode,
+        })
+    }
+
+    /// Whether commands really run without network (limited networking,
+    /// confined or with a working `unshare`).
+    pub(super) fn network_enforced(&self) -> bool {
+        match &self.mode {
+            Mode::Unconfined { unshare } => unshare.is_some(),
+            Mode::Confined { net, .. } => *net != Net::Shared,
+            Mode::Refused(_) => true,
         }
     }
 
-    /// Whether commands really run without network.
-    pub(super) fn network_enforced(&self) -> bool {
-        self.unshare.is_some()
+    /// Whether commands run confined.
+    pub(super) fn confined(&self) -> bool {
+        matches!(self.mode, Mode::Confined { .. })
     }
 
-    /// `bash -c command` in the root, behind the `unshare` prefix if any,
+    /// `program` in the root (confined, or behind the `unshare` prefix),
     /// with stdin null, piped output, the reduced environment and a process
     /// group of its own.
-    fn command(&self, command: &str) -> Command {
-        let mut argv: Vec<OsString> = Vec::new();
-        if let Some(prefix) = &self.unshare {
-            argv.extend(prefix.iter().map(OsString::from));
-        }
-        argv.extend(["bash".into(), "-c".into(), command.into()]);
+    fn command(&self, program: &[OsString]) -> Result<Command, SandboxError> {
+        let (argv, env) = match &self.mode {
+            Mode::Refused(why) => return Err(why.clone()),
+            Mode::Unconfined { unshare } => {
+                let mut argv: Vec<OsString> = Vec::new();
+                if let Some(prefix) = unshare {
+                    argv.extend(prefix.iter().map(OsString::from));
+                }
+                argv.extend(program.iter().cloned());
+                (argv, self.unconfined_environment())
+            }
+            Mode::Confined {
+                bwrap,
+                limits,
+                net,
+                packages_writable,
+                ..
+            } => {
+                let jail = Jail {
+                    workdir: &self.root,
+                    packages: self.env_dir.as_deref(),
+                    packages_writable: *packages_writable,
+                    net: net.clone(),
+                    limits,
+                    env: &[],
+                };
+                (bwrap.argv(&jail, program), Vec::new())
+            }
+        };
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
-        cmd.current_dir(&self.root)
+        let dir = if self.confined() {
+            Path::new("/")
+        } else {
+            self.root.as_path()
+        };
+        cmd.current_dir(dir)
             .env_clear()
-            .envs(self.environment())
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        cmd
+        Ok(cmd)
     }
 
-    /// The environment of commands: PATH, HOME (the root), LANG, and the
-    /// package directories of the environment.
-    fn environment(&self) -> Vec<(String, OsString)> {
+    /// The environment of unconfined commands: agentform's PATH and LANG,
+    /// HOME (the root), and the package directories of the environment.
+    fn unconfined_environment(&self) -> Vec<(String, OsString)> {
         let base_path = std::env::var_os("PATH")
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| {
@@ -117,23 +215,36 @@ impl Launcher {
         env
     }
 
-    /// Runs `command` (see [`Launcher::command`]). stdout and stderr are two
-    /// pipes read concurrently: chunks are passed on in the order they are
-    /// read, so writes to both within a moment may swap. At the deadline the
-    /// whole process group is killed (`timed_out`). Background processes are
-    /// not killed when the command exits normally, but their output is only
-    /// read for a short grace period after it.
+    /// Runs `bash -c command`; see [`Launcher::run_program`].
     pub(super) async fn run(
         &self,
         command: &str,
         deadline: Duration,
         on_output: &mut (dyn for<'s> FnMut(&'s str) + Send),
     ) -> Result<CommandOutput, SandboxError> {
+        let program = ["bash".into(), "-c".into(), command.into()];
+        self.run_program(&program, deadline, on_output).await
+    }
+
+    /// Runs `program` (see [`Launcher::command`]). stdout and stderr are two
+    /// pipes read concurrently: chunks are passed on in the order they are
+    /// read, so writes to both within a moment may swap. At the deadline the
+    /// whole process group is killed (`timed_out`); confined, everything the
+    /// command started dies with it, and with the command's end. Unconfined,
+    /// background processes are not killed when the command exits normally,
+    /// but their output is only read for a short grace period after it.
+    pub(super) async fn run_program(
+        &self,
+        program: &[OsString],
+        deadline: Duration,
+        on_output: &mut (dyn for<'s> FnMut(&'s str) + Send),
+    ) -> Result<CommandOutput, SandboxError> {
         let deadline_at = Instant::now() + deadline;
+        let what = program[0].to_string_lossy().into_owned();
         let mut child = self
-            .command(command)
+            .command(program)?
             .spawn()
-            .map_err(|e| SandboxError::Other(format!("cannot start bash: {e}")))?;
+            .map_err(|e| SandboxError::Other(format!("cannot start {what}: {e}")))?;
         let mut stdout = Pipe::new(child.stdout.take());
         let mut stderr = Pipe::new(child.stderr.take());
         let mut output = OutputBuffer::default();
@@ -162,7 +273,7 @@ impl Launcher {
                 read = stdout.read(), if stdout.is_open() => emit(stdout.decode(read)),
                 read = stderr.read(), if stderr.is_open() => emit(stderr.decode(read)),
                 exited = child.wait(), if status.is_none() => {
-                    status = Some(exited.map_err(|e| SandboxError::Other(format!("waiting for bash: {e}")))?);
+                    status = Some(exited.map_err(|e| SandboxError::Other(format!("waiting for {what}: {e}")))?);
                     give_up_at.get_or_insert_with(|| Instant::now() + PIPE_GRACE);
                 }
             }
@@ -171,38 +282,101 @@ impl Launcher {
             // Killed but not reaped in time; `kill_on_drop` finishes the job.
             let _ = child.start_kill();
         }
+        let refusals = match &self.mode {
+            Mode::Confined {
+                proxy: Some(proxy), ..
+            } => proxy.take_refusals(),
+            _ => Vec::new(),
+        };
         Ok(CommandOutput {
             output: output.finish(),
             exit_code: status.and_then(|s| s.code()),
             timed_out,
+            refusals,
         })
+    }
+}
+
+/// The confined mode of a launcher rooted at `root`.
+fn confined_mode(
+    root: &Path,
+    options: &LaunchOptions,
+    packages_writable: bool,
+) -> Result<Mode, SandboxError> {
+    let bwrap = confine::bubblewrap()?;
+    if bwrap.drops_privileges() {
+        confine::reachable_by_others(root)?;
+    }
+    let (net, proxy) = match &options.network {
+        Network::Unrestricted => (Net::Shared, None),
+        network if !network.reaches_anything() => (Net::None, None),
+        Network::Limited {
+            allowed_hosts,
+            allow_package_managers,
+        } => {
+            let proxy = match &options.proxy {
+                Some(proxy) => Arc::clone(proxy),
+                None => Arc::new(EgressProxy::start(AllowList::new(
+                    allowed_hosts,
+                    *allow_package_managers,
+                ))?),
+            };
+            let binary = match &options.agentform_binary {
+                Some(path) => path.clone(),
+                None => std::env::current_exe().map_err(|e| {
+                    SandboxError::Other(format!("cannot find the agentform binary: {e}"))
+                })?,
+            };
+            if bwrap.drops_privileges() {
+                confine::reachable_by_others(&binary)?;
+            }
+            let net = Net::Bridged {
+                socket: proxy.socket().to_path_buf(),
+                binary,
+                port: BRIDGE_PORT,
+            };
+            (net, Some(proxy))
+        }
+    };
+    Ok(Mode::Confined {
+        bwrap,
+        limits: options.limits,
+        net,
+        proxy,
+        packages_writable,
+    })
+}
+
+/// The port the egress bridge listens on inside a sandbox (its own
+/// network namespace, so it is never taken).
+const BRIDGE_PORT: u16 = 3128;
+
+/// Unconfined: `unshare -n` for limited networking where it works.
+fn unconfined_unshare(network: &Network) -> Option<Vec<String>> {
+    match network {
+        Network::Unrestricted => None,
+        Network::Limited { .. } => {
+            let probe = unshare_prefix();
+            if probe.is_none() {
+                static WARNED: Once = Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        "`unshare -n` does not work on this machine: commands of unconfined \
+                         workspaces with limited networking run with full network access"
+                    )
+                });
+            }
+            probe
+        }
     }
 }
 
 /// Kills `child` and its whole process group.
 async fn kill(child: &mut Child) {
     if let Some(pgid) = child.id() {
-        let _ = tokio::task::spawn_blocking(move || kill_group(pgid)).await;
+        kill_group(pgid);
     }
     let _ = child.start_kill();
-}
-
-/// The command that installs `packages` into `target` with an installer
-/// (`program args… target packages…`), run in `target`.
-pub(super) fn installer_command(
-    program: &str,
-    args: &[String],
-    target: &Path,
-    packages: &[String],
-) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .arg(target)
-        .args(packages)
-        .current_dir(target)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
 }
 
 /// The `unshare` invocation that works here, probed once per process.
@@ -229,14 +403,10 @@ fn unshare_prefix() -> Option<Vec<String>> {
 
 /// Kills the whole process group `pgid` (the command and its children).
 fn kill_group(pgid: u32) {
-    // Without a libc binding, the shell's `kill` reaches a process group.
-    let _ = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!("kill -KILL -- -{pgid} 2>/dev/null"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return;
+    };
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
 }
 
 /// One output pipe of a command: its reader until end of file, and the
@@ -500,6 +670,7 @@ mod tests {
         let options = WorkspaceOptions {
             network: Network::Unrestricted,
             env_dir: Some(env_dir.clone()),
+            ..WorkspaceOptions::default()
         };
         let ws = Workspace::create(d.path().join("ws"), options).unwrap();
         let out = run(&ws, "hello-tool; echo \"$PYTHONPATH\"; echo \"$NODE_PATH\"").await;
@@ -523,15 +694,13 @@ mod tests {
 
         let options = WorkspaceOptions {
             network: Network::Limited {
-                allowed_hosts: vec!["pypi.org".into()],
+                allowed_hosts: vec![],
+                allow_package_managers: false,
             },
-            env_dir: None,
+            ..WorkspaceOptions::default()
         };
         let ws = Workspace::create(d.path().join("closed"), options).unwrap();
-        if !ws.network_enforced() {
-            // `unshare` does not work here: nothing to check.
-            return;
-        }
+        assert!(ws.network_enforced());
         let out = run(&ws, &connect).await;
         assert_ne!(out.exit_code, Some(0), "{}", out.output);
         assert!(!out.output.contains("connected"));

@@ -5,7 +5,22 @@ use std::time::Duration;
 use super::{Workspace, WorkspaceOptions};
 use crate::sandbox::{CommandOutput, Sandbox, SandboxError};
 
+/// Makes sure bubblewrap is installed (with the project's script), once per
+/// test process; confined tests cannot run without it.
+pub(crate) fn ensure_bubblewrap() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-bubblewrap.sh");
+        let status = std::process::Command::new("bash").arg(script).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "bubblewrap is needed by the sandbox tests and `{script}` could not install it"
+        );
+    });
+}
+
 pub(super) fn workspace() -> (tempfile::TempDir, Workspace) {
+    ensure_bubblewrap();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::create(dir.path().join("ws"), WorkspaceOptions::default()).unwrap();
     (dir, ws)

@@ -4,23 +4,34 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::confine;
+use super::files;
 use super::paths::resolve_in;
-use super::process::Launcher;
+use super::process::{Confinement, LaunchOptions, Launcher};
+use super::proxy::EgressProxy;
 use super::{blocking, io_error};
-use crate::sandbox::{CommandOutput, Network, Sandbox, SandboxError};
+use crate::sandbox::{CommandOutput, Limits, Network, Sandbox, SandboxError};
 
 /// How to create a [`Workspace`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct WorkspaceOptions {
     pub network: Network,
     /// The environment directory that [`provision`](super::provision)
     /// installed packages into; commands see them through `PYTHONPATH`,
     /// `NODE_PATH` and `PATH`.
     pub env_dir: Option<PathBuf>,
+    pub confinement: Confinement,
+    pub limits: Limits,
+    /// The agentform binary, for the egress bridge of limited networking;
+    /// this executable if `None`.
+    pub agentform_binary: Option<PathBuf>,
+    /// The session's egress proxy, when its installs started one already.
+    pub proxy: Option<Arc<EgressProxy>>,
 }
 
 /// A directory on this machine, used as a [`Sandbox`].
@@ -29,10 +40,12 @@ pub struct Workspace {
     /// Canonical (symlink-free, absolute) root.
     root: PathBuf,
     launcher: Launcher,
+    confinement: Confinement,
 }
 
 impl Workspace {
-    /// Creates `root` (and its parents) and a workspace over it.
+    /// Creates `root` (and its parents) and a workspace over it. Fails when
+    /// commands are to be confined and this machine cannot confine them.
     pub fn create(root: PathBuf, mut options: WorkspaceOptions) -> Result<Self, SandboxError> {
         // Commands run in the root, so a relative env_dir would not resolve.
         if let Some(dir) = options.env_dir.as_mut() {
@@ -43,8 +56,26 @@ impl Workspace {
         std::fs::create_dir_all(&root).map_err(|e| io_error(&root.to_string_lossy(), &e))?;
         let root =
             std::fs::canonicalize(&root).map_err(|e| io_error(&root.to_string_lossy(), &e))?;
-        let launcher = Launcher::new(root.clone(), &options.network, options.env_dir);
-        Ok(Self { root, launcher })
+        let launch = LaunchOptions {
+            confinement: options.confinement,
+            network: options.network.clone(),
+            limits: options.limits,
+            agentform_binary: options.agentform_binary.clone(),
+            proxy: options.proxy.clone(),
+        };
+        let launcher = Launcher::new(root.clone(), options.env_dir, &launch)?;
+        confine::hand_over(&root, options.confinement)
+            .map_err(|e| io_error(&root.to_string_lossy(), &e))?;
+        Ok(Self {
+            root,
+            launcher,
+            confinement: options.confinement,
+        })
+    }
+
+    /// Whether commands run confined (see `confine.rs`).
+    pub fn confined(&self) -> bool {
+        self.launcher.confined()
     }
 
     /// The canonical root directory.
@@ -89,9 +120,9 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> std::io::Result<()> 
 
 #[async_trait]
 impl Sandbox for Workspace {
-    /// Runs `bash -c command` in the root, with stdin null and the reduced
-    /// environment (PATH, HOME = root, LANG, package paths); at the deadline
-    /// the whole process group is killed. See `process.rs`.
+    /// Runs `bash -c command` in the root, confined (see `confine.rs`) unless
+    /// the workspace opted out, with stdin null and the reduced environment;
+    /// at the deadline everything it started is killed. See `process.rs`.
     async fn run(
         &self,
         command: &str,
@@ -101,19 +132,10 @@ impl Sandbox for Workspace {
         self.launcher.run(command, deadline, on_output).await
     }
 
-    async fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+    async fn read_file(&self, path: &str, limit: usize) -> Result<Vec<u8>, SandboxError> {
         let resolved = self.resolve(path)?;
         let path = path.to_string();
-        blocking(move || {
-            if resolved.is_dir() {
-                return Err(SandboxError::Io {
-                    path,
-                    message: "is a directory".to_string(),
-                });
-            }
-            std::fs::read(&resolved).map_err(|e| io_error(&path, &e))
-        })
-        .await
+        blocking(move || files::read_prefix(&resolved, &path, limit)).await
     }
 
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
@@ -126,13 +148,8 @@ impl Sandbox for Workspace {
         }
         let path = path.to_string();
         let contents = contents.to_vec();
-        blocking(move || {
-            if let Some(parent) = resolved.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io_error(&path, &e))?;
-            }
-            std::fs::write(&resolved, contents).map_err(|e| io_error(&path, &e))
-        })
-        .await
+        let (root, confinement) = (self.root.clone(), self.confinement);
+        blocking(move || files::replace(&root, &resolved, &path, &contents, confinement)).await
     }
 
     /// Paths are relative to `dir` (so to the root for `""`), joined with `/`.
@@ -188,15 +205,15 @@ mod tests {
     async fn files_round_trip() {
         let (_d, ws) = workspace();
         ws.write_file("deep/er/f.txt", b"one").await.unwrap();
-        assert_eq!(ws.read_file("deep/er/f.txt").await.unwrap(), b"one");
+        assert_eq!(ws.read_file("deep/er/f.txt", usize::MAX).await.unwrap(), b"one");
         ws.write_file("deep/er/f.txt", b"two").await.unwrap();
-        assert_eq!(ws.read_file("./deep/er/f.txt").await.unwrap(), b"two");
+        assert_eq!(ws.read_file("./deep/er/f.txt", usize::MAX).await.unwrap(), b"two");
         assert!(matches!(
-            ws.read_file("missing").await,
+            ws.read_file("missing", usize::MAX).await,
             Err(SandboxError::Io { .. })
         ));
         assert!(matches!(
-            ws.read_file("deep").await,
+            ws.read_file("deep", usize::MAX).await,
             Err(SandboxError::Io { .. })
         ));
         assert!(matches!(

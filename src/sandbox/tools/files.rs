@@ -4,7 +4,9 @@
 
 use serde_json::{json, Value};
 
-use super::{optional_bool, required_str, type_error, Input, ToolResult, READ_LIMIT};
+use super::{
+    optional_bool, required_str, type_error, Input, ToolResult, FILE_SCAN_LIMIT, READ_LIMIT,
+};
 use crate::sandbox::Sandbox;
 
 pub(super) fn read_definition() -> Value {
@@ -57,14 +59,25 @@ pub(super) fn edit_definition() -> Value {
     })
 }
 
-/// The file as text, or an error result for binary files.
-async fn read_text(sandbox: &dyn Sandbox, path: &str) -> Result<String, ToolResult> {
-    let bytes = sandbox.read_file(path).await?;
+/// The first [`FILE_SCAN_LIMIT`] bytes of a file as text, and whether the
+/// file goes on; an error result for binary files.
+async fn read_text(sandbox: &dyn Sandbox, path: &str) -> Result<(String, bool), ToolResult> {
+    let mut bytes = sandbox.read_file(path, FILE_SCAN_LIMIT + 1).await?;
+    let more = bytes.len() > FILE_SCAN_LIMIT;
+    if more {
+        // Whole lines only: the rest of the last one is past the limit.
+        let end = bytes[..FILE_SCAN_LIMIT]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        bytes.truncate(end);
+    }
     if bytes.contains(&0) {
         return Err(ToolResult::error(format!("`{path}` is a binary file")));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| ToolResult::error(format!("`{path}` is a binary file (not UTF-8 text)")))
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ToolResult::error(format!("`{path}` is a binary file (not UTF-8 text)")))?;
+    Ok((text, more))
 }
 
 /// `view_range` as given: `[start, end]`, unchecked.
@@ -122,10 +135,20 @@ fn line_span(
 pub(super) async fn read(sandbox: &dyn Sandbox, input: &Input) -> Result<ToolResult, ToolResult> {
     let path = required_str(input, "file_path")?;
     let range = view_range(input)?;
-    let text = read_text(sandbox, path).await?;
+    let (text, more) = read_text(sandbox, path).await?;
     let lines: Vec<&str> = text.lines().collect();
     let total = lines.len();
-    let (first, last) = line_span(range, total, path)?;
+    let (first, last) = line_span(range, total, path).map_err(|e| {
+        if more {
+            ToolResult::error(format!(
+                "`{path}` is larger than {} MB and only its first {total} lines can be read; \
+                 use bash (e.g. `sed -n`) for lines past them",
+                FILE_SCAN_LIMIT >> 20
+            ))
+        } else {
+            e
+        }
+    })?;
     if total == 0 {
         return Ok(ToolResult::ok(format!("(`{path}` is empty)")));
     }
@@ -140,8 +163,9 @@ pub(super) async fn read(sandbox: &dyn Sandbox, input: &Input) -> Result<ToolRes
         let entry = format!("{number:>6}\t{line}\n");
         if out.len() + entry.len() > READ_LIMIT {
             out.push_str(&format!(
-                "[... output capped at 256 KB after line {}; `{path}` has {total} lines, use view_range to read more ...]\n",
-                number - 1
+                "[... output capped at 256 KB after line {}; `{path}` has {}{total} lines, use view_range to read more ...]\n",
+                number - 1,
+                if more { "more than " } else { "" }
             ));
             break;
         }
@@ -173,7 +197,13 @@ pub(super) async fn edit(sandbox: &dyn Sandbox, input: &Input) -> Result<ToolRes
             "`old_string` and `new_string` are identical; nothing to change",
         ));
     }
-    let text = read_text(sandbox, path).await?;
+    let (text, more) = read_text(sandbox, path).await?;
+    if more {
+        return Err(ToolResult::error(format!(
+            "`{path}` is larger than {} MB; edit it with bash (e.g. `sed -i`)",
+            FILE_SCAN_LIMIT >> 20
+        )));
+    }
     let count = text.matches(old).count();
     match count {
         0 => {
@@ -324,14 +354,14 @@ mod tests {
         )
         .await
         .contains("2 bytes"));
-        assert_eq!(ws.read_file("a/b/c.txt").await.unwrap(), b"hi");
+        assert_eq!(ws.read_file("a/b/c.txt", usize::MAX).await.unwrap(), b"hi");
         ok(
             &ws,
             "write",
             json!({"file_path": "a/b/c.txt", "content": ""}),
         )
         .await;
-        assert_eq!(ws.read_file("a/b/c.txt").await.unwrap(), b"");
+        assert_eq!(ws.read_file("a/b/c.txt", usize::MAX).await.unwrap(), b"");
         assert!(
             err(&ws, "write", json!({"file_path": "../x", "content": "x"}))
                 .await
@@ -360,13 +390,13 @@ mod tests {
             .await
             .contains("1 occurrence"));
         assert_eq!(
-            ws.read_file("f").await.unwrap(),
+            ws.read_file("f", usize::MAX).await.unwrap(),
             b"ALPHA beta\nbeta gamma\n"
         );
         let msg = err(&ws, "edit", e("beta", "B")).await;
         assert!(msg.contains("2 times"), "{msg}");
         assert_eq!(
-            ws.read_file("f").await.unwrap(),
+            ws.read_file("f", usize::MAX).await.unwrap(),
             b"ALPHA beta\nbeta gamma\n"
         );
         let msg = err(&ws, "edit", e("delta", "D")).await;
@@ -381,7 +411,7 @@ mod tests {
         let all =
             json!({"file_path": "f", "old_string": "beta", "new_string": "B", "replace_all": true});
         assert!(ok(&ws, "edit", all).await.contains("2 occurrences"));
-        assert_eq!(ws.read_file("f").await.unwrap(), b"ALPHA B\nB gamma\n");
+        assert_eq!(ws.read_file("f", usize::MAX).await.unwrap(), b"ALPHA B\nB gamma\n");
         assert!(err(
             &ws,
             "edit",

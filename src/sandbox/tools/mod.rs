@@ -28,6 +28,8 @@ pub const BUILTIN: [&str; 6] = ["bash", "read", "write", "edit", "glob", "grep"]
 
 /// Largest `read` output.
 pub const READ_LIMIT: usize = 256 * 1024;
+/// The most of one file `read` and `edit` look at: 16 MB.
+pub const FILE_SCAN_LIMIT: usize = 16 * 1024 * 1024;
 /// Most `grep` matches reported.
 pub const GREP_MAX_MATCHES: usize = 500;
 /// Most `glob` paths reported.

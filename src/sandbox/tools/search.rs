@@ -132,7 +132,7 @@ async fn files_to_search(sandbox: &dyn Sandbox, base: &str) -> Result<Vec<String
     match sandbox.list_files(base).await {
         Ok(files) => Ok(files.iter().map(|f| join(base, f)).collect()),
         Err(e @ SandboxError::Escape(_)) => Err(e.into()),
-        Err(e) => match sandbox.read_file(base).await {
+        Err(e) => match sandbox.read_file(base, 0).await {
             Ok(_) if !base.is_empty() => Ok(vec![base.to_string()]),
             _ => Err(e.into()),
         },
@@ -144,11 +144,14 @@ async fn searchable_text(
     sandbox: &dyn Sandbox,
     file: &str,
 ) -> Result<String, Option<&'static str>> {
-    let bytes = match sandbox.read_file(file).await {
+    let bytes = match sandbox.read_file(file, GREP_MAX_FILE + 1).await {
         Ok(b) => b,
         Err(SandboxError::Escape(_)) => return Err(Some("links outside the workspace")),
         // Symlinked directories are listed but not searched.
         Err(SandboxError::Io { message, .. }) if message == "is a directory" => return Err(None),
+        Err(SandboxError::Io { message, .. }) if message.starts_with("is not a regular file") => {
+            return Err(Some("not regular files"))
+        }
         Err(_) => return Err(Some("unreadable")),
     };
     if bytes.len() > GREP_MAX_FILE {

@@ -9,6 +9,7 @@ use super::{run, ToolResult};
 use crate::sandbox::local::{Workspace, WorkspaceOptions};
 
 pub(super) fn workspace() -> (tempfile::TempDir, Workspace) {
+    crate::sandbox::local::test_support::ensure_bubblewrap();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::create(dir.path().join("ws"), WorkspaceOptions::default()).unwrap();
     (dir, ws)
