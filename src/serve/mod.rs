@@ -55,7 +55,7 @@ pub struct Options {
     /// took effect (the answer is lost), as a broken connection or a proxy
     /// error would; the others, and every 429, fail before.
     pub fail_after: f64,
-    /// The interval of `event: ping` on event streams.
+    /// An event stream sends `event: ping` after this long without a frame.
     pub heartbeat: Duration,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
