@@ -1,3 +1,5 @@
+//! The error envelope, kinds, hints and excerpts, as messages show them.
+
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! Claude over the Messages API (`POST {base_url}/v1/messages`): the
 //! configuration, the request body and the parsing of the answer. The
-//! transport (deadline, retries, redaction) is [`super::endpoint`]'s.
+//! transport (deadline, retries, redaction) is `model::endpoint`'s.
 
 use std::fmt;
 use std::time::Duration;

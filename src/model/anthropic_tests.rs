@@ -1,3 +1,6 @@
+//! The Messages API backend against the shared test server: the request
+//! sent, the answer parsed, errors, retries, deadlines and the key scrubbed.
+
 use super::*;
 use crate::http::test_server::{closed_port, serve_replies, serve_silent, Reply};
 use serde_json::json;

@@ -7,11 +7,11 @@
 //! the credentials are kept in [`Secret`]s and scrubbed from every error.
 //!
 //! Requests go through a client-side rate limiter ([`RateLimits`]) and are
-//! retried like the SDKs do (connection errors, 408, 409, 429, 5xx, honoring
-//! `x-should-retry` and `retry-after`). A retried create adopts the object an
-//! earlier attempt made (same `agentform.address` and `agentform.manifest`
-//! metadata) instead of making another; sent events and deletes get the same
-//! care.
+//! retried by the shared policy of [`crate::http`] (as the SDKs do:
+//! connection errors, 408, 409, 429, 5xx, honoring `x-should-retry` and
+//! `retry-after`). A retried create adopts the object an earlier attempt made
+//! (same `agentform.address` and `agentform.manifest` metadata) instead of
+//! making another; sent events and deletes get the same care (`dedup`).
 //!
 //! Objects are parsed into the typed shapes of [`crate::runtime`]; events stay
 //! raw JSON so unknown types and fields pass through.
