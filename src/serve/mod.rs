@@ -3,8 +3,8 @@
 //! API (as the `anthropic` Python SDK 2.10.0 speaks it), so the official SDKs
 //! and curl work against it with only their base URL changed.
 //!
-//! * [`routes`]: the endpoints and their query parameters;
-//! * [`sse`]: `GET /v1/sessions/{id}/events/stream`;
+//! * `routes`: the endpoints and their query parameters;
+//! * `sse`: `GET /v1/sessions/{id}/events/stream`;
 //! * [`error`]: the error envelope.
 //!
 //! Every response carries a `request-id: req_…` header. A middleware in front
