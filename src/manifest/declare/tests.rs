@@ -1,3 +1,6 @@
+//! Declaration: addresses and key positions, defaults, session bodies,
+//! deferred templates, `env()` values, duplicates across files.
+
 use super::pointer;
 use crate::manifest::test_support::{at, help, load, refusal, refusals, resource};
 use crate::manifest::yaml::Seg;

@@ -1,3 +1,5 @@
+//! The rules on one agent body, each refusal with its position and help.
+
 use crate::api::limits::{MAX_CUSTOM_TOOL_NAME, MAX_MCP_SERVERS, MAX_NAME, MAX_TOOLS};
 use crate::manifest::test_support::{at, help, load, refusal, refusals};
 
