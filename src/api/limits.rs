@@ -12,6 +12,10 @@ pub const MAX_TOOLS: usize = 256;
 pub const MAX_MCP_SERVERS: usize = 20;
 /// Characters of a session title.
 pub const MAX_TITLE: usize = 512;
+/// Characters of an agent's or an environment's name.
+pub const MAX_NAME: usize = 256;
+/// Characters of a custom tool's name.
+pub const MAX_CUSTOM_TOOL_NAME: usize = 128;
 /// A list's `limit` when none is given.
 pub const DEFAULT_PAGE_LIMIT: u32 = 20;
 /// The largest `limit` a list takes.
