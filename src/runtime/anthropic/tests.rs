@@ -449,7 +449,7 @@ async fn crud_sends_the_documented_requests_and_parses_the_answers() {
     let a = rt.create_agent(body.clone()).await.unwrap();
     assert_eq!(a.id, "agent_01");
     assert_eq!(a.metadata["agentform.manifest"], "demo");
-    assert_eq!(a.model["id"], "claude-sonnet-4-6");
+    assert_eq!(a.model.id, "claude-sonnet-4-6");
     let a = rt.retrieve_agent("agent_01", Some(1)).await.unwrap();
     assert_eq!(a.version, 1);
     let a = rt
@@ -782,7 +782,7 @@ async fn missing_collections_are_filled_in() {
         .await
         .unwrap();
     assert!(a.mcp_servers.is_empty() && a.skills.is_empty() && a.metadata.is_empty());
-    assert_eq!(a.execution_identity, Value::Null);
+    assert_eq!(a.execution_identity, None);
 }
 
 #[tokio::test]
