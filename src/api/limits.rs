@@ -38,3 +38,18 @@ pub const TOOLSET: &str = "agent_toolset_20260401";
 
 /// Package managers of an environment's `packages`.
 pub const PACKAGE_MANAGERS: [&str; 6] = ["apt", "cargo", "gem", "go", "npm", "pip"];
+
+/// Characters of an MCP server's name (and of an `mcp_toolset`'s `mcp_server_name`).
+pub const MAX_MCP_SERVER_NAME: usize = 255;
+/// Characters of a custom tool's name, and of an MCP tool's in a toolset's `configs`.
+pub const MAX_TOOL_NAME: usize = 128;
+/// Characters of an `aws_role` execution identity's `role_arn`.
+pub const MAX_ROLE_ARN: usize = 2048;
+/// Agents of a multiagent team: a coordinator's `agents`, a team's `predefined_agents`.
+pub const MAX_TEAM_AGENTS: usize = 20;
+/// Domains of a web tool's `allowed_domains` or `blocked_domains`.
+pub const MAX_WEB_DOMAINS: usize = 64;
+/// Tools a `url_sources` filter names.
+pub const MAX_FILTER_TOOLS: usize = 128;
+/// Characters of a memory store resource's `instructions`.
+pub const MAX_MEMORY_INSTRUCTIONS: usize = 4096;

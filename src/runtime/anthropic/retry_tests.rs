@@ -134,7 +134,7 @@ async fn missing_collections_are_filled_in() {
         .await
         .unwrap();
     assert!(a.mcp_servers.is_empty() && a.skills.is_empty() && a.metadata.is_empty());
-    assert_eq!(a.execution_identity, Value::Null);
+    assert_eq!(a.execution_identity, None);
 }
 
 #[tokio::test]

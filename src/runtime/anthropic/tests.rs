@@ -262,7 +262,7 @@ async fn crud_sends_the_documented_requests_and_parses_the_answers() {
     let a = rt.create_agent(body.clone()).await.unwrap();
     assert_eq!(a.id, "agent_01");
     assert_eq!(a.metadata["agentform.manifest"], "demo");
-    assert_eq!(a.model["id"], "claude-sonnet-4-6");
+    assert_eq!(a.model.id, "claude-sonnet-4-6");
     let a = rt.retrieve_agent("agent_01", Some(1)).await.unwrap();
     assert_eq!(a.version, 1);
     let a = rt
