@@ -62,7 +62,7 @@ impl LockFile {
                 })
             }
         };
-        serde_yaml::from_str(&text)
+        serde_norway::from_str(&text)
             .map(Some)
             .map_err(|e| LockFileError::Parse {
                 path: path.display().to_string(),
@@ -76,7 +76,7 @@ impl LockFile {
             path: path.display().to_string(),
             source,
         };
-        let body = serde_yaml::to_string(self).map_err(|e| err(std::io::Error::other(e)))?;
+        let body = serde_norway::to_string(self).map_err(|e| err(std::io::Error::other(e)))?;
         let tmp = path.with_extension("lock.tmp");
         std::fs::write(&tmp, format!("{HEADER}{body}")).map_err(err)?;
         std::fs::rename(&tmp, path).map_err(err)

@@ -18,12 +18,12 @@ use crate::serve::{repo, Server, KEY};
 /// A manifest rewritten to use the `anthropic` provider at `url`; `settings`
 /// are merged into `providers.anthropic`.
 fn retarget(text: &str, url: &str, settings: &[(&str, Value)]) -> String {
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(text).expect("example is YAML");
+    let mut doc: serde_norway::Value = serde_norway::from_str(text).expect("example is YAML");
     let map = doc.as_mapping_mut().expect("a mapping");
     map.insert("provider".into(), "anthropic".into());
     let providers = map
         .entry("providers".into())
-        .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+        .or_insert_with(|| serde_norway::Value::Mapping(Default::default()));
     let mut anthropic = json!({
         "base_url": url,
         "retry_backoff": "10ms",
@@ -42,9 +42,9 @@ fn retarget(text: &str, url: &str, settings: &[(&str, Value)]) -> String {
         .expect("providers is a mapping")
         .insert(
             "anthropic".into(),
-            serde_yaml::to_value(&anthropic).expect("settings"),
+            serde_norway::to_value(&anthropic).expect("settings"),
         );
-    serde_yaml::to_string(&doc).expect("YAML")
+    serde_norway::to_string(&doc).expect("YAML")
 }
 
 /// A client of the test's own, patient enough for a server that injects faults.
@@ -170,11 +170,11 @@ impl Remote {
 
 /// The addresses a manifest declares, by kind.
 fn declared(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(text).unwrap();
     let names = |kind: &str, prefix: &str| -> Vec<String> {
         let mut out: Vec<String> = doc
             .get(kind)
-            .and_then(serde_yaml::Value::as_mapping)
+            .and_then(serde_norway::Value::as_mapping)
             .map(|m| {
                 m.keys()
                     .map(|k| format!("{prefix}.{}", k.as_str().unwrap()))
@@ -192,13 +192,13 @@ fn declared(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
 }
 
 fn project_name(text: &str) -> String {
-    let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(text).unwrap();
     doc["name"].as_str().expect("examples are named").to_owned()
 }
 
 /// Sessions with steps whose agents' models are all scripted: these run offline.
 fn runs_offline(text: &str) -> bool {
-    let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(text).unwrap();
     let models = &doc["providers"]["local"]["models"];
     let Some(sessions) = doc["sessions"].as_mapping() else {
         return false;
@@ -593,19 +593,21 @@ fn the_credential_never_reaches_anything_written() {
         .env("RUST_LOG", "trace");
     // The session mounts a repository whose token comes from the environment,
     // and another whose token is written in the manifest: neither is stored.
-    let mut doc: serde_yaml::Value =
-        serde_yaml::from_str(&retarget(&text, &server.url, &[("max_retries", json!(15))])).unwrap();
-    doc["sessions"]["triage"]["resources"] = serde_yaml::to_value(json!([
+    let mut doc: serde_norway::Value =
+        serde_norway::from_str(&retarget(&text, &server.url, &[("max_retries", json!(15))]))
+            .unwrap();
+    doc["sessions"]["triage"]["resources"] = serde_norway::to_value(json!([
         {"type": "github_repository", "url": "https://github.com/example/tickets",
          "authorization_token": "{{ env('REPO_TOKEN') }}", "checkout": {"type": "branch", "name": "main"}},
         {"type": "github_repository", "url": "https://github.com/example/docs",
          "authorization_token": LITERAL_TOKEN},
     ]))
     .unwrap();
-    doc["sessions"]["triage"]["vault_ids"] = serde_yaml::to_value(json!(["vlt_tickets"])).unwrap();
+    doc["sessions"]["triage"]["vault_ids"] =
+        serde_norway::to_value(json!(["vlt_tickets"])).unwrap();
     t.write(
         "example/agentform.yaml",
-        &serde_yaml::to_string(&doc).unwrap(),
+        &serde_norway::to_string(&doc).unwrap(),
     );
     let mut outputs = Vec::new();
     for args in [

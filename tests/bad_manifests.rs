@@ -1,15 +1,18 @@
 //! The bad-manifest corpus in `tests/bad/`: every entry holds exactly one
 //! problem, and `validate`, `plan` and `apply` must each refuse it with exit
 //! code 1, a diagnostic pointing at the right file, line and column, the
-//! expected message, a `help:` line, and no change to the state.
+//! expected message, a `help:` line, and no change to the state. The report
+//! itself is snapshotted per entry (`snapshots/integration__bad_manifests__
+//! diagnostic@ENTRY.snap`), so a change of wording shows up in review.
 //!
 //! An entry is a file `NN-name.yaml`, or a directory `NN-name/` of several
 //! files passed together with `-f DIR`. The first line of the file holding the
 //! error reads `# expect: LINE:COL message fragment` (the comment is line 1).
+//! A new case is one new entry; `INSTA_UPDATE=always cargo test bad_manifests`
+//! writes its snapshot, to be reviewed before it is committed.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use crate::common::*;
 
@@ -58,92 +61,94 @@ fn is_yaml(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
-/// Reads the corpus; a malformed entry is reported as a problem, not skipped.
-fn load_corpus() -> (Vec<Entry>, Vec<String>) {
+/// Reads one corpus entry, and what is malformed about it: a malformed entry
+/// is reported, not skipped.
+fn load_entry(path: &Path) -> (Option<Entry>, Vec<String>) {
     let dir = corpus_dir();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    paths.sort();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("utf-8 file name")
+        .to_string();
+    let candidates: Vec<PathBuf> = if path.is_dir() {
+        let mut inner: Vec<PathBuf> = std::fs::read_dir(path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && is_yaml(p))
+            .collect();
+        inner.sort();
+        inner
+    } else if is_yaml(path) {
+        vec![path.to_path_buf()]
+    } else {
+        return (
+            None,
+            vec![format!("{name}: not a .yaml file or a directory")],
+        );
+    };
 
-    let mut entries = Vec::new();
     let mut problems = Vec::new();
-    for path in paths {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("utf-8 file name")
-            .to_string();
-        let candidates: Vec<PathBuf> = if path.is_dir() {
-            let mut inner: Vec<PathBuf> = std::fs::read_dir(&path)
-                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && is_yaml(p))
-                .collect();
-            inner.sort();
-            inner
-        } else if is_yaml(&path) {
-            vec![path.clone()]
-        } else {
-            problems.push(format!("{name}: not a .yaml file or a directory"));
-            continue;
-        };
-
-        let mut files = Vec::new();
-        let mut expect = Vec::new();
-        for file in &candidates {
-            let rel = file
-                .strip_prefix(&dir)
-                .expect("inside the corpus")
-                .to_string_lossy()
-                .replace('\\', "/");
-            let text = std::fs::read_to_string(file)
-                .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-            let first = text.lines().next().unwrap_or_default();
-            if first.starts_with("# expect:") {
-                match parse_expect(first) {
-                    Some((line, column, fragment)) => {
-                        // The expected position must exist in the file.
-                        let fits = text.lines().nth(line.saturating_sub(1)).is_some_and(|l| {
-                            line >= 1 && column >= 1 && column <= l.chars().count() + 1
-                        });
-                        if !fits {
-                            problems.push(format!(
-                                "{rel}: `# expect: {line}:{column}` is outside the file"
-                            ));
-                        }
-                        expect.push((rel.clone(), line, column, fragment));
+    let mut files = Vec::new();
+    let mut expect = Vec::new();
+    for file in &candidates {
+        let rel = file
+            .strip_prefix(&dir)
+            .expect("inside the corpus")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        let first = text.lines().next().unwrap_or_default();
+        if first.starts_with("# expect:") {
+            match parse_expect(first) {
+                Some((line, column, fragment)) => {
+                    // The expected position must exist in the file.
+                    let fits = text.lines().nth(line.saturating_sub(1)).is_some_and(|l| {
+                        line >= 1 && column >= 1 && column <= l.chars().count() + 1
+                    });
+                    if !fits {
+                        problems.push(format!(
+                            "{rel}: `# expect: {line}:{column}` is outside the file"
+                        ));
                     }
-                    None => problems.push(format!(
-                        "{rel}: malformed first line {first:?}; want `# expect: LINE:COL fragment`"
-                    )),
+                    expect.push((rel.clone(), line, column, fragment));
                 }
+                None => problems.push(format!(
+                    "{rel}: malformed first line {first:?}; want `# expect: LINE:COL fragment`"
+                )),
             }
-            files.push((rel, text));
         }
-        match expect.len() {
-            1 => {
-                let (rel, line, column, fragment) = expect.remove(0);
-                entries.push(Entry {
-                    name,
-                    files,
-                    shown: format!("bad/{rel}"),
-                    line,
-                    column,
-                    fragment,
-                });
-            }
-            0 if files.is_empty() => problems.push(format!("{name}: holds no yaml files")),
-            0 => problems.push(format!("{name}: no file starts with `# expect:`")),
-            n => problems.push(format!(
-                "{name}: {n} files start with `# expect:`; want one"
-            )),
-        }
+        files.push((rel, text));
     }
-    (entries, problems)
+    let entry = match expect.len() {
+        1 => {
+            let (rel, line, column, fragment) = expect.remove(0);
+            Some(Entry {
+                name,
+                files,
+                shown: format!("bad/{rel}"),
+                line,
+                column,
+                fragment,
+            })
+        }
+        0 if files.is_empty() => {
+            problems.push(format!("{name}: holds no yaml files"));
+            None
+        }
+        0 => {
+            problems.push(format!("{name}: no file starts with `# expect:`"));
+            None
+        }
+        n => {
+            problems.push(format!(
+                "{name}: {n} files start with `# expect:`; want one"
+            ));
+            None
+        }
+    };
+    (entry, problems)
 }
 
 fn lock_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -177,21 +182,37 @@ fn has_help(stderr: &str) -> bool {
         .any(|l| l.trim_start().trim_start_matches("= ").starts_with("help:"))
 }
 
-/// Runs one entry; returns its failures (empty when it behaves).
-fn check(entry: &Entry) -> Vec<String> {
+/// What one entry did.
+#[derive(Default)]
+struct Checked {
+    /// Empty when the entry behaves.
+    failures: Vec<String>,
+    /// What `validate` printed on stderr, the temporary directory filtered out.
+    report: String,
+}
+
+fn failed_check(failure: &str) -> Checked {
+    Checked {
+        failures: vec![failure.to_string()],
+        report: String::new(),
+    }
+}
+
+/// Runs one entry.
+fn check(entry: &Entry) -> Checked {
     let mut failures = Vec::new();
     let t = Test::new();
     t.write("good/agentform.yaml", GOOD);
     let good = t.run(&["apply", "-f", "good/agentform.yaml", "--auto-approve"]);
     if good.code != 0 {
-        return vec![format!(
+        return failed_check(&format!(
             "the baseline apply failed (exit {})\n{}",
             good.code, good.stderr
-        )];
+        ));
     }
     let before = t.state_snapshot();
     if before.is_empty() {
-        return vec!["the baseline apply left no state to compare".into()];
+        return failed_check("the baseline apply left no state to compare");
     }
     for (rel, text) in &entry.files {
         t.write(&format!("bad/{rel}"), text);
@@ -206,8 +227,10 @@ fn check(entry: &Entry) -> Vec<String> {
     ];
     // (command, what is wrong, stderr) of each command that misbehaved.
     let mut wrong_runs: Vec<(String, String, String)> = Vec::new();
+    let mut report = None;
     for args in commands {
         let out = t.run(args);
+        report.get_or_insert_with(|| without_temp_dir(&out.stderr, t.root()));
         let mut wrong = Vec::new();
         if out.code != 1 {
             wrong.push(format!("exit code {} (want 1)", out.code));
@@ -268,7 +291,20 @@ fn check(entry: &Entry) -> Vec<String> {
     if !locks.is_empty() {
         failures.push(format!("a lock file was written: {locks:?}"));
     }
-    failures
+    Checked {
+        failures,
+        report: report.unwrap_or_default(),
+    }
+}
+
+/// `text` with the test's temporary directory written `[TEMP_DIR]`.
+fn without_temp_dir(text: &str, root: &Path) -> String {
+    let mut text = text.to_string();
+    let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    for dir in [canonical.as_path(), root] {
+        text = text.replace(&dir.display().to_string(), "[TEMP_DIR]");
+    }
+    text
 }
 
 fn indent(text: &str) -> String {
@@ -281,41 +317,33 @@ fn indent(text: &str) -> String {
 
 #[test]
 fn every_bad_manifest_is_refused_with_its_location() {
-    let (entries, mut problems) = load_corpus();
+    let mut entries = 0;
+    let mut failed: Vec<(Entry, Vec<String>)> = Vec::new();
+    let mut malformed = Vec::new();
+    // insta collects the snapshot mismatches and panics after the last entry;
+    // the behaviour report below comes first, then that panic.
+    let snapshots = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        insta::glob!("bad/*", |path| {
+            let (entry, problems) = load_entry(path);
+            malformed.extend(problems);
+            let Some(entry) = entry else { return };
+            entries += 1;
+            let checked = std::panic::catch_unwind(AssertUnwindSafe(|| check(&entry)))
+                .unwrap_or_else(|_| failed_check("the check itself panicked"));
+            insta::assert_snapshot!("diagnostic", checked.report);
+            if !checked.failures.is_empty() {
+                failed.push((entry, checked.failures));
+            }
+        });
+    }));
     assert!(
-        entries.len() >= MIN_ENTRIES,
-        "the corpus in {} has {} entries; want at least {MIN_ENTRIES}",
+        entries >= MIN_ENTRIES,
+        "the corpus in {} has {entries} entries; want at least {MIN_ENTRIES}",
         corpus_dir().display(),
-        entries.len()
     );
 
-    // Each entry spawns four processes; run a few entries at a time.
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(4)
-        .clamp(1, 8);
-    let next = AtomicUsize::new(0);
-    let failed: Mutex<Vec<(usize, Vec<String>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(entry) = entries.get(i) else { break };
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(entry)))
-                        .unwrap_or_else(|_| vec!["the check itself panicked".to_string()]);
-                if !result.is_empty() {
-                    failed.lock().unwrap().push((i, result));
-                }
-            });
-        }
-    });
-    let mut failed = failed.into_inner().unwrap();
-    failed.sort_by_key(|(i, _)| *i);
-
     let mut report = String::new();
-    for (i, failures) in &failed {
-        let e = &entries[*i];
+    for (e, failures) in &failed {
         report.push_str(&format!(
             "\n=== {} (want {}:{}:{} {:?})\n    (agentform validate|plan|apply --auto-approve -f bad/{})\n",
             e.name, e.shown, e.line, e.column, e.fragment, e.name
@@ -324,23 +352,25 @@ fn every_bad_manifest_is_refused_with_its_location() {
             report.push_str(&format!("  - {f}\n"));
         }
     }
-    if !problems.is_empty() {
+    if !malformed.is_empty() {
         report.push_str("\n=== malformed corpus entries\n");
-        for p in problems.drain(..) {
+        for p in &malformed {
             report.push_str(&format!("  - {p}\n"));
         }
     }
     assert!(
         report.is_empty(),
-        "{} of {} bad manifests were not refused as expected: {}\n{report}",
+        "{} of {entries} bad manifests were not refused as expected: {}\n{report}",
         failed.len(),
-        entries.len(),
         failed
             .iter()
-            .map(|(i, _)| entries[*i].name.as_str())
+            .map(|(e, _)| e.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Err(panic) = snapshots {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// `-var` for a variable the manifest does not declare has no position in a

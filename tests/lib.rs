@@ -13,3 +13,4 @@ mod locking;
 mod run;
 mod schema;
 mod serve;
+mod yaml_output;

@@ -428,10 +428,8 @@ sessions:
     let (_, _, sessions) = live_objects(&t.path("state"));
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].vault_ids, ["vlt_team"]);
-    assert_eq!(
-        sessions[0].resources[0]["url"],
-        "https://github.com/example/app"
-    );
+    let resource = serde_json::to_value(&sessions[0].resources[0]).unwrap();
+    assert_eq!(resource["url"], "https://github.com/example/app");
     t.run(&["plan", "--detailed-exitcode"])
         .success()
         .stdout_has("No changes.");

@@ -12,13 +12,23 @@ pub mod error;
 pub mod event;
 pub mod limits;
 pub mod list;
+pub mod literal;
+pub mod multiagent;
+pub mod params;
+pub mod resource;
 pub mod session;
+#[cfg(test)]
+mod tests;
+pub mod tool;
 
-pub use agent::Agent;
-pub use environment::Environment;
+pub use agent::{Agent, ExecutionIdentity, McpServer, ModelConfig, Skill};
+pub use environment::{Environment, EnvironmentConfig, Networking, Packages};
 pub use error::{ErrorKind, Result, RuntimeError};
 pub use list::{list_all, ListQuery, Page};
-pub use session::{Deleted, Session, Usage};
+pub use multiagent::{AgentReference, Multiagent};
+pub use resource::SessionResource;
+pub use session::{Deleted, Session, SessionAgent, SessionStats, SessionUsage, ThreadAgent, Usage};
+pub use tool::{PermissionPolicy, Tool};
 
 /// `anthropic-beta` of every Managed Agents request.
 pub const MANAGED_AGENTS_BETA: &str = "managed-agents-2026-04-01";

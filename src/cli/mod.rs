@@ -654,7 +654,7 @@ async fn state_command(g: &Global, cmd: StateCommand, printer: &Printer) -> Resu
                     "`{address}` is not in the state\nhint: `agentform state list` shows what is"
                 )
             })?;
-            printer.out(serde_yaml::to_string(&r)?.trim_end());
+            printer.out(serde_norway::to_string(&r)?.trim_end());
             Ok(ExitCode::SUCCESS)
         }
         StateCommand::Rm { address } => {

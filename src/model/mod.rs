@@ -5,6 +5,7 @@
 //! `text`, `tool_use`, `tool_result`); backends translate as needed.
 
 pub mod anthropic;
+mod endpoint;
 pub mod openai;
 pub mod scripted;
 

@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Map, Value};
 
-use super::anthropic::{snippet, HttpEndpoint, DEFAULT_TIMEOUT};
+use super::endpoint::{HttpEndpoint, DEFAULT_TIMEOUT};
 use super::{Model, ModelError, ModelRequest, ModelResponse, Usage};
+use crate::http::snippet;
 
 /// How to reach an OpenAI-compatible endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl fmt::Debug for OpenAiModel {
         f.debug_struct("OpenAiModel")
             .field("url", &self.endpoint.url)
             .field("model", &self.model)
-            .field("timeout", &self.endpoint.timeout)
+            .field("timeout", &self.endpoint.timeout())
             .finish_non_exhaustive()
     }
 }
@@ -364,8 +365,8 @@ fn tool_input(arguments: Option<&Value>) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::super::anthropic::test_server::{closed_port, serve, Canned};
     use super::*;
+    use crate::http::test_server::{closed_port, serve_replies, Reply};
 
     const KEY: &str = "sk-local-test-0123456789-SECRET";
 
@@ -426,7 +427,7 @@ mod tests {
             }),
             "tool_calls",
         );
-        let (base, log) = serve(vec![Canned::json(200, answer)]).await;
+        let (base, log) = serve_replies(vec![Reply::json(200, answer)]).await;
         let model = OpenAiModel::with_api_key(
             OpenAiConfig {
                 api_key_env: Some("LOCAL_KEY".into()),
@@ -496,7 +497,7 @@ mod tests {
     #[tokio::test]
     async fn no_key_no_authorization_and_the_request_model_id() {
         let answer = completion(json!({"role": "assistant", "content": "Hi."}), "stop");
-        let (base, log) = serve(vec![Canned::json(200, answer)]).await;
+        let (base, log) = serve_replies(vec![Reply::json(200, answer)]).await;
         let model = OpenAiModel::new(config(&base)).unwrap();
         let mut request = conversation();
         request.system = None;
@@ -595,7 +596,8 @@ mod tests {
             {"type": "function", "function": {"name": "a", "arguments": "{}"}},
             {"type": "function", "function": {"name": "b", "arguments": "{}"}}
         ]});
-        let (base, _log) = serve(vec![Canned::json(200, completion(call, "tool_calls"))]).await;
+        let (base, _log) =
+            serve_replies(vec![Reply::json(200, completion(call, "tool_calls"))]).await;
         let model = OpenAiModel::new(config(&base)).unwrap();
         let response = model.complete(&conversation()).await.unwrap();
         let ids: Vec<&str> = response
@@ -608,11 +610,11 @@ mod tests {
 
     #[tokio::test]
     async fn error_envelopes_become_api_errors() {
-        let openai = Canned::json(
+        let openai = Reply::json(
             401,
             json!({"error": {"message": format!("Incorrect API key provided: {KEY}"), "type": "invalid_request_error", "code": "invalid_api_key"}}),
         );
-        let (base, log) = serve(vec![openai]).await;
+        let (base, log) = serve_replies(vec![openai]).await;
         let model = OpenAiModel::with_api_key(config(&base), Some(KEY.into())).unwrap();
         let error = model.complete(&conversation()).await.unwrap_err();
         assert_eq!(
@@ -627,11 +629,11 @@ mod tests {
         assert!(!format!("{model:?}").contains(KEY));
         assert_eq!(log.lock().unwrap().len(), 1);
 
-        let ollama = Canned::json(
+        let ollama = Reply::json(
             404,
             json!({"error": "model \"qwen3:8b\" not found, try pulling it first"}),
         );
-        let (base, _log) = serve(vec![ollama]).await;
+        let (base, _log) = serve_replies(vec![ollama]).await;
         let model = OpenAiModel::new(config(&base)).unwrap();
         assert_eq!(
             model.complete(&conversation()).await.unwrap_err(),
@@ -646,9 +648,9 @@ mod tests {
     #[tokio::test]
     async fn retries_a_rate_limit_then_succeeds() {
         let busy =
-            Canned::json(429, json!({"error": {"message": "busy"}})).header("retry-after", "0");
-        let ok = Canned::json(200, completion(json!({"content": "done"}), "stop"));
-        let (base, log) = serve(vec![busy, ok]).await;
+            Reply::json(429, json!({"error": {"message": "busy"}})).header("retry-after", "0");
+        let ok = Reply::json(200, completion(json!({"content": "done"}), "stop"));
+        let (base, log) = serve_replies(vec![busy, ok]).await;
         let model = OpenAiModel::new(config(&base)).unwrap();
         let response = model.complete(&conversation()).await.unwrap();
         assert_eq!(

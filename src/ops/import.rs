@@ -93,7 +93,7 @@ pub async fn import(
             set(&mut config, "description", a.description.map(Value::String));
             set(&mut config, "metadata", Some(user_metadata(&a.metadata)));
             if config.get("model").is_some_and(Value::is_string) {
-                set(&mut config, "model", a.model.get("id").cloned());
+                set(&mut config, "model", Some(Value::String(a.model.id)));
             }
             (Some(a.version), a.updated_at)
         }

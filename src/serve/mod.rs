@@ -3,8 +3,8 @@
 //! API (as the `anthropic` Python SDK 2.10.0 speaks it), so the official SDKs
 //! and curl work against it with only their base URL changed.
 //!
-//! * [`routes`]: the endpoints and their query parameters;
-//! * [`sse`]: `GET /v1/sessions/{id}/events/stream`;
+//! * `routes`: the endpoints and their query parameters;
+//! * `sse`: `GET /v1/sessions/{id}/events/stream`;
 //! * [`error`]: the error envelope.
 //!
 //! Every response carries a `request-id: req_…` header. A middleware in front
@@ -55,7 +55,7 @@ pub struct Options {
     /// took effect (the answer is lost), as a broken connection or a proxy
     /// error would; the others, and every 429, fail before.
     pub fail_after: f64,
-    /// The interval of `event: ping` on event streams.
+    /// An event stream sends `event: ping` after this long without a frame.
     pub heartbeat: Duration,
     /// The largest request body accepted.
     pub max_body_bytes: usize,

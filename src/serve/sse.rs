@@ -1,33 +1,38 @@
 //! `GET /v1/sessions/{id}/events/stream`: the session's events from now on,
 //! as server-sent events (wire notes §10).
 //!
+//! axum's [`Sse`] writes the frames and its [`KeepAlive`] the heartbeat.
 //! Every frame has an `event:` line (the SDKs skip frames without one):
 //!
 //! * `event: <type>\ndata: <event JSON>\n\n` for each event;
-//! * `event: ping\ndata: {"type":"ping"}\n\n` every heartbeat interval;
+//! * `event: ping\ndata: {"type":"ping"}\n\n` after every heartbeat
+//!   interval without a frame;
 //! * `event: error\ndata: <error envelope>\n\n` when the runtime's stream
 //!   breaks, after which the stream ends.
 //!
 //! The stream also ends when the session is deleted (after its
 //! `session.deleted` event), when the runtime's stream ends (e.g. the
-//! `drop_stream_after` fault) and when the server shuts down.
+//! `drop_stream_after` fault) and when the server shuts down. This module
+//! only frames what the runtime streams.
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::Response;
-use futures_util::FutureExt as _;
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{FutureExt as _, Stream};
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::routes::{Id, Params};
 use super::{ApiError, AppState, RequestId};
 use crate::runtime::{event, EventStream, Runtime};
+
+/// The data of every heartbeat frame.
+const PING: &str = r#"{"type":"ping"}"#;
 
 pub(super) async fn stream(
     State(s): State<AppState>,
@@ -38,9 +43,31 @@ pub(super) async fn stream(
     // Previews of message text are not produced; the events come whole.
     params.list_of("event_deltas", &["agent.message", "agent.thinking"])?;
     let events = s.runtime.stream_events(&id).await?;
-    let feed = Feed::new(events, s.options.heartbeat, s.stop.subscribe(), request_id);
-    let body = futures_util::stream::unfold(feed, |mut feed| async move {
-        // A panic ends this stream only.
+    let feed = Feed {
+        events,
+        stop: s.stop.subscribe(),
+        request_id,
+        done: false,
+    };
+    let mut response = Sse::new(frames(feed))
+        .keep_alive(heartbeat(s.options.heartbeat))
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// `event: ping` after every `period` without a frame.
+fn heartbeat(period: Duration) -> KeepAlive {
+    KeepAlive::new()
+        .interval(period.max(Duration::from_millis(1)))
+        .event(frame("ping", PING))
+}
+
+/// The frames of one open stream; a panic ends this stream only.
+fn frames(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold(feed, |mut feed| async move {
         let frame = AssertUnwindSafe(feed.next_frame())
             .catch_unwind()
             .await
@@ -48,50 +75,21 @@ pub(super) async fn stream(
                 tracing::error!("an event stream failed; closing it");
                 None
             })?;
-        Some((Ok::<_, Infallible>(frame), feed))
-    });
-    let mut response = Response::new(Body::from_stream(body));
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+        Some((Ok(frame), feed))
+    })
 }
 
 /// What one open stream reads from.
 struct Feed {
     events: EventStream,
-    heartbeat: Interval,
     stop: watch::Receiver<bool>,
     request_id: String,
     done: bool,
 }
 
 impl Feed {
-    fn new(
-        events: EventStream,
-        heartbeat: Duration,
-        stop: watch::Receiver<bool>,
-        request_id: String,
-    ) -> Self {
-        let period = heartbeat.max(Duration::from_millis(1));
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Feed {
-            events,
-            heartbeat,
-            stop,
-            request_id,
-            done: false,
-        }
-    }
-
     /// The next frame; `None` ends the stream.
-    async fn next_frame(&mut self) -> Option<Bytes> {
+    async fn next_frame(&mut self) -> Option<Event> {
         if self.done {
             return None;
         }
@@ -113,7 +111,6 @@ impl Feed {
                     None
                 }
             },
-            _ = self.heartbeat.tick() => Some(frame("ping", r#"{"type":"ping"}"#)),
         }
     }
 }
@@ -123,7 +120,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-fn event_frame(event: &Value) -> Bytes {
+fn event_frame(event: &Value) -> Event {
     let kind = match event::kind(event) {
         "" => "message",
         kind => kind,
@@ -131,32 +128,51 @@ fn event_frame(event: &Value) -> Bytes {
     frame(kind, &event.to_string())
 }
 
-/// One SSE frame. `data` is compact JSON, so one line.
-fn frame(name: &str, data: &str) -> Bytes {
-    let name: String = name
-        .chars()
-        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-        .collect();
+/// One SSE frame, `event: <name>` and one `data:` line (`data` is compact
+/// JSON); line breaks become spaces, as `Event` would refuse or split them.
+fn frame(name: &str, data: &str) -> Event {
+    let name = name.replace(['\r', '\n'], " ");
     let data = data.replace(['\r', '\n'], " ");
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+    Event::default().event(name).data(data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt as _;
     use serde_json::json;
 
-    #[test]
-    fn frames_have_an_event_line() {
+    /// The bytes a response body with `frames` puts on the wire.
+    async fn wire(frames: Vec<Event>) -> String {
+        let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, Infallible>));
+        let body = Sse::new(stream).into_response().into_body();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn frames_have_an_event_line() {
         let f = event_frame(&json!({"type": "agent.message", "id": "sevt_1"}));
         assert_eq!(
-            std::str::from_utf8(&f).unwrap(),
+            wire(vec![f]).await,
             "event: agent.message\ndata: {\"id\":\"sevt_1\",\"type\":\"agent.message\"}\n\n"
         );
         let f = frame("bad\nname", "a\nb");
-        assert_eq!(
-            std::str::from_utf8(&f).unwrap(),
-            "event: bad name\ndata: a b\n\n"
-        );
+        assert_eq!(wire(vec![f]).await, "event: bad name\ndata: a b\n\n");
+        let f = event_frame(&json!({"id": "sevt_2"}));
+        assert!(wire(vec![f]).await.starts_with("event: message\ndata: "));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_heartbeat_is_a_ping_frame() {
+        let never = futures_util::stream::pending::<Result<Event, Infallible>>();
+        let response = Sse::new(never)
+            .keep_alive(heartbeat(Duration::from_secs(15)))
+            .into_response();
+        let mut body = response.into_body().into_data_stream();
+        let started = tokio::time::Instant::now();
+        let ping = body.next().await.unwrap().unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+        assert_eq!(&ping[..], b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
     }
 }

@@ -7,18 +7,20 @@
 //! the credentials are kept in [`Secret`]s and scrubbed from every error.
 //!
 //! Requests go through a client-side rate limiter ([`RateLimits`]) and are
-//! retried like the SDKs do (connection errors, 408, 409, 429, 5xx, honoring
-//! `x-should-retry` and `retry-after`). A retried create adopts the object an
-//! earlier attempt made (same `agentform.address` and `agentform.manifest`
-//! metadata) instead of making another; sent events and deletes get the same
-//! care.
+//! retried by the shared policy of [`crate::http`] (as the SDKs do:
+//! connection errors, 408, 409, 429, 5xx, honoring `x-should-retry` and
+//! `retry-after`). A retried create adopts the object an earlier attempt made
+//! (same `agentform.address` and `agentform.manifest` metadata) instead of
+//! making another; sent events and deletes get the same care (`dedup`).
 //!
 //! Objects are parsed into the typed shapes of [`crate::runtime`]; events stay
 //! raw JSON so unknown types and fields pass through.
 
 mod client;
+mod clock;
+mod dedup;
 mod limiter;
-mod retry;
+mod request;
 mod sse;
 #[cfg(test)]
 mod tests;
@@ -36,11 +38,14 @@ use super::{
     Agent, Deleted, Environment, ErrorKind, EventStream, ListQuery, Page, Result, Runtime,
     RuntimeError, Session,
 };
-use client::{Dedup, Http, Redactor, Reply, Req};
+use crate::http::Redactor;
+use client::Http;
+use dedup::Dedup;
 use limiter::Limiter;
+use request::{Reply, Req};
 
+pub use crate::http::RetryPolicy;
 pub use limiter::RateLimits;
-pub use retry::RetryPolicy;
 pub use sse::{SseDecoder, SseFrame};
 
 /// The provider's name in manifests.
@@ -126,7 +131,7 @@ impl Default for AnthropicOptions {
             api_key: None,
             auth_token: None,
             limits: RateLimits::default(),
-            max_retries: retry::DEFAULT_MAX_RETRIES,
+            max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
             timeout: DEFAULT_TIMEOUT,
             retry_backoff: None,
             key_env: API_KEY_ENV.to_owned(),
@@ -145,8 +150,8 @@ impl fmt::Debug for AnthropicRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnthropicRuntime")
             .field("base_url", &self.http.base_url())
-            .field("timeout", &self.http.timeout)
-            .field("retry", &self.http.retry)
+            .field("timeout", &self.http.client.timeout)
+            .field("retry", &self.http.client.retry)
             .finish_non_exhaustive()
     }
 }
@@ -274,18 +279,18 @@ impl AnthropicRuntime {
 
     /// The retry policy in force.
     pub fn retry_policy(&self) -> RetryPolicy {
-        self.http.retry
+        self.http.client.retry
     }
 
     /// Replaces the retry policy (tests and benchmarks use short backoffs).
     pub fn set_retry_policy(&mut self, policy: RetryPolicy) {
-        self.http.retry = policy;
+        self.http.client.retry = policy;
     }
 
     async fn call<T: DeserializeOwned>(&self, req: Req, dedup: Dedup, shape: Shape) -> Result<T> {
         let label = req.label();
         let reply = self.http.json(&req, &dedup).await?;
-        parse(&label, shape, reply).map_err(|e| self.http.redactor.error(e))
+        parse(&label, shape, reply).map_err(|e| self.http.redactor().error(e))
     }
 }
 
@@ -449,7 +454,7 @@ fn parse<T: DeserializeOwned>(label: &str, shape: Shape, reply: Reply) -> Result
         }
         Shape::Deleted | Shape::SentEvents => {}
     }
-    let shown = client::snippet(&value.to_string());
+    let shown = crate::http::snippet(&value.to_string());
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." {
@@ -652,7 +657,7 @@ impl Runtime for AnthropicRuntime {
             response,
             self.stream_idle,
             label,
-            self.http.redactor.clone(),
+            self.http.redactor().clone(),
         )))
     }
 }

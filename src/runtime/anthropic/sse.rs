@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::client::{kind_from_wire_type, Redactor};
+use crate::http::{describe_reqwest, snippet, Envelope, Redactor};
 use crate::runtime::{ErrorKind, EventSource, Result, RuntimeError};
 
 /// One dispatched event of an event stream.
@@ -176,31 +176,13 @@ fn stream_error(data: &str) -> RuntimeError {
             format!("the event stream failed: {}", snippet(data)),
         );
     };
-    let error = json.get("error").unwrap_or(&json);
-    let kind = error
-        .get("type")
-        .and_then(Value::as_str)
-        .and_then(kind_from_wire_type)
-        .unwrap_or(ErrorKind::Api);
-    let message = error
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| snippet(data));
+    // The envelope's error, or a bare error object.
+    let envelope = Envelope::from_error(json.get("error").unwrap_or(&json));
+    let kind = envelope.error_kind().unwrap_or(ErrorKind::Api);
+    let message = envelope.message.unwrap_or_else(|| snippet(data));
     let mut e = RuntimeError::new(kind, format!("the event stream failed: {message}"));
-    e.request_id = json
-        .get("request_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    e.request_id = Envelope::from_json(&json).request_id;
     e
-}
-
-fn snippet(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }
 
 /// The body of an open event stream response.
@@ -267,7 +249,7 @@ impl EventSource for SseSource {
                     let message = format!(
                         "{}: the event stream broke: {}",
                         self.label,
-                        super::client::describe_reqwest(e)
+                        describe_reqwest(e)
                     );
                     return self.fail(RuntimeError::new(ErrorKind::Transport, message));
                 }

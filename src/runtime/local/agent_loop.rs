@@ -16,7 +16,12 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::events::{Ctx, OpenUses, Slot, SlotState, UseState, EVENT_PREFIX};
-use super::{new_id, timestamp};
+use super::ids::{new_id, timestamp};
+use super::store::get;
+use crate::api::environment::{EnvironmentConfig, Networking};
+use crate::api::session::CacheCreationUsage;
+use crate::api::tool::CustomTool;
+use crate::api::Tool;
 use crate::model::{Model, ModelError, ModelRequest, ModelResponse, Usage};
 use crate::runtime::{event, Environment, Result, Session};
 use crate::sandbox::{
@@ -472,7 +477,7 @@ impl Worker {
     }
 
     async fn emit_tool_use(&mut self, name: &str, input: Value) -> Result<()> {
-        let tools = &self.session.agent["tools"];
+        let tools = &self.session.agent.tools;
         if let Some(policy) = builtin_policy(tools, name) {
             let (permission, evaluation) = match policy.as_str() {
                 "always_allow" => ("allow", json!({"type": "always_allow"})),
@@ -488,7 +493,7 @@ impl Worker {
                 json!({"name": name, "input": input, "evaluated_permission": permission, "evaluation": evaluation}),
             )
             .await?;
-        } else if custom_tools(tools).any(|t| t["name"] == name) {
+        } else if custom_tools(tools).any(|t| t.name == name) {
             self.emit(
                 "agent.custom_tool_use",
                 json!({"name": name, "input": input}),
@@ -567,39 +572,30 @@ impl Worker {
         let created = OffsetDateTime::parse(&self.session.created_at, &Rfc3339).ok();
         self.ctx.store.update_session(self.id(), |s| {
             status.clone_into(&mut s.status);
-            if !s.stats.is_object() {
-                s.stats = json!({});
-            }
-            let active = s.stats["active_seconds"].as_f64().unwrap_or(0.0) + active_seconds;
-            s.stats["active_seconds"] = json!(active);
+            let active = s.stats.active_seconds.unwrap_or(0.0) + active_seconds;
+            s.stats.active_seconds = Some(active);
             if let Some(created) = created {
                 let duration = (OffsetDateTime::now_utc() - created).as_seconds_f64();
-                s.stats["duration_seconds"] = json!(duration.max(0.0));
+                s.stats.duration_seconds = Some(duration.max(0.0));
             }
         })
     }
 
     fn add_usage(&self, usage: &Usage) -> Result<()> {
         self.ctx.store.update_session(self.id(), |s| {
-            if !s.usage.is_object() {
-                s.usage = json!({});
-            }
-            let add = |v: &mut Value, key: &str, n: u64| {
-                v[key] = json!(v[key].as_u64().unwrap_or(0) + n);
-            };
-            add(&mut s.usage, "input_tokens", usage.input_tokens);
-            add(&mut s.usage, "output_tokens", usage.output_tokens);
+            let add = |v: &mut Option<u64>, n: u64| *v = Some(v.unwrap_or(0) + n);
+            add(&mut s.usage.input_tokens, usage.input_tokens);
+            add(&mut s.usage.output_tokens, usage.output_tokens);
             add(
-                &mut s.usage,
-                "cache_read_input_tokens",
+                &mut s.usage.cache_read_input_tokens,
                 usage.cache_read_input_tokens,
             );
-            if !s.usage["cache_creation"].is_object() {
-                s.usage["cache_creation"] = json!({"ephemeral_1h_input_tokens": 0});
-            }
+            let cache = s.usage.cache_creation.get_or_insert(CacheCreationUsage {
+                ephemeral_1h_input_tokens: Some(0),
+                ephemeral_5m_input_tokens: None,
+            });
             add(
-                &mut s.usage["cache_creation"],
-                "ephemeral_5m_input_tokens",
+                &mut cache.ephemeral_5m_input_tokens,
                 usage.cache_creation_input_tokens,
             );
         })
@@ -628,9 +624,7 @@ impl Worker {
         if let Some(model) = cached.as_ref() {
             return Ok(Arc::clone(model));
         }
-        let id = self.session.agent["model"]["id"]
-            .as_str()
-            .unwrap_or_default();
+        let id = &self.session.agent.model.id;
         let model = self.ctx.options.models.resolve(id)?;
         *cached = Some(Arc::clone(&model));
         Ok(model)
@@ -638,7 +632,7 @@ impl Worker {
 
     fn request(&self) -> ModelRequest {
         let agent = &self.session.agent;
-        let tools = &agent["tools"];
+        let tools = &agent.tools;
         let mut definitions: Vec<Value> = tools::definitions()
             .into_iter()
             .filter(|d| {
@@ -648,11 +642,11 @@ impl Worker {
             })
             .collect();
         definitions.extend(custom_tools(tools).map(|t| {
-            json!({"name": t["name"], "description": t["description"], "input_schema": t["input_schema"]})
+            json!({"name": t.name, "description": t.description, "input_schema": t.input_schema})
         }));
         ModelRequest {
-            model: agent["model"]["id"].as_str().unwrap_or_default().to_owned(),
-            system: agent["system"].as_str().map(str::to_owned),
+            model: agent.model.id.clone(),
+            system: agent.system.clone(),
             messages: conversation(&self.history),
             tools: definitions,
             max_tokens: MAX_TOKENS,
@@ -682,7 +676,7 @@ impl Worker {
             return Ok(Arc::clone(workspace));
         }
         let env_id = &self.session.environment_id;
-        let environment: Environment = super::get(&self.ctx.store.environments, env_id.as_bytes())
+        let environment: Environment = get(&self.ctx.store.environments, env_id.as_bytes())
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("tools cannot run: environment `{env_id}` no longer exists"))?;
         let spec = sandbox_spec(self.id(), &environment);
@@ -700,29 +694,28 @@ impl Worker {
 
 /// What a session's sandbox is made of, from its environment's config.
 fn sandbox_spec(session_id: &str, environment: &Environment) -> SandboxSpec {
-    let config = &environment.config;
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|l| {
-                l.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
+    let cloud = match &environment.config {
+        EnvironmentConfig::Cloud(cloud) => Some(cloud),
+        _ => None,
+    };
+    let strings = |manager: &str| -> Vec<String> {
+        cloud
+            .and_then(|c| c.packages.list(manager))
+            .cloned()
             .unwrap_or_default()
     };
     for manager in ["apt", "cargo", "gem", "go"] {
-        if !strings(&config["packages"][manager]).is_empty() {
+        if !strings(manager).is_empty() {
             tracing::warn!(
                 environment = %environment.id,
                 "the local runtime installs only pip and npm packages; {manager} packages are skipped"
             );
         }
     }
-    let network = match config["networking"]["type"].as_str() {
-        Some("limited") => Network::Limited {
-            allowed_hosts: strings(&config["networking"]["allowed_hosts"]),
-            allow_package_managers: config["networking"]["allow_package_managers"] == true,
+    let network = match cloud.map(|c| &c.networking) {
+        Some(Networking::Limited(limited)) => Network::Limited {
+            allowed_hosts: limited.allowed_hosts.clone(),
+            allow_package_managers: limited.allow_package_managers,
         },
         _ => Network::Unrestricted,
     };
@@ -730,8 +723,8 @@ fn sandbox_spec(session_id: &str, environment: &Environment) -> SandboxSpec {
         session_id: session_id.to_owned(),
         environment_id: environment.id.clone(),
         packages: Packages {
-            pip: strings(&config["packages"]["pip"]),
-            npm: strings(&config["packages"]["npm"]),
+            pip: strings("pip"),
+            npm: strings("npm"),
         },
         network,
         limits: Limits::default(),
@@ -771,35 +764,32 @@ fn error_type(e: &ModelError) -> &'static str {
 
 /// The permission policy of a built-in tool the agent has enabled and this
 /// runtime runs.
-fn builtin_policy(tools: &Value, name: &str) -> Option<String> {
+fn builtin_policy(tools: &[Tool], name: &str) -> Option<String> {
     if !tools::BUILTIN.contains(&name) {
         return None;
     }
-    let toolset = tools
-        .as_array()?
-        .iter()
-        .find(|t| t["type"] == tools::TOOLSET)?;
-    let config = toolset["configs"]
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == name)?;
-    if config["enabled"] != true {
+    let toolset = tools.iter().find_map(|t| match t {
+        Tool::AgentToolset(toolset) => Some(toolset),
+        _ => None,
+    })?;
+    let config = toolset.configs.iter().find(|c| c.name == name)?;
+    if !config.enabled {
         return None;
     }
     Some(
-        config["permission_policy"]["type"]
-            .as_str()
+        config
+            .permission_policy
+            .name()
             .unwrap_or("always_ask")
             .to_owned(),
     )
 }
 
-fn custom_tools(tools: &Value) -> impl Iterator<Item = &Value> {
-    tools
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["type"] == "custom")
+fn custom_tools(tools: &[Tool]) -> impl Iterator<Item = &CustomTool> {
+    tools.iter().filter_map(|t| match t {
+        Tool::Custom(custom) => Some(custom),
+        _ => None,
+    })
 }
 
 /// The Messages-API conversation the events tell: user text, assistant text

@@ -24,11 +24,15 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use super::{
-    as_object, check_keys, decode, encode, expected, field, get, invalid, new_id, non_empty_cursor,
-    one_of, page_limit, present, put, required, store_err, string, timestamp, version_key,
-    write_lock, LocalOptions, PAGE_PREFIX,
+use super::body::{
+    as_object, check_keys, expected, field, invalid, one_of, present, required, string,
 };
+use super::ids::{new_id, timestamp};
+use super::paging::{non_empty_cursor, page_limit, PAGE_PREFIX};
+use super::store::{
+    decode, encode, get, put, store_err, version_key, write_lock, ENVIRONMENTS_TREE, SESSIONS_TREE,
+};
+use super::LocalOptions;
 use crate::model::Model;
 use crate::runtime::{
     event, ErrorKind, EventSource, ListQuery, Page, Result, RuntimeError, Session,
@@ -71,8 +75,8 @@ impl Store {
             flushes: Arc::default(),
             events: db.open_tree(EVENTS_TREE).map_err(store_err)?,
             inbox: db.open_tree(INBOX_TREE).map_err(store_err)?,
-            sessions: db.open_tree(super::SESSIONS_TREE).map_err(store_err)?,
-            environments: db.open_tree(super::ENVIRONMENTS_TREE).map_err(store_err)?,
+            sessions: db.open_tree(SESSIONS_TREE).map_err(store_err)?,
+            environments: db.open_tree(ENVIRONMENTS_TREE).map_err(store_err)?,
         })
     }
 

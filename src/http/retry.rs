@@ -1,13 +1,15 @@
 //! When to retry a failed request and how long to wait first, the way the
 //! official SDKs do it (`_base_client.py`: `_should_retry`,
-//! `_calculate_retry_timeout`).
+//! `_calculate_retry_timeout`). Only the policy: the loop that applies it is
+//! [`super::client`]'s; callers choose the number of retries and the waits.
 
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-/// Retries after the first attempt, unless configured otherwise.
+/// Retries after the first attempt, unless configured otherwise (the
+/// `anthropic` provider's number; the model backends make 2).
 pub const DEFAULT_MAX_RETRIES: u32 = 4;
 /// First backoff step (doubled for every retry).
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -61,13 +63,18 @@ impl RetryPolicy {
 }
 
 /// Whether an error answer with `status` may be retried: `x-should-retry`
-/// decides when present, else 408, 409, 429 and every 5xx (529 included).
+/// decides when present, else [`retryable_status`].
 pub fn should_retry(status: u16, headers: &HeaderMap) -> bool {
     match header(headers, "x-should-retry") {
         Some("true") => return true,
         Some("false") => return false,
         _ => {}
     }
+    retryable_status(status)
+}
+
+/// 408, 409, 429 and every 5xx (529 included).
+pub fn retryable_status(status: u16) -> bool {
     matches!(status, 408 | 409 | 429 | 500..=599)
 }
 

@@ -1,0 +1,202 @@
+//! The file-level settings every manifest file must agree on: `version`,
+//! `name`, `provider` and `providers`. Resources are not looked at here.
+
+use std::path::Path;
+
+use super::diagnostic::{Diagnostic, Span};
+use super::discover::default_project;
+use super::loader::ParsedFile;
+use super::render::TypedFile;
+use super::spec::ProvidersSpec;
+use super::validate::{unknown_provider, validate_anthropic};
+use super::yaml::{locate, Seg};
+use super::PROVIDERS;
+
+/// What the files settled on.
+pub(super) struct Settings {
+    pub project: String,
+    /// For resources that name no provider.
+    pub default_provider: String,
+    pub providers: ProvidersSpec,
+}
+
+/// A value set in one file, and where it was first set.
+type FirstSet = Option<(String, Span)>;
+
+pub(super) fn settle(problems: &mut Vec<Diagnostic>, files: &[TypedFile], root: &Path) -> Settings {
+    let mut project: FirstSet = None;
+    let mut provider: FirstSet = None;
+    let mut providers = ProvidersSpec::default();
+    for typed in files {
+        check_version(problems, typed);
+        let spec = &typed.spec;
+        agree(
+            problems,
+            typed.file,
+            "name",
+            spec.name.clone(),
+            &mut project,
+        );
+        agree(
+            problems,
+            typed.file,
+            "provider",
+            spec.provider.clone(),
+            &mut provider,
+        );
+        merge_providers(problems, typed, &mut providers);
+    }
+    if let Some((p, span)) = &provider {
+        if !PROVIDERS.contains(&p.as_str()) {
+            problems.push(unknown_provider(p, Some(*span)));
+        }
+    }
+    Settings {
+        project: project
+            .map(|p| p.0)
+            .unwrap_or_else(|| default_project(root)),
+        default_provider: provider.map(|p| p.0).unwrap_or_else(|| "local".into()),
+        providers,
+    }
+}
+
+fn check_version(problems: &mut Vec<Diagnostic>, typed: &TypedFile) {
+    match typed.spec.version {
+        Some(v) if v != 1 => {
+            let span = locate(&typed.file.node, &[Seg::Key("version".into())], None);
+            problems.push(
+                Diagnostic::new(format!("unsupported manifest version {v}"), span)
+                    .help("this agentform reads `version: 1`"),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Records the first file's `key`; a later file must set the same value.
+fn agree(
+    problems: &mut Vec<Diagnostic>,
+    file: &ParsedFile,
+    key: &str,
+    value: Option<String>,
+    slot: &mut FirstSet,
+) {
+    let Some(value) = value else { return };
+    let span =
+        locate(&file.node, &[Seg::Key(key.into())], None).unwrap_or(Span::file_start(file.source));
+    match slot {
+        Some((existing, first)) if *existing != value => {
+            problems.push(
+                Diagnostic::at(
+                    span,
+                    format!("`{key}` is `{value}` here but `{existing}` in another file"),
+                )
+                .note(*first, format!("`{key}` first set here"))
+                .help(format!(
+                    "set `{key}` once, or to the same value in every file"
+                )),
+            );
+        }
+        Some(_) => {}
+        None => *slot = Some((value, span)),
+    }
+}
+
+/// `providers` may be set in several files only when identically.
+fn merge_providers(problems: &mut Vec<Diagnostic>, typed: &TypedFile, merged: &mut ProvidersSpec) {
+    let spec = &typed.spec.providers;
+    if *spec == ProvidersSpec::default() {
+        return;
+    }
+    let node = &typed.file.node;
+    if *merged != ProvidersSpec::default() && merged != spec {
+        let span = locate(node, &[Seg::Key("providers".into())], None);
+        problems.push(
+            Diagnostic::new("`providers` is set differently in two manifest files", span)
+                .help("declare provider settings in one file"),
+        );
+    }
+    *merged = spec.clone();
+    if let Some(a) = &spec.anthropic {
+        let at = |path: &[&str]| {
+            let mut segs = vec![Seg::Key("providers".into()), Seg::Key("anthropic".into())];
+            segs.extend(path.iter().map(|p| Seg::Key((*p).into())));
+            locate(node, &segs, None)
+        };
+        problems.extend(validate_anthropic(a, &at));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::test_support::{at, help, load, refusal, refusals};
+
+    #[test]
+    fn files_that_agree_combine() {
+        let m = load(&[
+            ("a.yaml", "version: 1\nname: demo\nprovider: local\n"),
+            ("b.yaml", "name: demo\nagents:\n  a:\n    model: m\n"),
+        ])
+        .unwrap();
+        assert_eq!(m.project, "demo");
+        assert_eq!(m.resources[0].provider, "local");
+    }
+
+    #[test]
+    fn without_a_name_the_project_is_the_root_directory() {
+        let m = load(&[("a.yaml", "version: 1\n")]).unwrap();
+        // The unit tests' root does not exist.
+        assert_eq!(m.project, "agentform");
+    }
+
+    #[test]
+    fn a_setting_that_differs_between_files_is_refused_with_a_note() {
+        let d = refusals(&[
+            ("a.yaml", "version: 1\nname: one\n"),
+            ("b.yaml", "version: 1\nname: two\n"),
+        ]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[0].message,
+            "`name` is `two` here but `one` in another file"
+        );
+        assert_eq!((d[0].span.unwrap().source, at(&d[0])), (1, (2, 7)));
+        assert_eq!(d[0].notes[0].1, "`name` first set here");
+        assert_eq!(
+            help(&d[0]),
+            "set `name` once, or to the same value in every file"
+        );
+    }
+
+    #[test]
+    fn providers_set_differently_in_two_files_are_refused() {
+        let d = refusals(&[
+            ("a.yaml", "providers: { local: { latency_ms: 1 } }\n"),
+            ("b.yaml", "providers: { local: { latency_ms: 2 } }\n"),
+        ]);
+        assert_eq!(
+            d[0].message,
+            "`providers` is set differently in two manifest files"
+        );
+        assert_eq!(d[0].span.unwrap().source, 1);
+    }
+
+    #[test]
+    fn only_version_1_is_read() {
+        let d = refusal("version: 2\n");
+        assert_eq!(d.message, "unsupported manifest version 2");
+        assert_eq!(at(&d), (1, 10));
+        assert_eq!(help(&d), "this agentform reads `version: 1`");
+    }
+
+    #[test]
+    fn an_unknown_default_provider_lists_the_known_ones() {
+        let d = refusal("version: 1\nprovider: lcoal\n");
+        assert_eq!(d.message, "unknown provider `lcoal`");
+        assert_eq!(at(&d), (2, 11));
+        assert_eq!(
+            help(&d),
+            "this build of agentform provides: local, anthropic"
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! `providers:`: settings of the local runtime and of the `anthropic` provider.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersSpec {
+    pub local: Option<LocalProviderSpec>,
+    pub anthropic: Option<AnthropicProviderSpec>,
+}
+
+/// Settings of the `anthropic` provider: Anthropic's Managed Agents API.
+/// Credentials never appear here: they come from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicProviderSpec {
+    /// Where the API is, e.g. `http://127.0.0.1:8787` for `agentform serve`.
+    /// Defaults to `ANTHROPIC_BASE_URL`, else `https://api.anthropic.com`.
+    pub base_url: Option<String>,
+    /// The variable holding the API key, sent as `x-api-key` (default `ANTHROPIC_API_KEY`).
+    pub api_key_env: Option<String>,
+    /// The variable holding a bearer token (default `ANTHROPIC_AUTH_TOKEN`).
+    pub auth_token_env: Option<String>,
+    /// Retries after a failed attempt (connection errors, 408, 409, 429, 5xx); default 4.
+    pub max_retries: Option<u32>,
+    /// Backoff before the first retry, doubled for each further one, e.g. `500ms` (the default).
+    pub retry_backoff: Option<String>,
+    /// Limit for one attempt, e.g. `2m` (the default); a stream's limit is until it starts.
+    pub timeout: Option<String>,
+    /// Client-side budgets; the API's documented per-organization limits by default.
+    #[serde(default)]
+    pub rate_limits: RateLimitsSpec,
+}
+
+/// Client-side request budgets of the `anthropic` provider.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsSpec {
+    /// Requests to `/v1/environments` per minute (default 60).
+    pub environments_per_minute: Option<LimitSpec>,
+    /// Environment requests in flight at once (default 5).
+    pub environments_concurrency: Option<LimitSpec>,
+    /// Creating requests (`POST /v1/agents`, `/v1/environments`, `/v1/sessions`) per minute (default 300).
+    pub creates_per_minute: Option<LimitSpec>,
+    /// Every other request, per minute (default 600).
+    pub other_per_minute: Option<LimitSpec>,
+}
+
+/// A positive number, or `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LimitSpec {
+    Count(u32),
+    Word(Unlimited),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Unlimited {
+    Unlimited,
+}
+
+impl LimitSpec {
+    /// `None` for unlimited.
+    pub fn get(self) -> Option<u32> {
+        match self {
+            LimitSpec::Count(n) => Some(n),
+            LimitSpec::Word(Unlimited::Unlimited) => None,
+        }
+    }
+}
+
+/// Settings of the embedded local runtime.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalProviderSpec {
+    /// Delay added to every runtime call, to make the local runtime behave like a
+    /// remote one in tests and benchmarks. `AGENTFORM_LOCAL_LATENCY_MS` overrides it.
+    pub latency_ms: Option<u64>,
+    /// The backend behind each model id agents use, e.g.
+    /// `claude-sonnet-4-6: { backend: anthropic }`.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelBackendSpec>,
+}
+
+/// How the local agent loop answers for one model id.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelBackendSpec {
+    /// Claude over the Messages API; the key comes from `api_key_env`
+    /// (default `ANTHROPIC_API_KEY`) and is never stored.
+    Anthropic {
+        base_url: Option<String>,
+        api_key_env: Option<String>,
+        /// Model id sent to the API, when it differs from the agent's.
+        model: Option<String>,
+    },
+    /// Any OpenAI-compatible chat-completions endpoint (Ollama, vLLM, llama.cpp).
+    Openai {
+        base_url: String,
+        api_key_env: Option<String>,
+        model: Option<String>,
+    },
+    /// Deterministic answers: `turns`, or the model turns of a recorded transcript.
+    Scripted {
+        #[serde(default)]
+        turns: Vec<crate::model::scripted::ScriptTurn>,
+        /// A transcript written by `agentform run`, relative to the manifest.
+        transcript: Option<String>,
+    },
+}
