@@ -61,8 +61,23 @@ impl Output {
     }
 }
 
+/// Makes sure bubblewrap is installed (the project's script), once per test
+/// process: the local runtime's tools run confined.
+fn ensure_bubblewrap() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-bubblewrap.sh");
+        let status = Command::new("bash").arg(script).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "the tests need bubblewrap and `{script}` could not install it"
+        );
+    });
+}
+
 impl Test {
     pub fn new() -> Self {
+        ensure_bubblewrap();
         Test {
             dir: tempfile::tempdir().expect("temp dir"),
             env: Vec::new(),
@@ -107,6 +122,7 @@ impl Test {
             .env_remove("ANTHROPIC_API_KEY")
             .env_remove("ANTHROPIC_AUTH_TOKEN")
             .env_remove("ANTHROPIC_BASE_URL")
+            .env_remove("AGENTFORM_BWRAP")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         for (k, v) in &self.env {

@@ -11,6 +11,7 @@ mod examples;
 mod lifecycle;
 mod locking;
 mod run;
+mod sandbox;
 mod schema;
 mod serve;
 mod yaml_output;

@@ -445,6 +445,7 @@ fn providers(state: &StateStore, manifest: Option<&Manifest>) -> Result<Provider
 
 async fn plan_command(g: &Global, args: PlanArgs, printer: &Printer) -> Result<ExitCode> {
     let m = load(g)?;
+    warn_unconfined(&m, printer);
     let state = open_state(g, "plan")?;
     let providers = providers(&state, Some(&m))?;
     let options = PlanOptions {
@@ -479,6 +480,12 @@ async fn plan_command(g: &Global, args: PlanArgs, printer: &Printer) -> Result<E
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn warn_unconfined(m: &Manifest, printer: &Printer) {
+    if let Some(warning) = agentform::ops::providers::unconfined_warning(m) {
+        printer.warn(warning);
+    }
 }
 
 fn confirm(printer: &Printer, auto_approve: bool, verb: &str) -> Result<bool> {
@@ -555,6 +562,7 @@ fn summarize(report: &apply::ApplyReport, printer: &Printer, verb: &str) -> Exit
 
 async fn apply_command(g: &Global, args: ApplyArgs, printer: &Printer) -> Result<ExitCode> {
     let m = load(g)?;
+    warn_unconfined(&m, printer);
     let state = open_state(g, "apply")?;
     let providers = providers(&state, Some(&m))?;
     let options = PlanOptions {
@@ -691,6 +699,7 @@ async fn state_command(g: &Global, cmd: StateCommand, printer: &Printer) -> Resu
 
 async fn run_command(g: &Global, args: RunArgs, printer: &Printer) -> Result<ExitCode> {
     let m = Arc::new(load(g)?);
+    warn_unconfined(&m, printer);
     let state = Arc::new(open_state(g, "run")?);
     let providers = providers(&state, Some(&m))?;
     let selected = if args.sessions.is_empty() {
@@ -784,16 +793,21 @@ async fn serve_command(g: &Global, args: ServeArgs, printer: &Printer) -> Result
             );
         }
     }
-    let models: Arc<dyn agentform::runtime::local::ModelResolver> = if g.files.is_empty() {
-        Arc::new(agentform::runtime::local::NoModels)
+    let manifest = if g.files.is_empty() {
+        None
     } else {
-        Arc::new(agentform::ops::models::ManifestModels::new(&load(g)?))
+        Some(load(g)?)
+    };
+    let models: Arc<dyn agentform::runtime::local::ModelResolver> = match &manifest {
+        None => Arc::new(agentform::runtime::local::NoModels),
+        Some(m) => Arc::new(agentform::ops::models::ManifestModels::new(m)),
     };
     let store = StateStore::open(&args.data, "serve")?;
     let options = LocalOptions {
         latency: Duration::from_millis(args.latency_ms),
-        sandboxes: Arc::new(agentform::sandbox::local::LocalSandboxes::new(
+        sandboxes: Arc::new(agentform::ops::providers::local_sandboxes(
             args.data.join("workspaces"),
+            manifest.as_ref(),
         )),
         models,
         drop_stream_after: args

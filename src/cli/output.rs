@@ -64,6 +64,16 @@ impl Printer {
         let _ = err.flush();
     }
 
+    /// A warning on stderr; not silenced by `-q`.
+    pub fn warn(&self, text: &str) {
+        let label = if self.color_err {
+            "\x1b[1;33mwarning\x1b[0m"
+        } else {
+            "warning"
+        };
+        let _ = writeln!(std::io::stderr().lock(), "{label}: {text}");
+    }
+
     pub fn error(&self, text: &str) {
         let label = if self.color_err {
             "\x1b[1;31merror\x1b[0m"

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::diagnostic::{Diagnostic, Span};
 use super::loader::ParsedFile;
 use super::render::TypedFile;
-use super::spec::{AgentRefSpec, FileSpec, SessionSpec};
+use super::spec::{AgentRefSpec, FileSpec, LimitsSpec, SessionSpec};
 use super::validate::{check_agent, check_environment, check_metadata, Fields};
 use super::yaml::{self, locate, Seg};
 use super::{Deferred, Resource, SessionTarget};
@@ -61,6 +61,7 @@ struct Entry {
     depends_on: Vec<String>,
     body: Value,
     session: Option<SessionSpec>,
+    limits: Option<LimitsSpec>,
 }
 
 /// The entries of one file, in section order; the field-level problems of
@@ -80,6 +81,7 @@ fn entries(problems: &mut Vec<Diagnostic>, file: &ParsedFile, spec: FileSpec) ->
             provider: env.provider,
             depends_on: env.depends_on,
             session: None,
+            limits: env.limits,
         });
     }
     for (name, mut agent) in spec.agents {
@@ -93,6 +95,7 @@ fn entries(problems: &mut Vec<Diagnostic>, file: &ParsedFile, spec: FileSpec) ->
             provider: agent.provider,
             depends_on: agent.depends_on,
             session: None,
+            limits: None,
         });
     }
     for (name, session) in spec.sessions {
@@ -102,6 +105,7 @@ fn entries(problems: &mut Vec<Diagnostic>, file: &ParsedFile, spec: FileSpec) ->
             depends_on: session.depends_on.clone(),
             body: session_body(&session),
             session: Some(session),
+            limits: None,
         });
     }
     entries
@@ -216,6 +220,7 @@ impl FileContext<'_> {
             depends_on: Vec::new(),
             session: entry.session.as_ref().map(session_target),
             script: entry.session,
+            limits: entry.limits,
         };
         declared.insert(
             address,

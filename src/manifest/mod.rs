@@ -19,6 +19,7 @@ mod duration;
 mod loader;
 mod render;
 mod settings;
+mod size;
 mod suggest;
 mod type_error;
 mod validate;
@@ -34,6 +35,7 @@ use serde_json::Value;
 pub use diagnostic::{Diagnostic, Diagnostics, Sources, Span};
 pub use discover::discover;
 pub use duration::parse_duration;
+pub use size::parse_size;
 use spec::{FileSpec, SessionSpec};
 pub use template::{Reference, Rendered, Templater};
 
@@ -86,6 +88,8 @@ pub struct Resource {
     pub session: Option<SessionTarget>,
     /// Sessions: steps, tool handlers and confirmations for `agentform run`.
     pub script: Option<SessionSpec>,
+    /// Environments: limits of the local sandbox's commands, validated.
+    pub limits: Option<spec::LimitsSpec>,
 }
 
 /// A string in a body that refers to other resources' outputs.

@@ -4,15 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::manifest::spec::{AnthropicProviderSpec, LimitSpec};
-use crate::manifest::{parse_duration, Manifest};
+use crate::manifest::spec::{AnthropicProviderSpec, LimitSpec, LimitsSpec, SandboxKind};
+use crate::manifest::{parse_duration, parse_size, Manifest};
 use crate::runtime::anthropic::{
     options_from, AnthropicOptions, AnthropicRuntime, RateLimits, API_KEY_ENV, AUTH_TOKEN_ENV,
     PROVIDER_NAME,
 };
 use crate::runtime::local::{LocalOptions, LocalRuntime};
 use crate::runtime::{Providers, RuntimeError};
-use crate::sandbox::local::LocalSandboxes;
+use crate::sandbox::local::{Confinement, LocalSandboxes};
+use crate::sandbox::Limits;
 use crate::state::StateStore;
 
 use super::models::ManifestModels;
@@ -51,7 +52,7 @@ pub fn providers(
     };
     let mut options = LocalOptions {
         latency: Duration::from_millis(latency_ms),
-        sandboxes: Arc::new(LocalSandboxes::new(state.dir().join("workspaces"))),
+        sandboxes: Arc::new(local_sandboxes(state.dir().join("workspaces"), manifest)),
         ..Default::default()
     };
     if let Some(v) = var(DROP_STREAM_ENV) {
@@ -86,6 +87,55 @@ pub fn providers(
         p.insert(Arc::new(runtime));
     }
     Ok(p)
+}
+
+/// The local runtime's sandboxes under `root`, confined unless the manifest
+/// opts out, with the limits its environments declare.
+pub fn local_sandboxes(root: std::path::PathBuf, manifest: Option<&Manifest>) -> LocalSandboxes {
+    let mut sandboxes = LocalSandboxes::new(root);
+    let Some(m) = manifest else {
+        return sandboxes;
+    };
+    if m.providers.local.as_ref().map(|l| l.sandbox) == Some(SandboxKind::None) {
+        sandboxes.confinement = Confinement::None;
+    }
+    for r in &m.resources {
+        if let Some(spec) = &r.limits {
+            sandboxes.limits.insert(r.address.to_string(), limits(spec));
+        }
+    }
+    sandboxes
+}
+
+/// Limits from their (validated) manifest form; what is not given keeps
+/// its default.
+fn limits(spec: &LimitsSpec) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(n) = spec.memory.as_deref().and_then(parse_size) {
+        limits.memory_bytes = n;
+    }
+    if let Some(n) = spec.processes {
+        limits.processes = n;
+    }
+    if let Some(n) = spec.file_size.as_deref().and_then(parse_size) {
+        limits.file_size_bytes = n;
+    }
+    if let Some(d) = spec.cpu_time.as_deref().and_then(parse_duration) {
+        limits.cpu_seconds = d.as_secs().max(1);
+    }
+    limits
+}
+
+/// Whether the manifest runs the local runtime's tools unconfined: plan,
+/// apply and run say so.
+pub fn unconfined_warning(manifest: &Manifest) -> Option<&'static str> {
+    let unconfined =
+        manifest.providers.local.as_ref().map(|l| l.sandbox) == Some(SandboxKind::None);
+    let uses_local = manifest.resources.iter().any(|r| r.provider == "local");
+    (unconfined && uses_local).then_some(
+        "`providers.local.sandbox: none`: the local runtime's tools run commands unconfined, \
+         with your rights (your files, your network, your environment variables)",
+    )
 }
 
 /// The options a manifest's `providers.anthropic` block asks for (none: the

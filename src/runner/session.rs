@@ -439,7 +439,10 @@ impl Driver<'_> {
     }
 }
 
-/// Runs a custom tool's host command with the input as JSON on stdin.
+/// Runs a custom tool's host command with the input as JSON on stdin. The
+/// deadline covers writing the input too (a handler that never reads it
+/// cannot hold the step); at the deadline the handler's process group is
+/// killed.
 async fn run_handler(
     cmd: &str,
     input: &Value,
@@ -453,16 +456,33 @@ async fn run_handler(
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return (format!("cannot run the handler `{cmd}`: {e}"), true),
     };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.to_string().as_bytes()).await;
+    let group = child.id();
+    let stdin = child.stdin.take();
+    let input = input.to_string();
+    let write = async move {
+        if let Some(mut stdin) = stdin {
+            // A handler that exits without reading its input is fine.
+            let _ = stdin.write_all(input.as_bytes()).await;
+        }
+    };
+    let finished = async move { tokio::join!(write, child.wait_with_output()).1 };
+    let result = tokio::time::timeout_at(deadline, finished).await;
+    if result.is_err() {
+        if let Some(pid) = group
+            .and_then(|g| i32::try_from(g).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
     }
-    match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
+    match result {
         Err(_) => (format!("the handler `{cmd}` did not finish in time"), true),
         Ok(Err(e)) => (format!("the handler `{cmd}` failed: {e}"), true),
         Ok(Ok(out)) if out.status.success() => (

@@ -108,9 +108,11 @@ impl Default for Limits {
 pub struct SandboxSpec {
     pub session_id: String,
     pub environment_id: String,
+    /// The environment's `agentform.address` metadata, when agentform made
+    /// it: how providers find settings the manifest gives per environment.
+    pub environment_address: Option<String>,
     pub packages: Packages,
     pub network: Network,
-    pub limits: Limits,
 }
 
 /// Makes sandboxes: provisions an environment once (its packages) and opens

@@ -25,6 +25,25 @@ pub struct EnvironmentSpec {
     pub scope: Option<Scope>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Limits of every process the local runtime's sandbox starts for this
+    /// environment's sessions; agentform's own setting, not sent to the API.
+    #[serde(default, skip_serializing)]
+    pub limits: Option<LimitsSpec>,
+}
+
+/// Resource limits of sandboxed commands; each is optional and defaults to
+/// what keeps a 2-core CI machine alive (2GiB, 256, 1GiB, 5m).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Address space of one process: `2GiB`, `512MiB`, or a number of bytes.
+    pub memory: Option<String>,
+    /// Processes and threads running at once.
+    pub processes: Option<u64>,
+    /// Largest file a process may write: `1GiB`, `100MiB`, or bytes.
+    pub file_size: Option<String>,
+    /// CPU time of one process: `30s`, `5m`.
+    pub cpu_time: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -84,6 +84,20 @@ pub struct LocalProviderSpec {
     /// `claude-sonnet-4-6: { backend: anthropic }`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelBackendSpec>,
+    /// Where the built-in tools run: `bubblewrap` (the default: confined,
+    /// refused where bubblewrap does not work) or `none` (unconfined, with
+    /// the rights of the user running agentform; plan and run warn).
+    #[serde(default)]
+    pub sandbox: SandboxKind,
+}
+
+/// The local runtime's sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxKind {
+    #[default]
+    Bubblewrap,
+    None,
 }
 
 /// How the local agent loop answers for one model id.

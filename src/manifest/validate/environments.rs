@@ -1,5 +1,6 @@
 //! Environments: the name's length and uniqueness (the API answers 409 on a
-//! duplicate), and packages under `limited` networking.
+//! duplicate), packages under `limited` networking, and the sandbox's
+//! `limits`.
 
 use std::collections::HashMap;
 
@@ -10,9 +11,13 @@ use crate::api::limits::{MAX_NAME, PACKAGE_MANAGERS};
 use crate::graph::Address;
 use crate::manifest::declare::Declared;
 use crate::manifest::diagnostic::Diagnostic;
-use crate::manifest::spec::{EnvironmentConfigSpec, EnvironmentSpec, NetworkingSpec};
+use crate::manifest::spec::{EnvironmentConfigSpec, EnvironmentSpec, LimitsSpec, NetworkingSpec};
+use crate::manifest::{parse_duration, parse_size};
 
 pub(crate) fn check(spec: &EnvironmentSpec, fields: &Fields, problems: &mut Vec<Diagnostic>) {
+    if let Some(limits) = &spec.limits {
+        check_limits(limits, fields, problems);
+    }
     let name = spec.name.as_deref().unwrap_or_default();
     if name.is_empty() || name.chars().count() > MAX_NAME {
         problems.push(
@@ -45,6 +50,63 @@ pub(crate) fn check(spec: &EnvironmentSpec, fields: &Fields, problems: &mut Vec<
                 )
                 .help("set `networking.allow_package_managers: true`, or remove `packages`"),
             );
+        }
+    }
+}
+
+/// The smallest limits that still let a shell start.
+const MIN_MEMORY: u64 = 32 << 20;
+const MIN_PROCESSES: u64 = 4;
+const MIN_FILE_SIZE: u64 = 1 << 10;
+
+/// `limits`: each value parses and is large enough for a shell to start.
+fn check_limits(spec: &LimitsSpec, fields: &Fields, problems: &mut Vec<Diagnostic>) {
+    let mut refuse = |key: &str, message: String, help: &str| {
+        problems.push(Diagnostic::at(fields.at(&["limits"], Some(key)), message).help(help.to_string()));
+    };
+    let size_help = "write a size such as `512MiB` or `2GiB`";
+    if let Some(memory) = &spec.memory {
+        match parse_size(memory) {
+            None => refuse("memory", format!("`{memory}` is not a size"), size_help),
+            Some(n) if n < MIN_MEMORY => refuse(
+                "memory",
+                format!("a memory limit of `{memory}` is too small for a shell"),
+                "give processes at least 32MiB",
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(size) = &spec.file_size {
+        match parse_size(size) {
+            None => refuse("file_size", format!("`{size}` is not a size"), size_help),
+            Some(n) if n < MIN_FILE_SIZE => refuse(
+                "file_size",
+                format!("a file size limit of `{size}` is too small"),
+                "allow files of at least 1KiB",
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(n) = spec.processes.filter(|n| *n < MIN_PROCESSES) {
+        refuse(
+            "processes",
+            format!("a limit of {n} processes is too small for a shell and its commands"),
+            "allow at least 4 processes",
+        );
+    }
+    if let Some(cpu) = &spec.cpu_time {
+        match parse_duration(cpu) {
+            Some(d) if d.as_secs() >= 1 => {}
+            Some(_) => refuse(
+                "cpu_time",
+                format!("a CPU time limit of `{cpu}` is too small"),
+                "allow at least `1s`",
+            ),
+            None => refuse(
+                "cpu_time",
+                format!("`{cpu}` is not a duration"),
+                "write a duration such as `30s` or `5m`",
+            ),
         }
     }
 }

@@ -21,11 +21,11 @@ use super::store::get;
 use crate::api::environment::{EnvironmentConfig, Networking};
 use crate::api::session::CacheCreationUsage;
 use crate::api::tool::CustomTool;
-use crate::api::Tool;
+use crate::api::{Tool, META_ADDRESS};
 use crate::model::{Model, ModelError, ModelRequest, ModelResponse, Usage};
 use crate::runtime::{event, Environment, Result, Session};
 use crate::sandbox::{
-    tools, Limits, Network, Packages, Sandbox, SandboxProvider, SandboxSpec,
+    tools, Network, Packages, Sandbox, SandboxProvider, SandboxSpec,
 };
 
 /// `max_tokens` of every model request.
@@ -726,8 +726,8 @@ fn sandbox_spec(session_id: &str, environment: &Environment) -> SandboxSpec {
             pip: strings("pip"),
             npm: strings("npm"),
         },
+        environment_address: environment.metadata.get(META_ADDRESS).cloned(),
         network,
-        limits: Limits::default(),
     }
 }
 

@@ -38,6 +38,7 @@ mod proxy;
 pub(crate) mod test_support;
 mod workspace;
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,11 +46,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use self::install::{provision, Installers, PROVISIONED_MARKER};
-pub use self::confine::{bubblewrap, Bubblewrap, BWRAP_ENV, SANDBOX_UID};
+pub use self::confine::{bubblewrap, Bubblewrap, BRIDGE_COMMAND, BWRAP_ENV, SANDBOX_UID};
 pub use self::process::{Confinement, LaunchOptions, OUTPUT_LIMIT};
 pub use self::proxy::{AllowList, EgressProxy, PACKAGE_REGISTRIES};
 pub use self::workspace::{Workspace, WorkspaceOptions};
-use super::{Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use super::{Limits, Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 
 /// Sandboxes as directories on this machine: sessions' workspaces under
 /// `ROOT/sessions/<session_id>/`, environments' packages under
@@ -61,6 +62,9 @@ pub struct LocalSandboxes {
     pub confinement: Confinement,
     /// The agentform binary for the egress bridge; this executable if `None`.
     pub agentform_binary: Option<PathBuf>,
+    /// Limits by environment address (`environment.NAME`); the default for
+    /// environments not listed.
+    pub limits: BTreeMap<String, Limits>,
 }
 
 impl LocalSandboxes {
@@ -70,7 +74,16 @@ impl LocalSandboxes {
             installers: Installers::default(),
             confinement: Confinement::default(),
             agentform_binary: None,
+            limits: BTreeMap::new(),
         }
+    }
+
+    fn limits(&self, spec: &SandboxSpec) -> Limits {
+        spec.environment_address
+            .as_ref()
+            .and_then(|address| self.limits.get(address))
+            .copied()
+            .unwrap_or_default()
     }
 
     fn session_dir(&self, session_id: &str) -> PathBuf {
@@ -98,7 +111,7 @@ impl SandboxProvider for LocalSandboxes {
         let launch = LaunchOptions {
             confinement: self.confinement,
             network: spec.network.clone(),
-            limits: spec.limits,
+            limits: self.limits(spec),
             agentform_binary: self.agentform_binary.clone(),
             proxy: proxy.clone(),
         };
@@ -117,7 +130,7 @@ impl SandboxProvider for LocalSandboxes {
                 network: spec.network.clone(),
                 env_dir,
                 confinement: self.confinement,
-                limits: spec.limits,
+                limits: self.limits(spec),
                 agentform_binary: self.agentform_binary.clone(),
                 proxy,
             },

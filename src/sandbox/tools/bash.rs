@@ -70,6 +70,9 @@ pub(super) async fn bash(
         }
         content.push_str(&line);
     };
+    for refusal in &out.refusals {
+        note(format!("[agentform: {refusal}]"));
+    }
     let is_error = if out.timed_out {
         note(format!(
             "[command timed out after {} ms and was killed]",

@@ -63,17 +63,20 @@ pub(super) fn edit_definition() -> Value {
 /// file goes on; an error result for binary files.
 async fn read_text(sandbox: &dyn Sandbox, path: &str) -> Result<(String, bool), ToolResult> {
     let mut bytes = sandbox.read_file(path, FILE_SCAN_LIMIT + 1).await?;
-    let more = bytes.len() > FILE_SCAN_LIMIT;
-    if more {
-        // Whole lines only: the rest of the last one is past the limit.
-        let end = bytes[..FILE_SCAN_LIMIT]
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
-        bytes.truncate(end);
-    }
     if bytes.contains(&0) {
         return Err(ToolResult::error(format!("`{path}` is a binary file")));
+    }
+    let more = bytes.len() > FILE_SCAN_LIMIT;
+    if more {
+        // Whole lines only, unless the first line alone passes the limit.
+        bytes.truncate(FILE_SCAN_LIMIT);
+        if let Some(end) = bytes.iter().rposition(|b| *b == b'\n') {
+            bytes.truncate(end + 1);
+        } else if let Err(e) = std::str::from_utf8(&bytes) {
+            if e.error_len().is_none() {
+                bytes.truncate(e.valid_up_to());
+            }
+        }
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| ToolResult::error(format!("`{path}` is a binary file (not UTF-8 text)")))?;
