@@ -11,6 +11,8 @@
 
 mod create;
 mod execute;
+#[cfg(test)]
+mod tests;
 mod update;
 
 use std::collections::{HashMap, HashSet, VecDeque};

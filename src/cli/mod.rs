@@ -2,7 +2,7 @@
 //!
 //! Each verb has its file: it parses its arguments, calls one operation of
 //! `agentform::ops` and renders the result. Logic the library lacks does not
-//! belong here; every error becomes exit code 1 with its message.
+//! belong here. Errors are rendered once, in [`main`], and exit with 1.
 
 mod apply;
 mod args;

@@ -15,5 +15,7 @@ pub mod providers;
 pub mod run;
 pub mod serve;
 pub mod state;
+#[cfg(test)]
+mod tests;
 pub mod transcripts;
 pub mod validate;

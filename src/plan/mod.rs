@@ -14,6 +14,10 @@ mod outputs;
 mod refresh;
 pub mod render;
 mod scope;
+#[cfg(test)]
+pub(crate) mod test_fixture;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
