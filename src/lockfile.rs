@@ -2,7 +2,7 @@
 //! manifest and meant to be committed, so a version is pinned through git.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +105,21 @@ impl LockFile {
             );
         }
         lock
+    }
+
+    /// Brings `manifest`'s lock file up to what `records` deployed; the path
+    /// when it was written, `None` when it already said so.
+    pub fn update(
+        manifest: &Manifest,
+        records: &[ResourceRecord],
+    ) -> Result<Option<PathBuf>, LockFileError> {
+        let path = manifest.lock_path();
+        let lock = LockFile::from_state(manifest, records);
+        if LockFile::read(&path).ok().flatten().as_ref() == Some(&lock) {
+            return Ok(None);
+        }
+        lock.write(&path)?;
+        Ok(Some(path))
     }
 
     /// Where a deploy of `plan` would differ from this lock; empty when it agrees.

@@ -109,7 +109,9 @@ fn tool_results(t: &Test) -> Vec<(String, bool)> {
 fn everything(t: &Test, outputs: &[&Output]) -> String {
     let mut all = String::new();
     for f in files_under(t.root()) {
-        all.push_str(&String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()));
+        all.push_str(&String::from_utf8_lossy(
+            &std::fs::read(&f).unwrap_or_default(),
+        ));
     }
     for o in outputs {
         all.push_str(&o.stdout);
@@ -173,7 +175,11 @@ fn commands_see_only_their_workspace() {
     // The second session's search found no other session's secret.
     let second_find = &results[3].0;
     assert!(!second_find.contains("secret-"), "{second_find}");
-    assert!(!results[0].0.contains("root:"), "/etc/shadow was readable: {}", results[0].0);
+    assert!(
+        !results[0].0.contains("root:"),
+        "/etc/shadow was readable: {}",
+        results[0].0
+    );
 }
 
 #[test]
@@ -185,7 +191,10 @@ fn namespaces_and_capabilities_are_out_of_reach() {
     let results = tool_results(&t);
     let text = &results[0].0;
     for refused in ["nsenter=", "unshare=", "mount="] {
-        let line = text.lines().find(|l| l.starts_with(refused)).unwrap_or_else(|| panic!("{text}"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(refused))
+            .unwrap_or_else(|| panic!("{text}"));
         assert_ne!(line, format!("{refused}0"), "{text}");
     }
     assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
@@ -231,7 +240,9 @@ fn limited_networking_reaches_only_the_allowed_hosts() {
     assert!(text.contains("status=403"), "{text}");
     assert!(!text.contains("must-never-be-seen"), "{text}");
     assert!(
-        text.contains(&format!("[agentform: connection to localhost:{denied} refused")),
+        text.contains(&format!(
+            "[agentform: connection to localhost:{denied} refused"
+        )),
         "the refusal is in the transcript: {text}"
     );
     assert!(allowed_hits.load(Ordering::SeqCst) >= 1);
@@ -241,7 +252,8 @@ fn limited_networking_reaches_only_the_allowed_hosts() {
 #[test]
 fn limited_networking_without_hosts_has_no_network() {
     let (port, hits) = http_server("nope");
-    let command = format!("curl -s -m 5 http://127.0.0.1:{port}/; echo curl=$?; echo ok > f && cat f");
+    let command =
+        format!("curl -s -m 5 http://127.0.0.1:{port}/; echo curl=$?; echo ok > f && cat f");
     let environment = "    config:\n      type: cloud\n      networking: { type: limited }\n";
     let (t, out) = run_manifest(&manifest(&[bash(&command)], environment, ""), &[]);
     out.success();
@@ -272,7 +284,10 @@ fn hard_links_and_symlinks_cannot_reach_outside() {
     assert!(results[0].0.contains("ln="), "{results:?}");
     assert!(!results[0].0.contains("ln=0"), "{results:?}");
     assert!(!results[0].0.contains("cat=0"), "{results:?}");
-    assert!(results[1].1, "writing through a symlink out is refused: {results:?}");
+    assert!(
+        results[1].1,
+        "writing through a symlink out is refused: {results:?}"
+    );
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "unchanged");
 }
 
@@ -283,7 +298,10 @@ fn processes_with(marker: &str) -> Vec<String> {
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if cmdline.contains(marker) {
-                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
             }
         }
     }
@@ -312,7 +330,10 @@ fn nothing_a_command_starts_outlives_it() {
     out.success();
     assert!(tool_results(&t)[0].0.contains("started"));
     assert!(
-        eventually(Duration::from_secs(10), || processes_with(&format!("sleep {marker}")).is_empty()),
+        eventually(Duration::from_secs(10), || processes_with(&format!(
+            "sleep {marker}"
+        ))
+        .is_empty()),
         "survivors: {:?}",
         processes_with(&format!("sleep {marker}"))
     );
@@ -328,14 +349,22 @@ fn nothing_survives_agentform_being_killed() {
     let mut child = t.command(&["run"]).spawn().unwrap();
     let sessions = t.path("state/workspaces/sessions");
     let started = eventually(Duration::from_secs(60), || {
-        files_under(&sessions).iter().any(|p| p.ends_with("started"))
+        files_under(&sessions)
+            .iter()
+            .any(|p| p.ends_with("started"))
     });
     assert!(started, "the command never started");
-    assert!(!processes_with(&format!("sleep {marker}")).is_empty(), "control: the sleeper runs");
+    assert!(
+        !processes_with(&format!("sleep {marker}")).is_empty(),
+        "control: the sleeper runs"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || processes_with(&format!("sleep {marker}")).is_empty()),
+        eventually(Duration::from_secs(10), || processes_with(&format!(
+            "sleep {marker}"
+        ))
+        .is_empty()),
         "survivors: {:?}",
         processes_with(&format!("sleep {marker}"))
     );
@@ -357,12 +386,21 @@ fn glob_bombs_fifos_and_large_files_are_tool_errors() {
     let results = tool_results(&t);
     assert_eq!(results.len(), 7, "{results:?}");
     // Answered (an error, or no match) rather than exploding.
-    assert!(results[0].1 || results[0].0.starts_with("No files match"), "{results:?}");
+    assert!(
+        results[0].1 || results[0].0.starts_with("No files match"),
+        "{results:?}"
+    );
     assert!(results[1].1, "{results:?}");
     assert!(results[2].0.contains("made"), "{results:?}");
-    assert!(results[3].1 && results[3].0.contains("not a regular file"), "{results:?}");
+    assert!(
+        results[3].1 && results[3].0.contains("not a regular file"),
+        "{results:?}"
+    );
     // The sparse file's first line is read without reading 3 GB.
-    assert!(results[4].1 && results[4].0.contains("binary"), "{results:?}");
+    assert!(
+        results[4].1 && results[4].0.contains("binary"),
+        "{results:?}"
+    );
     assert!(!results[5].0.contains("must"), "{results:?}");
     assert!(results[6].0.contains("sparse"), "control: {results:?}");
 }
@@ -397,7 +435,10 @@ fn a_handler_that_never_reads_its_input_meets_the_deadline() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAILED session.chat"), "{text}");
     assert!(
-        eventually(Duration::from_secs(10), || processes_with(&format!("sleep {marker}")).is_empty()),
+        eventually(Duration::from_secs(10), || processes_with(&format!(
+            "sleep {marker}"
+        ))
+        .is_empty()),
         "the handler was not killed"
     );
 }
@@ -423,28 +464,40 @@ fn limits_hold_and_are_set_from_the_manifest() {
         .into_iter()
         .filter(|p| p.ends_with("big"))
         .collect();
-    assert!(big.iter().all(|p| std::fs::metadata(p).unwrap().len() <= 1 << 20), "{big:?}");
+    assert!(
+        big.iter()
+            .all(|p| std::fs::metadata(p).unwrap().len() <= 1 << 20),
+        "{big:?}"
+    );
 }
 
 #[test]
 fn without_bubblewrap_commands_refuse_unless_the_manifest_opts_out() {
     let calls = [bash("echo ran-$((6*7))")];
-    let (t, out) = run_manifest(&manifest(&calls, OPEN, ""), &[("AGENTFORM_BWRAP", "/nonexistent/bwrap")]);
+    let (t, out) = run_manifest(
+        &manifest(&calls, OPEN, ""),
+        &[("AGENTFORM_BWRAP", "/nonexistent/bwrap")],
+    );
     out.success();
     let results = tool_results(&t);
     assert!(results[0].1, "{results:?}");
     assert!(results[0].0.contains("bubblewrap"), "{results:?}");
-    assert!(results[0].0.contains("providers.local.sandbox: none"), "{results:?}");
+    assert!(
+        results[0].0.contains("providers.local.sandbox: none"),
+        "{results:?}"
+    );
     assert!(!results[0].0.contains("ran-42"), "{results:?}");
 
     let opt_out = "    sandbox: none\n";
-    let contents = manifest(&calls, OPEN, "").replace(
-        "    models:\n",
-        &format!("{opt_out}    models:\n"),
-    );
+    let contents =
+        manifest(&calls, OPEN, "").replace("    models:\n", &format!("{opt_out}    models:\n"));
     let (t, out) = run_manifest(&contents, &[("AGENTFORM_BWRAP", "/nonexistent/bwrap")]);
     let out = out.success();
-    assert!(out.stderr.contains("unconfined"), "a warning: {}", out.stderr);
+    assert!(
+        out.stderr.contains("unconfined"),
+        "a warning: {}",
+        out.stderr
+    );
     let results = tool_results(&t);
     assert!(results[0].0.contains("ran-42"), "{results:?}");
     let plan = t.run(&["plan"]).success();
@@ -457,7 +510,12 @@ fn the_workspace_path_is_the_same_inside() {
     out.success();
     let text = &tool_results(&t)[0].0;
     let sessions = t.path("state/workspaces/sessions");
-    let dir = std::fs::read_dir(&sessions).unwrap().flatten().next().unwrap().path();
+    let dir = std::fs::read_dir(&sessions)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     let dir = dir.canonicalize().unwrap();
     let expected = format!("{}\n{}\n", dir.display(), dir.display());
     assert_eq!(text, &expected);

@@ -12,7 +12,7 @@ use agentform::manifest::Diagnostics;
 use agentform::plan::render::Palette;
 use agentform::plan::{Action, Change};
 
-use super::Global;
+use super::args::Global;
 
 pub struct Printer {
     color_out: bool,

@@ -1,4 +1,5 @@
-//! `state import`: record an existing remote object as a declared resource.
+//! `state import`: record an existing remote object as a declared resource,
+//! as it is now, so that the next plan shows how it differs from the manifest.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use crate::api::{META_ADDRESS, META_MANIFEST};
 use crate::graph::{Address, Kind};
 use crate::manifest::Manifest;
 use crate::plan::desired::{desired, digest, Outputs};
-use crate::runtime::{Providers, RuntimeError};
+use crate::runtime::{Providers, Runtime, RuntimeError};
 use crate::state::{now, HistoryEntry, ResourceRecord, StateError, StateStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,66 +65,12 @@ pub async fn import(
     let want = desired(resource, &manifest.templater, &lookup)
         .map_err(|e| ImportError::Desired(e.to_string()))?;
     let mut config = want.config.clone();
-    let user_metadata = |m: &BTreeMap<String, String>| -> Value {
-        let kept: BTreeMap<&String, &String> = m
-            .iter()
-            .filter(|(k, _)| k.as_str() != META_ADDRESS && k.as_str() != META_MANIFEST)
-            .collect();
-        json!(kept)
-    };
-    let set = |config: &mut Value, key: &str, v: Option<Value>| match v {
-        Some(v) if !v.is_null() && v != json!({}) => config[key] = v,
-        _ => {
-            if let Some(o) = config.as_object_mut() {
-                o.remove(key);
-            }
-        }
-    };
-    let (version, updated_at) = match address.kind {
-        Kind::Agent => {
-            let a = runtime
-                .retrieve_agent(remote_id, None)
-                .await
-                .map_err(remote)?;
-            if a.archived_at.is_some() {
-                return Err(ImportError::Archived(remote_id.into()));
-            }
-            set(&mut config, "name", Some(json!(a.name)));
-            set(&mut config, "system", a.system.map(Value::String));
-            set(&mut config, "description", a.description.map(Value::String));
-            set(&mut config, "metadata", Some(user_metadata(&a.metadata)));
-            if config.get("model").is_some_and(Value::is_string) {
-                set(&mut config, "model", Some(Value::String(a.model.id)));
-            }
-            (Some(a.version), a.updated_at)
-        }
-        Kind::Environment => {
-            let e = runtime
-                .retrieve_environment(remote_id)
-                .await
-                .map_err(remote)?;
-            if e.archived_at.is_some() {
-                return Err(ImportError::Archived(remote_id.into()));
-            }
-            set(&mut config, "name", Some(json!(e.name)));
-            set(&mut config, "description", e.description.map(Value::String));
-            set(&mut config, "metadata", Some(user_metadata(&e.metadata)));
-            (None, e.updated_at)
-        }
-        Kind::Session => {
-            let s = runtime.retrieve_session(remote_id).await.map_err(remote)?;
-            if s.archived_at.is_some() {
-                return Err(ImportError::Archived(remote_id.into()));
-            }
-            let pinned = config["agent"]["pinned"].clone();
-            config["agent"] =
-                json!({"id": s.agent_id(), "version": s.agent_version(), "pinned": pinned});
-            config["environment_id"] = json!(s.environment_id);
-            set(&mut config, "title", s.title.map(Value::String));
-            set(&mut config, "metadata", Some(user_metadata(&s.metadata)));
-            (None, s.updated_at)
-        }
-    };
+    let (version, updated_at) = read_live(runtime.as_ref(), address.kind, remote_id, &mut config)
+        .await
+        .map_err(|e| match e {
+            Live::Remote(source) => remote(source),
+            Live::Archived => ImportError::Archived(remote_id.into()),
+        })?;
     let d = digest(&config);
     // Values that come from env() in the manifest are secrets: keep only their hash.
     let mut sensitive = BTreeMap::new();
@@ -157,4 +104,80 @@ pub async fn import(
     record.outputs = Outputs::from_record(&record).to_map();
     state.put(&record)?;
     Ok(record)
+}
+
+/// Why a live object cannot be imported.
+enum Live {
+    Remote(RuntimeError),
+    Archived,
+}
+
+impl From<RuntimeError> for Live {
+    fn from(e: RuntimeError) -> Self {
+        Live::Remote(e)
+    }
+}
+
+/// Reads the live object into `config` (its name, text fields, user
+/// metadata; a session's agent and environment); its version and `updated_at`.
+async fn read_live(
+    runtime: &dyn Runtime,
+    kind: Kind,
+    remote_id: &str,
+    config: &mut Value,
+) -> Result<(Option<u64>, String), Live> {
+    let user_metadata = |m: &BTreeMap<String, String>| -> Value {
+        let kept: BTreeMap<&String, &String> = m
+            .iter()
+            .filter(|(k, _)| k.as_str() != META_ADDRESS && k.as_str() != META_MANIFEST)
+            .collect();
+        json!(kept)
+    };
+    let set = |config: &mut Value, key: &str, v: Option<Value>| match v {
+        Some(v) if !v.is_null() && v != json!({}) => config[key] = v,
+        _ => {
+            if let Some(o) = config.as_object_mut() {
+                o.remove(key);
+            }
+        }
+    };
+    Ok(match kind {
+        Kind::Agent => {
+            let a = runtime.retrieve_agent(remote_id, None).await?;
+            if a.archived_at.is_some() {
+                return Err(Live::Archived);
+            }
+            set(config, "name", Some(json!(a.name)));
+            set(config, "system", a.system.map(Value::String));
+            set(config, "description", a.description.map(Value::String));
+            set(config, "metadata", Some(user_metadata(&a.metadata)));
+            if config.get("model").is_some_and(Value::is_string) {
+                set(config, "model", Some(Value::String(a.model.id)));
+            }
+            (Some(a.version), a.updated_at)
+        }
+        Kind::Environment => {
+            let e = runtime.retrieve_environment(remote_id).await?;
+            if e.archived_at.is_some() {
+                return Err(Live::Archived);
+            }
+            set(config, "name", Some(json!(e.name)));
+            set(config, "description", e.description.map(Value::String));
+            set(config, "metadata", Some(user_metadata(&e.metadata)));
+            (None, e.updated_at)
+        }
+        Kind::Session => {
+            let s = runtime.retrieve_session(remote_id).await?;
+            if s.archived_at.is_some() {
+                return Err(Live::Archived);
+            }
+            let pinned = config["agent"]["pinned"].clone();
+            config["agent"] =
+                json!({"id": s.agent_id(), "version": s.agent_version(), "pinned": pinned});
+            config["environment_id"] = json!(s.environment_id);
+            set(config, "title", s.title.map(Value::String));
+            set(config, "metadata", Some(user_metadata(&s.metadata)));
+            (None, s.updated_at)
+        }
+    })
 }

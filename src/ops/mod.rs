@@ -1,7 +1,21 @@
 //! Operations: one function per command, composing the stages (manifest,
-//! plan, apply, state, runtime, runner). Nothing here prints; the command
-//! line renders what these return.
+//! plan, apply, lock file, state, runtime, runner, serve) and returning data.
+//!
+//! Nothing here prints or asks: progress goes through the reporter traits
+//! (`apply::Reporter`, `runner::RunReporter`), errors are each operation's
+//! own enum, and the command line renders both. Where a command asks for
+//! confirmation, its operation is split into the steps before and after.
 
+pub mod apply;
+pub mod destroy;
 pub mod import;
 pub mod models;
+pub mod plan;
 pub mod providers;
+pub mod run;
+pub mod serve;
+pub mod state;
+#[cfg(test)]
+mod tests;
+pub mod transcripts;
+pub mod validate;

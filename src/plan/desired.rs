@@ -8,7 +8,7 @@ use serde_json::Value;
 
 pub use crate::digest::digest;
 use crate::graph::{Address, Kind};
-use crate::manifest::{Resource, Templater};
+use crate::manifest::{Deferred, Resource, SessionTarget, Templater};
 use crate::state::ResourceRecord;
 
 pub const UNKNOWN: &str = "(known after apply)";
@@ -98,114 +98,124 @@ pub fn desired(
     templater: &Templater,
     outputs: &dyn Fn(&Address) -> Option<Outputs>,
 ) -> Result<Desired, DesiredError> {
-    let mut config = resource.body.clone();
-    let mut unknown = Vec::new();
-    let mut sensitive = BTreeMap::new();
-    let fail = |message: String| DesiredError {
-        address: resource.address.clone(),
-        message,
+    let mut want = Desired {
+        config: resource.body.clone(),
+        unknown: Vec::new(),
+        sensitive: BTreeMap::new(),
     };
-
     for d in &resource.deferred {
-        let mut context = serde_json::Map::new();
-        let mut known = true;
-        for r in &d.references {
-            match outputs(&r.address).and_then(|o| o.get(&r.attribute)) {
-                Some(v) => {
-                    let kind = context
-                        .entry(r.address.kind.as_str())
-                        .or_insert_with(|| Value::Object(Default::default()));
-                    let entry = kind.as_object_mut().map(|m| {
-                        m.entry(r.address.name.clone())
-                            .or_insert_with(|| Value::Object(Default::default()))
-                    });
-                    if let Some(Value::Object(obj)) = entry {
-                        obj.insert(r.attribute.clone(), v);
-                    }
-                }
-                None => known = false,
-            }
-        }
-        let value = if known {
-            let (v, secret) = templater
-                .render_with(&d.template, &Value::Object(context))
-                .map_err(|e| fail(format!("template `{}` failed: {}", d.template, e.message)))?;
-            if secret {
-                sensitive.insert(d.pointer.clone(), digest(&v));
-            }
-            v
-        } else {
-            unknown.push(d.pointer.clone());
-            Value::String(UNKNOWN.into())
-        };
-        if let Some(slot) = config.pointer_mut(&d.pointer) {
-            *slot = value;
-        }
+        render_deferred(&mut want, d, templater, outputs).map_err(|message| DesiredError {
+            address: resource.address.clone(),
+            message,
+        })?;
     }
     for pointer in &resource.sensitive {
-        if let Some(v) = config.pointer(pointer) {
-            sensitive.insert(pointer.clone(), digest(v));
+        if let Some(v) = want.config.pointer(pointer) {
+            want.sensitive.insert(pointer.clone(), digest(v));
         }
     }
-
     if resource.address.kind == Kind::Session {
-        let target = resource
-            .session
-            .as_ref()
-            .ok_or_else(|| fail("session without a target".into()))?;
-        let agent = outputs(&target.agent).unwrap_or_default();
-        let env = outputs(&target.environment).unwrap_or_default();
-        let mut obj = serde_json::Map::new();
-        let known_or = |v: Option<Value>, pointer: &str, unknown: &mut Vec<String>| {
-            v.unwrap_or_else(|| {
-                unknown.push(pointer.to_string());
-                Value::String(UNKNOWN.into())
-            })
-        };
-        let agent_id = known_or(agent.id.map(Value::String), "/agent/id", &mut unknown);
-        let version = known_or(
-            target.version.or(agent.version).map(Value::from),
-            "/agent/version",
-            &mut unknown,
-        );
-        obj.insert(
-            "agent".into(),
-            serde_json::json!({ "id": agent_id, "version": version, "pinned": target.version.is_some() }),
-        );
-        obj.insert(
-            "environment_id".into(),
-            known_or(env.id.map(Value::String), "/environment_id", &mut unknown),
-        );
-        if let Some(t) = config.get("title") {
-            obj.insert("title".into(), t.clone());
-        }
-        if let Some(m) = config.get("metadata") {
-            obj.insert("metadata".into(), m.clone());
-        }
-        for key in SESSION_REPLACE_FIELDS {
-            if let Some(v) = config.get(key) {
-                obj.insert(key.into(), v.clone());
-            }
-        }
-        // A repository token is a secret wherever it came from.
-        if let Some(resources) = obj.get("resources").and_then(Value::as_array) {
-            for (i, r) in resources.iter().enumerate() {
-                if let Some(token) = r.get("authorization_token") {
-                    sensitive.insert(format!("/resources/{i}/authorization_token"), digest(token));
+        let target = resource.session.as_ref().ok_or_else(|| DesiredError {
+            address: resource.address.clone(),
+            message: "session without a target".into(),
+        })?;
+        session_config(&mut want, target, outputs);
+    }
+    want.unknown.sort();
+    want.unknown.dedup();
+    Ok(want)
+}
+
+/// Renders one deferred string when every output it refers to is known;
+/// otherwise marks it unknown.
+fn render_deferred(
+    want: &mut Desired,
+    d: &Deferred,
+    templater: &Templater,
+    outputs: &dyn Fn(&Address) -> Option<Outputs>,
+) -> Result<(), String> {
+    let mut context = serde_json::Map::new();
+    let mut known = true;
+    for r in &d.references {
+        match outputs(&r.address).and_then(|o| o.get(&r.attribute)) {
+            Some(v) => {
+                let kind = context
+                    .entry(r.address.kind.as_str())
+                    .or_insert_with(|| Value::Object(Default::default()));
+                let entry = kind.as_object_mut().map(|m| {
+                    m.entry(r.address.name.clone())
+                        .or_insert_with(|| Value::Object(Default::default()))
+                });
+                if let Some(Value::Object(obj)) = entry {
+                    obj.insert(r.attribute.clone(), v);
                 }
             }
+            None => known = false,
         }
-        // Deferred pointers were relative to the session spec; they keep their
-        // paths because title and metadata sit at the same place.
-        config = Value::Object(obj);
     }
-    unknown.sort();
-    unknown.dedup();
-    Ok(Desired {
-        config,
-        unknown,
-        sensitive,
-    })
+    let value = if known {
+        let (v, secret) = templater
+            .render_with(&d.template, &Value::Object(context))
+            .map_err(|e| format!("template `{}` failed: {}", d.template, e.message))?;
+        if secret {
+            want.sensitive.insert(d.pointer.clone(), digest(&v));
+        }
+        v
+    } else {
+        want.unknown.push(d.pointer.clone());
+        Value::String(UNKNOWN.into())
+    };
+    if let Some(slot) = want.config.pointer_mut(&d.pointer) {
+        *slot = value;
+    }
+    Ok(())
+}
+
+/// A session's configuration: its agent (id, version, pinned) and
+/// environment id in place of their names, with the fields it is created with.
+fn session_config(
+    want: &mut Desired,
+    target: &SessionTarget,
+    outputs: &dyn Fn(&Address) -> Option<Outputs>,
+) {
+    let agent = outputs(&target.agent).unwrap_or_default();
+    let env = outputs(&target.environment).unwrap_or_default();
+    let unknown = &mut want.unknown;
+    let mut known_or = |v: Option<Value>, pointer: &str| {
+        v.unwrap_or_else(|| {
+            unknown.push(pointer.to_string());
+            Value::String(UNKNOWN.into())
+        })
+    };
+    let agent_id = known_or(agent.id.map(Value::String), "/agent/id");
+    let version = known_or(
+        target.version.or(agent.version).map(Value::from),
+        "/agent/version",
+    );
+    let environment_id = known_or(env.id.map(Value::String), "/environment_id");
+    let mut obj = serde_json::Map::new();
+    obj.insert(
+        "agent".into(),
+        serde_json::json!({ "id": agent_id, "version": version, "pinned": target.version.is_some() }),
+    );
+    obj.insert("environment_id".into(), environment_id);
+    for key in ["title", "metadata"].iter().chain(&SESSION_REPLACE_FIELDS) {
+        if let Some(v) = want.config.get(*key) {
+            obj.insert((*key).into(), v.clone());
+        }
+    }
+    // A repository token is a secret wherever it came from.
+    if let Some(resources) = obj.get("resources").and_then(Value::as_array) {
+        for (i, r) in resources.iter().enumerate() {
+            if let Some(token) = r.get("authorization_token") {
+                want.sensitive
+                    .insert(format!("/resources/{i}/authorization_token"), digest(token));
+            }
+        }
+    }
+    // Deferred pointers were relative to the session spec; they keep their
+    // paths because title and metadata sit at the same place.
+    want.config = Value::Object(obj);
 }
 
 /// The API body that creates a session from its desired configuration.

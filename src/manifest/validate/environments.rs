@@ -62,7 +62,9 @@ const MIN_FILE_SIZE: u64 = 1 << 10;
 /// `limits`: each value parses and is large enough for a shell to start.
 fn check_limits(spec: &LimitsSpec, fields: &Fields, problems: &mut Vec<Diagnostic>) {
     let mut refuse = |key: &str, message: String, help: &str| {
-        problems.push(Diagnostic::at(fields.at(&["limits"], Some(key)), message).help(help.to_string()));
+        problems.push(
+            Diagnostic::at(fields.at(&["limits"], Some(key)), message).help(help.to_string()),
+        );
     };
     let size_help = "write a size such as `512MiB` or `2GiB`";
     if let Some(memory) = &spec.memory {

@@ -24,9 +24,7 @@ use crate::api::tool::CustomTool;
 use crate::api::{Tool, META_ADDRESS};
 use crate::model::{Model, ModelError, ModelRequest, ModelResponse, Usage};
 use crate::runtime::{event, Environment, Result, Session};
-use crate::sandbox::{
-    tools, Network, Packages, Sandbox, SandboxProvider, SandboxSpec,
-};
+use crate::sandbox::{tools, Network, Packages, Sandbox, SandboxProvider, SandboxSpec};
 
 /// `max_tokens` of every model request.
 pub(super) const MAX_TOKENS: u32 = 8192;

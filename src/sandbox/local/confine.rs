@@ -70,17 +70,14 @@ pub struct Bubblewrap {
 /// The bubblewrap of this machine, or why commands cannot be confined here.
 pub fn bubblewrap() -> Result<&'static Bubblewrap, SandboxError> {
     static FOUND: OnceLock<Result<Bubblewrap, String>> = OnceLock::new();
-    FOUND
-        .get_or_init(detect)
-        .as_ref()
-        .map_err(|why| {
-            SandboxError::Unconfined(format!(
-                "commands cannot run confined on this machine: {why}. Install bubblewrap \
+    FOUND.get_or_init(detect).as_ref().map_err(|why| {
+        SandboxError::Unconfined(format!(
+            "commands cannot run confined on this machine: {why}. Install bubblewrap \
                  (Debian/Ubuntu: `apt install bubblewrap`, Fedora: `dnf install bubblewrap`), or \
                  opt out in the manifest with `providers.local.sandbox: none` to run commands \
                  unconfined, with your rights"
-            ))
-        })
+        ))
+    })
 }
 
 fn detect() -> Result<Bubblewrap, String> {
@@ -97,8 +94,7 @@ fn detect() -> Result<Bubblewrap, String> {
         }
         None => find_program("bwrap").ok_or("bubblewrap (`bwrap`) is not installed")?,
     };
-    let prlimit =
-        find_program("prlimit").ok_or("`prlimit` (util-linux) is not installed")?;
+    let prlimit = find_program("prlimit").ok_or("`prlimit` (util-linux) is not installed")?;
     if !prlimit.starts_with("/usr") && !prlimit.starts_with("/bin") {
         return Err(format!(
             "`prlimit` is at `{}`, outside the system directories a sandbox sees",
@@ -237,8 +233,12 @@ impl Bubblewrap {
         a.path_pair("--bind", jail.workdir);
         a.flag("--chdir").path(jail.workdir);
         if let Net::Bridged { socket, binary, .. } = &jail.net {
-            a.flag("--ro-bind").path(binary).flag(format!("{BRIDGE_DIR}/agentform"));
-            a.flag("--bind").path(socket).flag(format!("{BRIDGE_DIR}/egress.sock"));
+            a.flag("--ro-bind")
+                .path(binary)
+                .flag(format!("{BRIDGE_DIR}/agentform"));
+            a.flag("--bind")
+                .path(socket)
+                .flag(format!("{BRIDGE_DIR}/egress.sock"));
         }
         a.flag("--clearenv");
         for (name, value) in environment(jail) {
@@ -388,7 +388,9 @@ pub fn reachable_by_others(dir: &Path) -> Result<(), SandboxError> {
 /// Gives `path` to [`SANDBOX_UID`] when confined commands drop to it, so
 /// that they can change what the file tools and installers made.
 pub fn hand_over(path: &Path, confinement: Confinement) -> std::io::Result<()> {
-    if confinement == Confinement::Bubblewrap && bubblewrap().is_ok_and(Bubblewrap::drops_privileges) {
+    if confinement == Confinement::Bubblewrap
+        && bubblewrap().is_ok_and(Bubblewrap::drops_privileges)
+    {
         std::os::unix::fs::chown(path, Some(SANDBOX_UID), Some(SANDBOX_UID))?;
     }
     Ok(())

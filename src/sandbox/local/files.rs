@@ -39,7 +39,11 @@ fn unusable(metadata: &Metadata) -> Option<&'static str> {
 }
 
 /// At most `limit` bytes from the start of the regular file at `resolved`.
-pub(super) fn read_prefix(resolved: &Path, path: &str, limit: usize) -> Result<Vec<u8>, SandboxError> {
+pub(super) fn read_prefix(
+    resolved: &Path,
+    path: &str,
+    limit: usize,
+) -> Result<Vec<u8>, SandboxError> {
     let before = std::fs::symlink_metadata(resolved).map_err(|e| io_error(path, &e))?;
     if let Some(why) = unusable(&before) {
         return Err(refuse(path, why));
@@ -52,7 +56,10 @@ pub(super) fn read_prefix(resolved: &Path, path: &str, limit: usize) -> Result<V
         .map_err(|e| io_error(path, &e))?;
     let opened = file.metadata().map_err(|e| io_error(path, &e))?;
     if opened.dev() != before.dev() || opened.ino() != before.ino() {
-        return Err(refuse(path, "changed while being opened; refusing to read it"));
+        return Err(refuse(
+            path,
+            "changed while being opened; refusing to read it",
+        ));
     }
     if let Some(why) = unusable(&opened) {
         return Err(refuse(path, why));
@@ -78,7 +85,10 @@ pub(super) fn replace(
     match std::fs::symlink_metadata(resolved) {
         Ok(m) if m.is_dir() => return Err(refuse(path, "is a directory")),
         Ok(m) if !m.is_file() && !m.file_type().is_symlink() => {
-            return Err(refuse(path, "is not a regular file; refusing to replace it"))
+            return Err(refuse(
+                path,
+                "is not a regular file; refusing to replace it",
+            ))
         }
         Ok(_) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -146,7 +156,10 @@ mod tests {
         let e = read_prefix(&link, "hard", 4).unwrap_err();
         assert!(e.to_string().contains("hard link"), "{e}");
         let fifo = d.path().join("fifo");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(made.success());
         let e = read_prefix(&fifo, "fifo", 4).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
@@ -166,7 +179,14 @@ mod tests {
         replace(&root, &inside, "link", b"overwritten", Confinement::None).unwrap();
         assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
         assert_eq!(std::fs::read(&inside).unwrap(), b"overwritten");
-        replace(&root, &root.join("a/b/c"), "a/b/c", b"deep", Confinement::None).unwrap();
+        replace(
+            &root,
+            &root.join("a/b/c"),
+            "a/b/c",
+            b"deep",
+            Confinement::None,
+        )
+        .unwrap();
         assert_eq!(std::fs::read(root.join("a/b/c")).unwrap(), b"deep");
         let leftovers: Vec<_> = std::fs::read_dir(&root)
             .unwrap()

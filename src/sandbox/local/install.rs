@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::io_error;
 use super::confine;
+use super::io_error;
 use super::process::{LaunchOptions, Launcher};
 use crate::sandbox::{Packages, SandboxError};
 
@@ -209,10 +209,14 @@ mod tests {
             pip: vec!["requests".into(), "rich".into()],
             npm: vec!["left-pad".into()],
         };
-        assert!(provision(&env_dir, &packages, &installers, &unconfined()).await.unwrap());
+        assert!(provision(&env_dir, &packages, &installers, &unconfined())
+            .await
+            .unwrap());
         assert!(env_dir.join("pip/requests").exists() && env_dir.join("pip/rich").exists());
         assert!(env_dir.join("npm/left-pad").exists());
-        assert!(!provision(&env_dir, &packages, &installers, &unconfined()).await.unwrap());
+        assert!(!provision(&env_dir, &packages, &installers, &unconfined())
+            .await
+            .unwrap());
         assert_eq!(calls(&env_dir, "pip"), vec!["requests rich"]);
         assert_eq!(calls(&env_dir, "npm"), vec!["left-pad"]);
         // Other packages: installed again.
@@ -220,15 +224,20 @@ mod tests {
             pip: vec!["requests".into()],
             npm: vec![],
         };
-        assert!(provision(&env_dir, &more, &installers, &unconfined()).await.unwrap());
+        assert!(provision(&env_dir, &more, &installers, &unconfined())
+            .await
+            .unwrap());
         assert_eq!(calls(&env_dir, "pip").len(), 2);
         assert_eq!(calls(&env_dir, "npm").len(), 1);
         // Nothing to install.
-        assert!(
-            !provision(&d.path().join("none"), &Packages::default(), &installers, &unconfined())
-                .await
-                .unwrap()
-        );
+        assert!(!provision(
+            &d.path().join("none"),
+            &Packages::default(),
+            &installers,
+            &unconfined()
+        )
+        .await
+        .unwrap());
         assert!(!d.path().join("none").exists());
     }
 
@@ -290,7 +299,9 @@ mod tests {
             pip: vec!["/nonexistent/installer".into()],
             npm: vec![],
         };
-        let err = provision(&env_dir, &packages, &missing, &unconfined()).await.unwrap_err();
+        let err = provision(&env_dir, &packages, &missing, &unconfined())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("pip"), "{err}");
     }
 

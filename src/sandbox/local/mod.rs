@@ -45,8 +45,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use self::install::{provision, Installers, PROVISIONED_MARKER};
 pub use self::confine::{bubblewrap, Bubblewrap, BRIDGE_COMMAND, BWRAP_ENV, SANDBOX_UID};
+pub use self::install::{provision, Installers, PROVISIONED_MARKER};
 pub use self::process::{Confinement, LaunchOptions, OUTPUT_LIMIT};
 pub use self::proxy::{AllowList, EgressProxy, PACKAGE_REGISTRIES};
 pub use self::workspace::{Workspace, WorkspaceOptions};

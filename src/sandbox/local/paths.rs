@@ -196,9 +196,20 @@ mod tests {
         symlink(root.join("real"), root.join("abs_link")).unwrap();
         symlink("../real/dir/f.txt", root.join("real/up_link")).unwrap();
         symlink("inside_new.txt", root.join("dangling_in")).unwrap();
-        assert_eq!(ws.read_file("rel_link/f.txt", usize::MAX).await.unwrap(), b"hi");
-        assert_eq!(ws.read_file("abs_link/dir/f.txt", usize::MAX).await.unwrap(), b"hi");
-        assert_eq!(ws.read_file("real/up_link", usize::MAX).await.unwrap(), b"hi");
+        assert_eq!(
+            ws.read_file("rel_link/f.txt", usize::MAX).await.unwrap(),
+            b"hi"
+        );
+        assert_eq!(
+            ws.read_file("abs_link/dir/f.txt", usize::MAX)
+                .await
+                .unwrap(),
+            b"hi"
+        );
+        assert_eq!(
+            ws.read_file("real/up_link", usize::MAX).await.unwrap(),
+            b"hi"
+        );
         // `..` after a symlink is physical: rel_link/.. is real/, not the root.
         assert_eq!(ws.resolve("rel_link/..").unwrap(), root.join("real"));
         ws.write_file("dangling_in", b"ok").await.unwrap();

@@ -403,7 +403,10 @@ fn unshare_prefix() -> Option<Vec<String>> {
 
 /// Kills the whole process group `pgid` (the command and its children).
 fn kill_group(pgid: u32) {
-    let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return;
     };
     let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);

@@ -266,7 +266,12 @@ async fn read_head(client: &mut UnixStream) -> Result<(Vec<u8>, Vec<u8>), Option
             return Ok((buf, rest));
         }
         if buf.len() > MAX_HEAD {
-            let _ = respond(client, "431 Request Header Fields Too Large", "head too long").await;
+            let _ = respond(
+                client,
+                "431 Request Header Fields Too Large",
+                "head too long",
+            )
+            .await;
             return Err(None);
         }
         let n = client.read(&mut chunk).await.map_err(|_| None)?;
@@ -402,9 +407,16 @@ mod tests {
     #[test]
     fn requests_parse_in_both_forms() {
         let connect = Request::parse(b"CONNECT pypi.org:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((connect.host.as_str(), connect.port, connect.tunnel), ("pypi.org", 443, true));
-        let get = Request::parse(b"GET http://127.0.0.1:9/a?b HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((get.host.as_str(), get.port, get.path.as_str()), ("127.0.0.1", 9, "/a?b"));
+        assert_eq!(
+            (connect.host.as_str(), connect.port, connect.tunnel),
+            ("pypi.org", 443, true)
+        );
+        let get =
+            Request::parse(b"GET http://127.0.0.1:9/a?b HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(
+            (get.host.as_str(), get.port, get.path.as_str()),
+            ("127.0.0.1", 9, "/a?b")
+        );
         assert_eq!(
             get.origin_form(b"GET http://127.0.0.1:9/a?b HTTP/1.1\r\nHost: x\r\n\r\n"),
             b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -418,7 +430,12 @@ mod tests {
             b"GET http://host:notaport/ HTTP/1.1\r\n\r\n",
             b"\xff\xfe\r\n\r\n",
         ] {
-            assert_eq!(Request::parse(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                Request::parse(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -430,9 +447,16 @@ mod tests {
             while let Ok((mut s, _)) = upstream.accept().await {
                 let mut buf = vec![0u8; 1024];
                 let n = s.read(&mut buf).await.unwrap_or(0);
-                let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
+                let line = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 let body = format!("seen: {line}");
-                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = s.write_all(reply.as_bytes()).await;
             }
         });
@@ -447,7 +471,10 @@ mod tests {
                 out
             }
         };
-        let ok = ask(format!("GET http://127.0.0.1:{port}/hi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+        let ok = ask(format!(
+            "GET http://127.0.0.1:{port}/hi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
         assert!(ok.ends_with("seen: GET /hi HTTP/1.1"), "{ok}");
         let refused = ask("CONNECT evil.example:443 HTTP/1.1\r\n\r\n".into()).await;
         assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");

@@ -205,9 +205,15 @@ mod tests {
     async fn files_round_trip() {
         let (_d, ws) = workspace();
         ws.write_file("deep/er/f.txt", b"one").await.unwrap();
-        assert_eq!(ws.read_file("deep/er/f.txt", usize::MAX).await.unwrap(), b"one");
+        assert_eq!(
+            ws.read_file("deep/er/f.txt", usize::MAX).await.unwrap(),
+            b"one"
+        );
         ws.write_file("deep/er/f.txt", b"two").await.unwrap();
-        assert_eq!(ws.read_file("./deep/er/f.txt", usize::MAX).await.unwrap(), b"two");
+        assert_eq!(
+            ws.read_file("./deep/er/f.txt", usize::MAX).await.unwrap(),
+            b"two"
+        );
         assert!(matches!(
             ws.read_file("missing", usize::MAX).await,
             Err(SandboxError::Io { .. })

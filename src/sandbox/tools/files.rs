@@ -414,7 +414,10 @@ mod tests {
         let all =
             json!({"file_path": "f", "old_string": "beta", "new_string": "B", "replace_all": true});
         assert!(ok(&ws, "edit", all).await.contains("2 occurrences"));
-        assert_eq!(ws.read_file("f", usize::MAX).await.unwrap(), b"ALPHA B\nB gamma\n");
+        assert_eq!(
+            ws.read_file("f", usize::MAX).await.unwrap(),
+            b"ALPHA B\nB gamma\n"
+        );
         assert!(err(
             &ws,
             "edit",

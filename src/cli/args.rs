@@ -1,0 +1,113 @@
+//! Arguments every command shares (manifest files, state, variables,
+//! verbosity), their parsers, and what they open: the manifest, the state,
+//! the providers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use agentform::graph::Address;
+use agentform::manifest::{self, LoadOptions, Manifest};
+use agentform::runtime::Providers;
+use agentform::state::StateStore;
+
+use super::output::Printer;
+
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Manifest file or directory (every `*.yaml` in it); repeatable
+    #[arg(short = 'f', long = "file", global = true, value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// State directory
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTFORM_STATE",
+        default_value = "state",
+        value_name = "DIR"
+    )]
+    pub state: PathBuf,
+    /// Set a manifest variable (also `-var NAME=VALUE`); repeatable
+    #[arg(long = "var", global = true, value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// More logging (-v info, -vv debug, -vvv trace); `RUST_LOG` overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// No colours (also when `NO_COLOR` is set or output is not a terminal)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+impl Global {
+    /// The manifest files (default `agentform.yaml`) and variables.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            files: if self.files.is_empty() {
+                vec![PathBuf::from("agentform.yaml")]
+            } else {
+                self.files.clone()
+            },
+            vars: self.vars.clone(),
+        }
+    }
+
+    pub fn load(&self) -> Result<Manifest> {
+        manifest::load(&self.load_options()).map_err(anyhow::Error::new)
+    }
+
+    /// The state, locked for `command` until dropped.
+    pub fn open_state(&self, command: &str) -> Result<StateStore> {
+        Ok(StateStore::open(&self.state, command)?)
+    }
+}
+
+/// The providers, with credentials and settings from the process environment.
+pub fn providers(state: &StateStore, manifest: Option<&Manifest>) -> Result<Providers> {
+    Ok(agentform::ops::providers::providers(
+        state,
+        manifest,
+        |name| std::env::var(name).ok(),
+    )?)
+}
+
+#[derive(Args, Debug)]
+pub struct Targeting {
+    /// Limit to this resource (and what it needs); repeatable
+    #[arg(long = "target", value_name = "ADDR", value_parser = parse_address)]
+    pub targets: Vec<Address>,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not NAME=VALUE")),
+    }
+}
+
+pub fn parse_address(s: &str) -> Result<Address, String> {
+    s.parse()
+}
+
+pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    agentform::manifest::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration; write e.g. `500ms`, `30s`, `10m`, `1h`"))
+}
+
+/// Terraform users type `-var k=v`; clap only knows `--var`.
+pub fn normalize_args() -> Vec<std::ffi::OsString> {
+    std::env::args_os()
+        .map(|a| if a == "-var" { "--var".into() } else { a })
+        .collect()
+}
+
+/// Says so when the manifest runs the local runtime's tools unconfined.
+pub fn warn_unconfined(m: &Manifest, printer: &Printer) {
+    if let Some(warning) = agentform::ops::providers::unconfined_warning(m) {
+        printer.warn(warning);
+    }
+}

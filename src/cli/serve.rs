@@ -1,0 +1,152 @@
+//! `agentform serve`: the local runtime over HTTP until SIGINT or SIGTERM.
+//! The signal handling lives here; the serving is `ops::serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use agentform::ops::serve::ServeOptions;
+use agentform::serve::FailStatus;
+
+use super::args::Global;
+use super::output::Printer;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (IP:PORT); port 0 picks a free one
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR", value_parser = parse_listen)]
+    listen: SocketAddr,
+    /// Where the served runtime keeps its database and workspaces
+    #[arg(long, default_value = "serve-data", value_name = "DIR")]
+    data: PathBuf,
+    /// Require this key, as `x-api-key` or `Authorization: Bearer`
+    #[arg(
+        long,
+        env = "AGENTFORM_SERVE_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    api_key: Option<String>,
+    /// Allow a non-loopback --listen address (an API key is required then)
+    #[arg(long)]
+    allow_remote: bool,
+    /// Fault injection: each runtime call answers this many milliseconds late
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    latency_ms: u64,
+    /// Fault injection: this fraction of requests (0 to 1) fails with --fail-status
+    #[arg(long, default_value_t = 0.0, value_name = "F", value_parser = parse_fraction)]
+    fail_rate: f64,
+    /// Statuses of injected failures, picked at random: 429 (with retry-after), 500, 529
+    #[arg(long, default_value = "529", value_name = "STATUS,...", value_delimiter = ',', value_parser = parse_fail_status)]
+    fail_status: Vec<u16>,
+    /// Fault injection: this fraction of the injected 500s and 529s fail after the request took effect
+    #[arg(long, default_value_t = 0.0, value_name = "F", value_parser = parse_fraction)]
+    fail_after: f64,
+    /// Fault injection: event streams close after N events
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    drop_stream_after: Option<u64>,
+    /// Interval of the event streams' `ping` events, in milliseconds
+    #[arg(long, hide = true, default_value_t = 15_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_ms: u64,
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    match s.rsplit_once(':') {
+        Some(("localhost", port)) => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| format!("`{port}` is not a port")),
+        _ => Err(format!(
+            "`{s}` is not an address; write IP:PORT, e.g. `127.0.0.1:8787` or `[::1]:8787`"
+        )),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| format!("`{s}` is not a fraction between 0 and 1"))
+}
+
+fn parse_fail_status(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|n| FailStatus::from_status(*n).is_some())
+        .ok_or_else(|| format!("`{s}`: expected 429, 500 or 529"))
+}
+
+impl ServeArgs {
+    fn options(self) -> ServeOptions {
+        ServeOptions {
+            listen: self.listen,
+            data: self.data,
+            allow_remote: self.allow_remote,
+            latency: Duration::from_millis(self.latency_ms),
+            drop_stream_after: self
+                .drop_stream_after
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            server: agentform::serve::Options {
+                api_key: self.api_key,
+                fail_rate: self.fail_rate,
+                fail_statuses: self
+                    .fail_status
+                    .iter()
+                    .filter_map(|s| FailStatus::from_status(*s))
+                    .collect(),
+                fail_after: self.fail_after,
+                heartbeat: Duration::from_millis(self.heartbeat_ms),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+pub async fn exec(g: &Global, args: ServeArgs, printer: &Printer) -> Result<ExitCode> {
+    let options = args.options();
+    options.check()?;
+    let manifest = if g.files.is_empty() {
+        None
+    } else {
+        Some(g.load()?)
+    };
+    let prepared = agentform::ops::serve::prepare(options, manifest.as_ref())?;
+    let shutdown = shutdown_signal()?;
+    let bound = prepared.bind().await?;
+    printer.out(&format!("listening on http://{}", bound.address()));
+    bound.serve(shutdown).await?;
+    printer.info("stopped; the data is flushed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM; the handlers are installed at once, so a
+/// signal that arrives before the future is polled still counts.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
