@@ -26,6 +26,9 @@ use agentform::runtime::local::{LocalOptions, LocalRuntime};
 use agentform::runtime::Providers;
 use agentform::state::StateStore;
 
+#[path = "bench_support/sandbox_cost.rs"]
+mod sandbox_cost;
+
 #[path = "bench_support/critical_path.rs"]
 mod critical_path;
 use critical_path::bound;
@@ -71,7 +74,7 @@ fn main() -> ExitCode {
             None => (a.as_str(), None),
         };
         match name {
-            "plan" | "apply" | "phases" | "sweep" | "run" if size.is_none() => {
+            "plan" | "apply" | "phases" | "sweep" | "run" | "sandbox" if size.is_none() => {
                 sections.push((name.to_string(), None))
             }
             "profile" => sections.push((name.to_string(), size)),
@@ -88,12 +91,13 @@ fn main() -> ExitCode {
                     "  profile[=N] load and plan N (10,000) resources in a loop, for `perf record`"
                 );
                 println!("  run         1,000 sessions x 5 scripted turns at concurrency 200 (issue: the runner)");
+                println!("  sandbox     100 bash calls per session, confined vs unconfined");
                 println!("  all         plan, apply and phases (the default)");
                 return ExitCode::SUCCESS;
             }
             _ => {
                 eprintln!(
-                    "error: unknown section `{a}`; expected plan, apply, phases, sweep, run, profile[=N] or all"
+                    "error: unknown section `{a}`; expected plan, apply, phases, sweep, run, sandbox, profile[=N] or all"
                 );
                 return ExitCode::FAILURE;
             }
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
                 "plan" => missed.extend(plan_section().await?),
                 "apply" => missed.extend(apply_section().await?),
                 "run" => missed.extend(run_section().await?),
+                "sandbox" => missed.extend(sandbox_cost::section().await?),
                 "phases" => phases_section().await?,
                 "sweep" => sweep_section().await?,
                 "profile" => profile_section(size.unwrap_or(PLAN_SIZES[1].0)).await?,
