@@ -148,10 +148,11 @@ fn commands_see_only_their_workspace() {
     let hostname = std::fs::read("/etc/hostname").unwrap_or_default();
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let state = t0.path("state");
+    let tmp_marker = format!("/tmp/agentform-sandbox-{}", std::process::id());
     let command = format!(
         "echo pwned > {o}; cat {o}; echo pwned > {s}/pwned; ls {s}; ls {home}; \
-         echo pwned > /etc/hostname; cat /etc/shadow; ls \"$HOME/..\"; \
-         echo mine > inside.txt && cat inside.txt",
+         echo pwned > /etc/hostname; cat /etc/shadow /etc/gshadow; ls \"$HOME/..\"; \
+         echo private > {tmp_marker}; echo mine > inside.txt && cat inside.txt",
         o = outside.display(),
         s = state.display(),
     );
@@ -520,4 +521,37 @@ fn the_workspace_path_is_the_same_inside() {
     let expected = format!("{}\n{}\n", dir.display(), dir.display());
     assert_eq!(text, &expected);
     let _ = Path::new(&expected);
+}
+
+#[test]
+fn served_sessions_run_their_tools_in_the_same_sandbox() {
+    let calls = [bash("tr '\\0' ' ' < /proc/1/cmdline; echo; id -u; echo ok > f && cat f")];
+    let served = manifest(&calls, OPEN, "");
+    let t = Test::new().env("ANTHROPIC_API_KEY", crate::serve::KEY);
+    t.write("served.yaml", &served);
+    let server = crate::serve::Server::start(&t.path("served.yaml"), &[]);
+    let client = served
+        .replacen("version: 1\n", "version: 1\nprovider: anthropic\n", 1)
+        .replace(
+            "providers:\n",
+            &format!("providers:\n  anthropic:\n    base_url: {}\n    rate_limits: {{ environments_per_minute: unlimited, environments_concurrency: unlimited, creates_per_minute: unlimited, other_per_minute: unlimited }}\n", server.url),
+        );
+    t.write("agentform.yaml", &client);
+    t.run(&["apply", "--auto-approve"]).success();
+    t.run(&["run"]).success();
+    let text = &tool_results(&t)[0].0;
+    // Pid 1 of the command's PID namespace is bubblewrap's own.
+    assert!(text.lines().next().unwrap_or_default().contains("bwrap"), "{text}");
+    let uid = text.lines().nth(1).unwrap_or_default();
+    if is_root() {
+        assert_eq!(uid, "65534", "{text}");
+    }
+    assert!(text.ends_with("ok\n"), "{text}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }

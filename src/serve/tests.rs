@@ -48,6 +48,7 @@ fn scripted_hi() -> LocalOptions {
 }
 
 async fn start(options: Options, local: LocalOptions) -> TestServer {
+    crate::sandbox::local::test_support::ensure_bubblewrap();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = sled::Config::new()
         .path(dir.path().join("db"))
