@@ -149,10 +149,15 @@ fn commands_see_only_their_workspace() {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let state = t0.path("state");
     let tmp_marker = format!("/tmp/agentform-sandbox-{}", std::process::id());
+    let socket = t0.path("host.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
     let command = format!(
         "echo pwned > {o}; cat {o}; echo pwned > {s}/pwned; ls {s}; ls {home}; \
          echo pwned > /etc/hostname; cat /etc/shadow /etc/gshadow; ls \"$HOME/..\"; \
-         echo private > {tmp_marker}; echo mine > inside.txt && cat inside.txt",
+         echo private > {tmp_marker}; curl -s -m 5 --unix-socket {sock} http://x/; echo sock=$?; \
+         echo mine > inside.txt && cat inside.txt",
+        sock = socket.display(),
         o = outside.display(),
         s = state.display(),
     );
@@ -525,7 +530,9 @@ fn the_workspace_path_is_the_same_inside() {
 
 #[test]
 fn served_sessions_run_their_tools_in_the_same_sandbox() {
-    let calls = [bash("tr '\\0' ' ' < /proc/1/cmdline; echo; id -u; echo ok > f && cat f")];
+    let calls = [bash(
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; id -u; echo ok > f && cat f",
+    )];
     let served = manifest(&calls, OPEN, "");
     let t = Test::new().env("ANTHROPIC_API_KEY", crate::serve::KEY);
     t.write("served.yaml", &served);
@@ -541,7 +548,10 @@ fn served_sessions_run_their_tools_in_the_same_sandbox() {
     t.run(&["run"]).success();
     let text = &tool_results(&t)[0].0;
     // Pid 1 of the command's PID namespace is bubblewrap's own.
-    assert!(text.lines().next().unwrap_or_default().contains("bwrap"), "{text}");
+    assert!(
+        text.lines().next().unwrap_or_default().contains("bwrap"),
+        "{text}"
+    );
     let uid = text.lines().nth(1).unwrap_or_default();
     if is_root() {
         assert_eq!(uid, "65534", "{text}");

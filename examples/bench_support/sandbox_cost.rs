@@ -48,7 +48,10 @@ pub async fn section() -> Result<Vec<String>> {
     let (c, o) = (per(confined[ROUNDS / 2]), per(open[ROUNDS / 2]));
     println!("confined (bubblewrap)   {c:7.2} ms per command");
     println!("unconfined (opt-out)    {o:7.2} ms per command");
-    println!("added by confinement    {:7.2} ms per command (target < {TARGET_MS} ms)", c - o);
+    println!(
+        "added by confinement    {:7.2} ms per command (target < {TARGET_MS} ms)",
+        c - o
+    );
     let mut missed = Vec::new();
     if c - o >= TARGET_MS {
         missed.push(format!("sandbox: {:.1} ms added per command", c - o));
