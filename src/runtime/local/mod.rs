@@ -15,9 +15,7 @@
 //! only hands each call to the rule that serves it.
 
 mod agent_loop;
-mod body;
 mod events;
-mod ids;
 mod live;
 #[cfg(test)]
 mod loop_tests;
@@ -30,6 +28,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
+
+// The rules read request bodies and mint ids with these.
+use crate::api::{body, ids};
 
 use super::{Agent, Deleted, Environment, EventStream, ListQuery, Page, Result, Runtime, Session};
 use crate::model::{Model, ModelError};
