@@ -405,15 +405,30 @@ impl Event {
         }
     }
 
-    /// Marks a user event processed at `at`; other events are processed
-    /// when made.
+    /// Marks the event processed at `at` (user events are `null` until
+    /// then; others are processed when made, and get the new time too).
     pub fn set_processed_at(&mut self, at: String) {
         match self {
             Event::UserMessage(e) => e.processed_at = Some(at),
             Event::UserInterrupt(e) => e.processed_at = Some(at),
             Event::UserToolConfirmation(e) => e.processed_at = Some(at),
             Event::UserCustomToolResult(e) => e.processed_at = Some(at),
-            _ => {}
+            Event::AgentMessage(e) => e.processed_at = at,
+            Event::AgentToolUse(e) => e.processed_at = at,
+            Event::AgentToolResult(e) => e.processed_at = at,
+            Event::AgentCustomToolUse(e) => e.processed_at = at,
+            Event::SessionStatusIdle(e) => e.processed_at = at,
+            Event::SessionError(e) => e.processed_at = at,
+            Event::SpanModelRequestEnd(e) => e.processed_at = at,
+            Event::AgentThinking(e)
+            | Event::SessionStatusRunning(e)
+            | Event::SessionStatusTerminated(e)
+            | Event::SessionDeleted(e)
+            | Event::SpanModelRequestStart(e) => e.processed_at = at,
+            Event::Other(Value::Object(map)) => {
+                map.insert("processed_at".to_owned(), Value::String(at));
+            }
+            Event::Other(_) => {}
         }
     }
 }

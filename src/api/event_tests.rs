@@ -224,6 +224,12 @@ fn built_events_write_what_the_api_expects() {
     );
     event.set_processed_at(AT.to_owned());
     assert_eq!(event.to_value()["processed_at"], AT);
+    let mut other = Event::from_value(json!({"id": "e", "type": "x.y", "processed_at": null}));
+    other.set_processed_at(AT.to_owned());
+    assert_eq!(
+        other.to_value(),
+        json!({"id": "e", "type": "x.y", "processed_at": AT})
+    );
     let result = Event::AgentToolResult(AgentToolResult {
         id: "sevt_2".to_owned(),
         tool_use_id: "sevt_1".to_owned(),

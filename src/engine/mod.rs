@@ -4,9 +4,13 @@
 //! [`SandboxProvider`]), keeping their events in a [`SessionStore`].
 //!
 //! [`Engine`] is its public face: sending events to a session (checked in
-//! `accept.rs`, queued in its inbox, worked through by one worker task per
-//! session — `worker.rs`, `turn.rs`, `tools.rs`), subscribing to a session's
-//! live events (`hub.rs`), forgetting a deleted session, shutting down.
+//! `accept.rs`, queued in its inbox), subscribing to its live events
+//! (`hub.rs`), forgetting a deleted session, shutting down. One worker task
+//! per busy session works through its inbox (`worker.rs`: its life,
+//! interrupts, recovery after a restart), runs turns (`turn.rs`, asking the
+//! model the conversation of `conversation.rs`) and tools (`tools.rs`),
+//! tracking the tool uses that wait (`open_uses.rs`). Events are the typed
+//! [`Event`]s of [`crate::api::event`].
 //!
 //! It must not know which model, sandbox or store it drives, nor the
 //! runtimes above it: the local runtime hands it sessions and implements
