@@ -8,6 +8,7 @@
 pub mod api;
 pub mod apply;
 pub mod digest;
+pub mod engine;
 pub mod graph;
 pub mod http;
 pub mod lockfile;

@@ -7,9 +7,11 @@
 //! `anthropic` client, `serve` and the manifest all speak these types.
 
 pub mod agent;
+pub mod body;
 pub mod environment;
 pub mod error;
 pub mod event;
+pub mod ids;
 pub mod limits;
 pub mod list;
 pub mod literal;

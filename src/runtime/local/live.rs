@@ -1,71 +1,31 @@
-//! A session's live side, as the runtime drives it: sending events to its
-//! worker, opening its stream, and forgetting it once its record is gone.
-//!
-//! The bridge between the records (`store.rs`, `rules/`) and the events
-//! and workers (`events.rs`, `agent_loop.rs`); no API rule lives here.
+//! A session's live side, as the runtime hands it to the engine: sending
+//! events, opening a stream (the engine's subscription as an
+//! [`EventStream`] of JSON), and forgetting a session once its record is
+//! gone. No API rule and no part of the agent loop lives here.
 
-use std::collections::HashSet;
+use async_trait::async_trait;
+use serde_json::Value;
 
-use serde_json::{json, Value};
-
-use super::body::invalid;
-use super::events::{self, LiveEvents, OpenUses, EVENT_PREFIX};
-use super::ids::{new_id, timestamp};
-use super::{agent_loop, LocalRuntime};
-use crate::api::{event, Result, RuntimeError};
-use crate::runtime::EventStream;
+use super::LocalRuntime;
+use crate::api::event::Event;
+use crate::api::Result;
+use crate::engine::Subscription;
+use crate::runtime::{EventSource, EventStream};
 
 impl LocalRuntime {
-    pub(super) fn send_events_now(&self, session_id: &str, params: &[Value]) -> Result<Vec<Value>> {
-        self.records.session(session_id)?;
-        let slot = self.hub.slot(&self.store, session_id)?;
-        let mut state = slot.state();
-        // Checked again under the slot lock, which deletion takes too.
-        let session = self.records.session(session_id)?;
-        if state.deleted {
-            return Err(RuntimeError::not_found("session", session_id));
-        }
-        if session.archived_at.is_some() {
-            return Err(invalid(format!("session `{session_id}` is archived")));
-        }
-        // The inbox first: an event the worker moves meanwhile is then in
-        // both (and counted once) rather than in neither.
-        let inbox = self.store.inbox(session_id)?;
-        let history = self.store.history(session_id)?;
-        let processed: HashSet<&str> = history.iter().map(event::id).collect();
-        let unprocessed = inbox
-            .iter()
-            .map(|(_, e)| e)
-            .filter(|e| !processed.contains(event::id(e)));
-        let open = OpenUses::replay(history.iter().chain(unprocessed));
-        let accepted = events::accept(params, open)?;
-        self.store.push_inbox(session_id, &accepted)?;
-        let interrupts = accepted
-            .iter()
-            .filter(|e| event::kind(e) == "user.interrupt")
-            .count() as u64;
-        if interrupts > 0 {
-            slot.interrupts.send_modify(|n| *n += interrupts);
-        }
-        agent_loop::ensure_worker(&self.ctx(), &slot, &mut state);
-        Ok(accepted)
+    pub(super) async fn send_events_now(
+        &self,
+        session_id: &str,
+        params: &[Value],
+    ) -> Result<Vec<Value>> {
+        let accepted = self.engine.send(session_id, params).await?;
+        Ok(accepted.iter().map(Event::to_value).collect())
     }
 
-    pub(super) fn stream_events_now(&self, session_id: &str) -> Result<EventStream> {
-        let session = self.records.session(session_id)?;
-        let slot = self.hub.slot(&self.store, session_id)?;
-        let mut state = slot.state();
-        if state.deleted {
-            return Err(RuntimeError::not_found("session", session_id));
-        }
-        let rx = slot.subscribe();
-        // A turn a stopped process left running carries on.
-        if session.status == "running" {
-            agent_loop::ensure_worker(&self.ctx(), &slot, &mut state);
-        }
+    pub(super) async fn stream_events_now(&self, session_id: &str) -> Result<EventStream> {
+        let subscription = self.engine.subscribe(session_id).await?;
         Ok(EventStream::new(LiveEvents {
-            rx,
-            ended: false,
+            subscription,
             drop_after: self.options.drop_stream_after,
         }))
     }
@@ -73,24 +33,30 @@ impl LocalRuntime {
     /// After the session record is gone: stops its worker, ends its streams,
     /// removes its events and its workspace.
     pub(super) async fn forget_session(&self, id: &str) -> Result<()> {
-        let slot = self.hub.slot(&self.store, id)?;
-        let worker = {
-            let mut state = slot.state();
-            state.deleted = true;
-            state.worker.take()
-        };
-        if let Some(worker) = worker {
-            worker.abort();
-            let _ = worker.await;
+        self.engine.forget(id).await
+    }
+}
+
+/// A live stream of one session's events, as the JSON the engine stored.
+pub(super) struct LiveEvents {
+    subscription: Subscription,
+    /// Fault injection: the stream ends after this many more events, like a
+    /// dropped connection.
+    drop_after: Option<usize>,
+}
+
+#[async_trait]
+impl EventSource for LiveEvents {
+    async fn next(&mut self) -> Option<Result<Value>> {
+        if self.drop_after == Some(0) {
+            return None;
         }
-        self.store.clear(id)?;
-        agent_loop::remove_workspace(&slot, self.options.sandboxes.as_ref()).await;
-        self.hub.remove(id);
-        slot.broadcast(json!({
-            "id": new_id(EVENT_PREFIX),
-            "type": "session.deleted",
-            "processed_at": timestamp(),
-        }));
-        Ok(())
+        let item = self.subscription.next().await?;
+        if item.is_ok() {
+            if let Some(n) = &mut self.drop_after {
+                *n -= 1;
+            }
+        }
+        Some(item.map(|event| event.to_value()))
     }
 }

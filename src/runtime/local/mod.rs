@@ -6,21 +6,18 @@
 //! so plans computed against this runtime match the real one. Records are
 //! the typed records of [`crate::api`], stored as their JSON (`store.rs`).
 //!
-//! Sessions run for real: events users send go to a per-session worker (the
-//! agent loop in `agent_loop.rs`) that calls the model the options resolve
-//! and runs the built-in tools in a workspace on this machine; see
-//! `events.rs` for how events are stored and streamed.
+//! Sessions run for real: the runtime hands them to the [`Engine`] (the
+//! agent loop, `crate::engine`), which calls the model the options resolve
+//! and runs tools in the sandbox they provide; `events.rs` keeps their
+//! events for the engine in sled, `live.rs` is the glue.
 //!
 //! This file holds the runtime, its options and the [`Runtime`] impl, which
-//! only hands each call to the rule that serves it.
+//! only hands each call to the rule or the engine that serves it.
 
-mod agent_loop;
-mod body;
 mod events;
-mod ids;
 mod live;
 #[cfg(test)]
-mod loop_tests;
+mod live_tests;
 mod paging;
 mod rules;
 mod store;
@@ -31,19 +28,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
+// The rules read request bodies and mint ids with these.
+use crate::api::{body, ids};
+
 use super::{Agent, Deleted, Environment, EventStream, ListQuery, Page, Result, Runtime, Session};
-use crate::model::{Model, ModelError};
+use crate::engine::{Engine, EngineOptions};
 use crate::sandbox::{NoSandboxes, SandboxProvider};
-use events::{Ctx, Hub, Store};
+use events::SessionTrees;
 use paging::{page_by_id, page_where};
 use rules::{agent, environment, session};
 use store::Records;
 
+pub use crate::engine::{ModelResolver, NoModels, DEFAULT_TOOL_DEADLINE};
 pub use paging::{ListFilter, TimeRange};
-
-/// Tool calls past this are killed, unless [`LocalOptions::tool_deadline`]
-/// says otherwise.
-pub const DEFAULT_TOOL_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct LocalOptions {
@@ -84,32 +81,13 @@ impl std::fmt::Debug for LocalOptions {
     }
 }
 
-/// Gives the model backend for an agent's model id (`model.id`). Called once
-/// per session, when its loop first needs the model, so each session gets
-/// its own instance if the resolver makes one per call.
-pub trait ModelResolver: Send + Sync {
-    fn resolve(&self, model_id: &str) -> Result<Arc<dyn Model>, ModelError>;
-}
-
-impl<F> ModelResolver for F
-where
-    F: Fn(&str) -> Result<Arc<dyn Model>, ModelError> + Send + Sync,
-{
-    fn resolve(&self, model_id: &str) -> Result<Arc<dyn Model>, ModelError> {
-        self(model_id)
-    }
-}
-
-/// The default resolver: no model is configured.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoModels;
-
-impl ModelResolver for NoModels {
-    fn resolve(&self, model_id: &str) -> Result<Arc<dyn Model>, ModelError> {
-        Err(ModelError::Config(format!(
-            "no model backend is configured for model `{model_id}`; declare one under \
-             `providers.local.models`"
-        )))
+impl LocalOptions {
+    fn engine(&self) -> EngineOptions {
+        EngineOptions {
+            sandboxes: Arc::clone(&self.sandboxes),
+            models: Arc::clone(&self.models),
+            tool_deadline: self.tool_deadline,
+        }
     }
 }
 
@@ -118,28 +96,21 @@ impl ModelResolver for NoModels {
 pub struct LocalRuntime {
     records: Records,
     options: LocalOptions,
-    /// Session events and what the session workers share.
-    store: Store,
-    hub: Hub,
-}
-
-impl Drop for LocalRuntime {
-    /// Workers stop with their runtime; a turn they leave running carries on
-    /// when the session is next used.
-    fn drop(&mut self) {
-        for worker in self.hub.take_workers() {
-            worker.abort();
-        }
-    }
+    /// Session events, for listing; the engine has them too.
+    events: SessionTrees,
+    /// Runs the sessions; its workers stop when it is dropped.
+    engine: Engine,
 }
 
 impl LocalRuntime {
     pub fn open(db: &sled::Db, options: LocalOptions) -> Result<Self> {
+        let events = SessionTrees::open(db)?;
+        let engine = Engine::new(Arc::new(events.clone()), options.engine());
         Ok(LocalRuntime {
             records: Records::open(db)?,
             options,
-            store: Store::open(db)?,
-            hub: Hub::default(),
+            events,
+            engine,
         })
     }
 
@@ -147,10 +118,7 @@ impl LocalRuntime {
     /// gone (so nothing holds the Db any more). A turn that was running is
     /// carried on when its session is next sent to or streamed.
     pub async fn shutdown(&self) {
-        for worker in self.hub.take_workers() {
-            worker.abort();
-            let _ = worker.await;
-        }
+        self.engine.shutdown().await;
     }
 
     /// `GET /v1/agents` with its filters (`created_at` bounds).
@@ -191,18 +159,11 @@ impl LocalRuntime {
         filter: &ListFilter,
     ) -> Result<Page<Value>> {
         let result = self.records.session(session_id).and_then(|_| {
-            self.store.page(session_id, query, filter.descending, |e| {
+            self.events.page(session_id, query, filter.descending, |e| {
                 filter.keeps_event(e)
             })
         });
         self.respond(result).await
-    }
-
-    fn ctx(&self) -> Ctx {
-        Ctx {
-            store: self.store.clone(),
-            options: self.options.clone(),
-        }
     }
 
     /// Applies the configured latency after the work is done, so a caller
@@ -218,7 +179,7 @@ impl LocalRuntime {
     /// change is on disk before the caller hears of it, as with a remote API.
     async fn respond_durable<T>(&self, result: Result<T>) -> Result<T> {
         let result = match result {
-            Ok(v) => self.store.flush().await.map(|()| v),
+            Ok(v) => self.events.flush_now().await.map(|()| v),
             Err(e) => Err(e),
         };
         self.respond(result).await
@@ -314,7 +275,7 @@ impl Runtime for LocalRuntime {
     async fn archive_session(&self, id: &str) -> Result<Session> {
         let result = session::archive(&self.records, id);
         if result.is_ok() {
-            self.hub.release_idle(id);
+            self.engine.release_idle(id);
         }
         self.respond_durable(result).await
     }
@@ -328,7 +289,7 @@ impl Runtime for LocalRuntime {
     }
 
     async fn send_events(&self, session_id: &str, events: Vec<Value>) -> Result<Vec<Value>> {
-        let result = self.send_events_now(session_id, &events);
+        let result = self.send_events_now(session_id, &events).await;
         self.respond_durable(result).await
     }
 
@@ -336,12 +297,12 @@ impl Runtime for LocalRuntime {
         let result = self
             .records
             .session(session_id)
-            .and_then(|_| self.store.page(session_id, query, false, |_| true));
+            .and_then(|_| self.events.page(session_id, query, false, |_| true));
         self.respond(result).await
     }
 
     async fn stream_events(&self, session_id: &str) -> Result<EventStream> {
-        let result = self.stream_events_now(session_id);
+        let result = self.stream_events_now(session_id).await;
         self.respond(result).await
     }
 }

@@ -2,18 +2,19 @@
 //! `invalid_request_error` naming the field (`tools[0].name: required`), in
 //! the API's words.
 //!
-//! Generic: no rule of a particular object lives here (see `rules/`).
+//! Generic: no rule of a particular object lives here (the local runtime's
+//! `rules/` and the engine's checks of sent events use these).
 
 use serde_json::{Map, Value};
 
 use crate::api::{Result, RuntimeError};
 
-pub(super) fn invalid(message: impl Into<String>) -> RuntimeError {
+pub fn invalid(message: impl Into<String>) -> RuntimeError {
     RuntimeError::invalid(message)
 }
 
 /// `path.key`, or `key` at the top.
-pub(super) fn field(path: &str, key: &str) -> String {
+pub fn field(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -32,11 +33,11 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-pub(super) fn expected(path: &str, what: &str, got: &Value) -> RuntimeError {
+pub fn expected(path: &str, what: &str, got: &Value) -> RuntimeError {
     invalid(format!("`{path}`: expected {what}, got {}", type_name(got)))
 }
 
-pub(super) fn body_object(body: &Value) -> Result<&Map<String, Value>> {
+pub fn body_object(body: &Value) -> Result<&Map<String, Value>> {
     body.as_object().ok_or_else(|| {
         invalid(format!(
             "request body: expected an object, got {}",
@@ -45,20 +46,20 @@ pub(super) fn body_object(body: &Value) -> Result<&Map<String, Value>> {
     })
 }
 
-pub(super) fn as_object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>> {
+pub fn as_object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>> {
     value
         .as_object()
         .ok_or_else(|| expected(path, "an object", value))
 }
 
-pub(super) fn array<'a>(value: &'a Value, path: &str) -> Result<&'a Vec<Value>> {
+pub fn array<'a>(value: &'a Value, path: &str) -> Result<&'a Vec<Value>> {
     value
         .as_array()
         .ok_or_else(|| expected(path, "an array", value))
 }
 
 /// Rejects fields the API does not know, as it does.
-pub(super) fn check_keys(map: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<()> {
+pub fn check_keys(map: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<()> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
         None => Ok(()),
         Some(key) => Err(invalid(format!("`{}`: unknown field", field(path, key)))),
@@ -66,26 +67,22 @@ pub(super) fn check_keys(map: &Map<String, Value>, path: &str, allowed: &[&str])
 }
 
 /// The value of `key`, treating null like absence.
-pub(super) fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).filter(|v| !v.is_null())
 }
 
-pub(super) fn required<'a>(
-    map: &'a Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<&'a Value> {
+pub fn required<'a>(map: &'a Map<String, Value>, path: &str, key: &str) -> Result<&'a Value> {
     present(map, key).ok_or_else(|| invalid(format!("`{}`: required", field(path, key))))
 }
 
-pub(super) fn string<'a>(value: &'a Value, path: &str) -> Result<&'a str> {
+pub fn string<'a>(value: &'a Value, path: &str) -> Result<&'a str> {
     value
         .as_str()
         .ok_or_else(|| expected(path, "a string", value))
 }
 
 /// A string of 1 to `max` characters.
-pub(super) fn bounded_str<'a>(value: &'a Value, path: &str, max: usize) -> Result<&'a str> {
+pub fn bounded_str<'a>(value: &'a Value, path: &str, max: usize) -> Result<&'a str> {
     let s = string(value, path)?;
     let len = s.chars().count();
     if len == 0 {
@@ -100,11 +97,11 @@ pub(super) fn bounded_str<'a>(value: &'a Value, path: &str, max: usize) -> Resul
 }
 
 /// A non-empty string of any length.
-pub(super) fn nonempty_str<'a>(value: &'a Value, path: &str) -> Result<&'a str> {
+pub fn nonempty_str<'a>(value: &'a Value, path: &str) -> Result<&'a str> {
     bounded_str(value, path, usize::MAX)
 }
 
-pub(super) fn one_of<'a>(value: &'a Value, path: &str, allowed: &[&str]) -> Result<&'a str> {
+pub fn one_of<'a>(value: &'a Value, path: &str, allowed: &[&str]) -> Result<&'a str> {
     let s = string(value, path)?;
     if allowed.contains(&s) {
         Ok(s)
@@ -117,7 +114,7 @@ pub(super) fn one_of<'a>(value: &'a Value, path: &str, allowed: &[&str]) -> Resu
 }
 
 /// One of `allowed`, as the typed value `parse` gives for it.
-pub(super) fn one_of_as<T>(
+pub fn one_of_as<T>(
     value: &Value,
     path: &str,
     allowed: &[&str],
@@ -132,13 +129,13 @@ pub(super) fn one_of_as<T>(
     })
 }
 
-pub(super) fn boolean(value: &Value, path: &str) -> Result<bool> {
+pub fn boolean(value: &Value, path: &str) -> Result<bool> {
     value
         .as_bool()
         .ok_or_else(|| expected(path, "a boolean", value))
 }
 
-pub(super) fn positive_int(value: &Value, path: &str) -> Result<u64> {
+pub fn positive_int(value: &Value, path: &str) -> Result<u64> {
     value
         .as_u64()
         .filter(|n| *n >= 1)
@@ -146,18 +143,14 @@ pub(super) fn positive_int(value: &Value, path: &str) -> Result<u64> {
 }
 
 /// An optional string field; absent or null give `None`.
-pub(super) fn optional_str(
-    map: &Map<String, Value>,
-    path: &str,
-    key: &str,
-) -> Result<Option<String>> {
+pub fn optional_str(map: &Map<String, Value>, path: &str, key: &str) -> Result<Option<String>> {
     present(map, key)
         .map(|v| string(v, &field(path, key)).map(str::to_owned))
         .transpose()
 }
 
 /// An array of non-empty strings.
-pub(super) fn string_list(value: &Value, path: &str) -> Result<Vec<String>> {
+pub fn string_list(value: &Value, path: &str) -> Result<Vec<String>> {
     array(value, path)?
         .iter()
         .enumerate()
@@ -166,7 +159,7 @@ pub(super) fn string_list(value: &Value, path: &str) -> Result<Vec<String>> {
 }
 
 /// A text field on create/update: omitted keeps `base`; null or "" clears.
-pub(super) fn clearable_text(
+pub fn clearable_text(
     body: &Map<String, Value>,
     key: &str,
     base: Option<String>,

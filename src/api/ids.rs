@@ -1,16 +1,18 @@
-//! Ids and timestamps of the local runtime's objects.
+//! Ids and timestamps in the API's formats, minted for the objects and
+//! events agentform makes itself (the local runtime, the engine).
 //!
 //! Ids are `<prefix>_01…` in base62, sortable by creation within a process,
-//! so a tree keyed by id lists oldest first. Nothing here reads the store.
+//! so a tree keyed by id lists oldest first. Nothing here reads a store.
 
 use std::sync::{Mutex, PoisonError};
 
 use time::OffsetDateTime;
 
-pub(super) const AGENT_PREFIX: &str = "agent";
-pub(super) const ENVIRONMENT_PREFIX: &str = "env";
-pub(super) const SESSION_PREFIX: &str = "sesn";
-pub(super) const RESOURCE_PREFIX: &str = "sres";
+pub const AGENT_PREFIX: &str = "agent";
+pub const ENVIRONMENT_PREFIX: &str = "env";
+pub const SESSION_PREFIX: &str = "sesn";
+pub const RESOURCE_PREFIX: &str = "sres";
+pub const EVENT_PREFIX: &str = "sevt";
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const ID_TIME_CHARS: usize = 11;
@@ -26,7 +28,7 @@ static ID_CLOCK: Mutex<(u64, u32)> = Mutex::new((0, 0));
 /// `<prefix>_01…`: base62 in ASCII order, so ids made later in this process
 /// sort after earlier ones, even within a millisecond or if the clock steps
 /// back.
-pub(super) fn new_id(prefix: &str) -> String {
+pub fn new_id(prefix: &str) -> String {
     let now_ms = u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or_default();
     let (ms, counter) = {
@@ -58,7 +60,7 @@ fn push_base62(out: &mut String, mut n: u64, width: usize) {
     out.extend(digits.into_iter().map(char::from));
 }
 
-pub(super) fn is_id(s: &str, prefix: &str) -> bool {
+pub fn is_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('_'))
         .is_some_and(|body| {
@@ -69,7 +71,7 @@ pub(super) fn is_id(s: &str, prefix: &str) -> bool {
 }
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-04-01T12:00:00.123456Z`.
-pub(super) fn timestamp() -> String {
+pub fn timestamp() -> String {
     let now = OffsetDateTime::now_utc();
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
