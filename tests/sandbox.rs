@@ -439,7 +439,14 @@ fn a_handler_that_never_reads_its_input_meets_the_deadline() {
     }
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("FAILED session.chat"), "{text}");
+    // The handler's timeout and the step's are the same instant: either the
+    // timeout became the tool's result, or the step failed at its deadline.
+    let answered = files_under(&t.path("state/transcripts")).iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .contains("did not finish in time")
+    });
+    assert!(answered || text.contains("FAILED session.chat"), "{text}");
     assert!(
         eventually(Duration::from_secs(10), || processes_with(&format!(
             "sleep {marker}"
