@@ -1,5 +1,7 @@
 //! Content digests as the state and the lock file record them:
 //! `sha256:` and the hex of the SHA-256 of a value's compact JSON.
+//!
+//! A leaf; it must not know what it digests.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -1,4 +1,7 @@
 //! Resource addresses and the dependency graph between resources.
+//!
+//! It owns addresses (`agent.coder`), references, cycle detection and the
+//! topological order; it must not know about manifests' syntax or HTTP.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,5 +1,8 @@
 //! `agentform.lock`: the agent versions an apply deployed, written beside the
 //! manifest and meant to be committed, so a version is pinned through git.
+//!
+//! It reads, writes and compares the lock file; it must not decide what to
+//! deploy (that is the plan's).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //!
 //! A leaf: it imports nothing of the crate. The local runtime, the
 //! `anthropic` client, `serve` and the manifest all speak these types.
+//!
+//! It must not hold behaviour of a provider: rules that decide what a request
+//! means live with the runtime that enforces them (`runtime::local::rules`).
 
 pub mod agent;
 pub mod body;

@@ -3,6 +3,9 @@
 //!
 //! Requests and responses use the Messages API's shapes (content blocks of
 //! `text`, `tool_use`, `tool_result`); backends translate as needed.
+//!
+//! Each backend owns its translation and its transport; they must not know
+//! about sessions, events or the sandbox: the engine calls them.
 
 pub mod anthropic;
 mod endpoint;

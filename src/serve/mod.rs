@@ -10,6 +10,9 @@
 //! Every response carries a `request-id: req_…` header. A middleware in front
 //! of the routes assigns it, checks the API key, injects faults when asked,
 //! turns a panicking handler into a 500 and writes every error body.
+//!
+//! It must not contain runtime logic of its own: every object and event
+//! comes from the local runtime.
 
 pub mod error;
 mod routes;

@@ -1,5 +1,9 @@
 //! The state store: one sled database per state directory, guarded by a lock
 //! file so that a second agentform process fails at once instead of corrupting it.
+//!
+//! It owns records, their history, intents, the lock and the transcript
+//! index; it must not know manifest syntax nor hold operations (those are
+//! `ops`).
 
 mod lock;
 
