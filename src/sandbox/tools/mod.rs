@@ -20,9 +20,6 @@ use serde_json::{Map, Value};
 pub use self::pattern::Glob;
 use super::{Sandbox, SandboxError};
 
-/// The toolset's type name, as in agent definitions.
-pub const TOOLSET: &str = "agent_toolset_20260401";
-
 /// The tools this module runs.
 pub const BUILTIN: [&str; 6] = ["bash", "read", "write", "edit", "glob", "grep"];
 
