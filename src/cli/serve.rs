@@ -10,9 +10,9 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use agentform::ops::serve::ServeOptions;
-use agentform::serve::FailStatus;
+use agentform::serve::{FailStatus, MAX_CONNECTIONS};
 
-use super::args::Global;
+use super::args::{parse_duration_arg, Global};
 use super::output::Printer;
 
 #[derive(Args, Debug)]
@@ -34,6 +34,18 @@ pub struct ServeArgs {
     /// Allow a non-loopback --listen address (an API key is required then)
     #[arg(long)]
     allow_remote: bool,
+    /// Let web pages from ORIGIN (exactly, e.g. `http://localhost:3000`) call the server, with CORS; repeatable. Requests from any other origin are refused
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = agentform::serve::parse_origin)]
+    allow_origins: Vec<String>,
+    /// Time a client has to send a request's head (and then its body) before it is dropped
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    header_timeout: Duration,
+    /// A connection with no request for this long is closed (event streams are not idle)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    idle_timeout: Duration,
+    /// Connections open at once; more wait to be accepted
+    #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS, value_parser = parse_max_connections)]
+    max_connections: usize,
     /// Fault injection: each runtime call answers this many milliseconds late
     #[arg(long, default_value_t = 0, value_name = "MS")]
     latency_ms: u64,
@@ -67,6 +79,25 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
             "`{s}` is not an address; write IP:PORT, e.g. `127.0.0.1:8787` or `[::1]:8787`"
         )),
     }
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration_arg(s)? {
+        d if d.is_zero() => Err(format!("`{s}`: a timeout must be longer than 0")),
+        d => Ok(d),
+    }
+}
+
+/// Past this the operating system's descriptor limit is the cap anyway.
+const MOST_CONNECTIONS: usize = 1_000_000;
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MOST_CONNECTIONS).contains(n))
+        .ok_or_else(|| {
+            format!("`{s}` is not a number of connections between 1 and {MOST_CONNECTIONS}")
+        })
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -103,6 +134,10 @@ impl ServeArgs {
                     .collect(),
                 fail_after: self.fail_after,
                 heartbeat: Duration::from_millis(self.heartbeat_ms),
+                allowed_origins: self.allow_origins,
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections,
                 ..Default::default()
             },
         }
@@ -148,5 +183,61 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 's
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn the_defaults_are_the_servers() {
+        let args = Cli::parse_from(["serve"]).serve;
+        assert_eq!(args.header_timeout, agentform::serve::HEADER_TIMEOUT);
+        assert_eq!(args.idle_timeout, agentform::serve::IDLE_TIMEOUT);
+        assert_eq!(args.max_connections, MAX_CONNECTIONS);
+        assert!(args.allow_origins.is_empty());
+    }
+
+    #[test]
+    fn limits_and_origins_are_checked() {
+        let args = Cli::parse_from([
+            "serve",
+            "--header-timeout",
+            "250ms",
+            "--idle-timeout",
+            "2s",
+            "--max-connections",
+            "8",
+            "--allow-origin",
+            "http://localhost:3000",
+            "--allow-origin",
+            "https://app.example",
+        ])
+        .serve;
+        assert_eq!(args.header_timeout, Duration::from_millis(250));
+        assert_eq!(args.idle_timeout, Duration::from_secs(2));
+        assert_eq!(args.max_connections, 8);
+        assert_eq!(
+            args.allow_origins,
+            ["http://localhost:3000", "https://app.example"]
+        );
+        for bad in [
+            &["--header-timeout", "0s"][..],
+            &["--idle-timeout", "soon"],
+            &["--max-connections", "0"],
+            &["--allow-origin", "http://localhost:3000/"],
+        ] {
+            let argv = std::iter::once("serve").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 }

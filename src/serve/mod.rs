@@ -5,21 +5,29 @@
 //!
 //! * `routes`: the endpoints and their query parameters;
 //! * `sse`: `GET /v1/sessions/{id}/events/stream`;
+//! * `guard`: what a request must look like (`Host`, `Origin`, the body's
+//!   type) against cross-site and DNS-rebinding requests from browsers;
+//! * `conn`: accepting and holding connections, with the header and idle
+//!   timeouts and the connection cap;
 //! * [`error`]: the error envelope.
 //!
 //! Every response carries a `request-id: req_…` header. A middleware in front
-//! of the routes assigns it, checks the API key, injects faults when asked,
-//! turns a panicking handler into a 500 and writes every error body.
+//! of the routes assigns it, applies the guard, answers CORS preflights,
+//! checks the API key, injects faults when asked, turns a panicking handler
+//! into a 500 and writes every error body.
 //!
 //! It must not contain runtime logic of its own: every object and event
 //! comes from the local runtime.
 
+mod conn;
 pub mod error;
+mod guard;
 mod routes;
 mod sse;
 
 use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +43,8 @@ use tokio::sync::watch;
 
 use crate::runtime::local::LocalRuntime;
 pub use error::ApiError;
+pub use guard::parse_origin;
+use guard::Guard;
 
 /// Request bodies past this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -42,6 +52,13 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The header every response carries.
 pub const REQUEST_ID_HEADER: &str = "request-id";
+/// A client has this long to send a request's head (from connecting, or
+/// from its first byte), and then as long for its body.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no request for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections beyond this many wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// How the server behaves; the runtime's own options (latency, dropped
 /// streams, models) are in its [`LocalOptions`](crate::runtime::local::LocalOptions).
@@ -62,6 +79,15 @@ pub struct Options {
     pub heartbeat: Duration,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// Web origins (`http://localhost:3000`) whose pages may call the
+    /// server; a request from any other origin is refused.
+    pub allowed_origins: Vec<String>,
+    /// See [`HEADER_TIMEOUT`].
+    pub header_timeout: Duration,
+    /// See [`IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
 
 impl Default for Options {
@@ -73,6 +99,10 @@ impl Default for Options {
             fail_after: 0.0,
             heartbeat: HEARTBEAT,
             max_body_bytes: MAX_BODY_BYTES,
+            allowed_origins: Vec::new(),
+            header_timeout: HEADER_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
         }
     }
 }
@@ -87,6 +117,10 @@ impl fmt::Debug for Options {
             .field("fail_after", &self.fail_after)
             .field("heartbeat", &self.heartbeat)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -148,6 +182,8 @@ pub(crate) struct AppState {
     pub(crate) options: Arc<Options>,
     /// Turns true when the server shuts down; event streams end then.
     pub(crate) stop: Arc<watch::Sender<bool>>,
+    /// The request policy for the address served.
+    pub(crate) guard: Arc<Guard>,
 }
 
 /// The request id, in the request's extensions for handlers that put it in
@@ -157,26 +193,34 @@ pub(crate) struct RequestId(pub(crate) String);
 
 /// The HTTP server over one runtime.
 pub struct Server {
-    state: AppState,
+    runtime: Arc<LocalRuntime>,
+    options: Arc<Options>,
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Server {
     pub fn new(runtime: Arc<LocalRuntime>, options: Options) -> Self {
         Server {
-            state: AppState {
-                runtime,
-                options: Arc::new(options),
-                stop: Arc::new(watch::channel(false).0),
-            },
+            runtime,
+            options: Arc::new(options),
+            stop: Arc::new(watch::channel(false).0),
         }
     }
 
-    /// The routes with the middleware, for serving or for tests.
-    pub fn router(&self) -> Router {
-        routes::router(self.state.clone()).layer(axum::middleware::from_fn_with_state(
-            self.state.clone(),
-            middleware,
-        ))
+    /// The routes with the middleware, as served on `local` (the `Host`
+    /// answered without an API key depends on it).
+    pub fn router(&self, local: SocketAddr) -> Router {
+        let state = AppState {
+            runtime: Arc::clone(&self.runtime),
+            options: Arc::clone(&self.options),
+            stop: Arc::clone(&self.stop),
+            guard: Arc::new(Guard::new(
+                local,
+                self.options.api_key.is_some(),
+                &self.options.allowed_origins,
+            )),
+        };
+        routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(state, middleware))
     }
 
     /// Serves on `listener` until `shutdown` completes; then ends the event
@@ -187,20 +231,14 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let router = self.router();
-        let stop = Arc::clone(&self.state.stop);
-        axum::serve(
-            axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                // Small SSE frames must not wait for delayed ACKs (Nagle).
-                let _ = tcp.set_nodelay(true);
-            }),
-            router,
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop.send_replace(true);
-        })
-        .await
+        let router = self.router(listener.local_addr()?);
+        let limits = conn::Limits {
+            header_timeout: self.options.header_timeout,
+            idle_timeout: self.options.idle_timeout,
+            max_connections: self.options.max_connections,
+        };
+        conn::serve(listener, router, limits, self.stop, shutdown).await;
+        Ok(())
     }
 }
 
@@ -245,8 +283,36 @@ fn check_key(expected: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// In front of every route: request id, auth, fault injection, panics,
-/// error bodies.
+/// The checks before a request reaches its route, in order: the guard
+/// (`Host`, `Origin`), a CORS preflight's answer, the API key, the body's
+/// type. Gives the allowed origin the request came from — none when its
+/// `Host` or `Origin` was refused, so that answer carries no CORS headers
+/// and a refused page cannot read it — and the request's fate: answered
+/// already (a preflight), refused, or let through.
+fn gate(
+    state: &AppState,
+    req: &Request,
+) -> (Option<HeaderValue>, Result<Option<Response>, ApiError>) {
+    let headers = req.headers();
+    let origin = match state.guard.admit(headers) {
+        Ok(origin) => origin,
+        Err(e) => return (None, Err(e)),
+    };
+    if let Some(allowed) = &origin {
+        if let Some(answer) = Guard::preflight(req.method(), headers, allowed) {
+            return (origin, Ok(Some(answer)));
+        }
+    }
+    let checked = match &state.options.api_key {
+        Some(key) => check_key(key, headers),
+        None => Ok(()),
+    }
+    .and_then(|()| guard::check_content_type(headers));
+    (origin, checked.map(|()| None))
+}
+
+/// In front of every route: request id, the gate, fault injection, panics,
+/// error bodies, CORS headers.
 async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let request_id = new_request_id();
     req.extensions_mut().insert(RequestId(request_id.clone()));
@@ -262,14 +328,16 @@ async fn middleware(State(state): State<AppState>, mut req: Request, next: Next)
         Some(f) if f.may_come_after() && fastrand::f64() < options.fail_after => (None, Some(f)),
         f => (f, None),
     };
-    let gate = match &options.api_key {
-        Some(key) => check_key(key, req.headers()),
-        None => Ok(()),
-    }
-    .and_then(|()| before.map_or(Ok(()), |f| Err(f.error())));
+    let (origin, gate) = gate(&state, &req);
+    let gate = gate.and_then(|answer| match (answer, before) {
+        (Some(answer), _) => Ok(Some(answer)),
+        (None, Some(f)) => Err(f.error()),
+        (None, None) => Ok(None),
+    });
     let response = match gate {
         Err(e) => e.into_response(),
-        Ok(()) => match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(Some(answer)) => answer,
+        Ok(None) => match AssertUnwindSafe(next.run(req)).catch_unwind().await {
             Ok(response) => match after {
                 // The request took effect; its answer is lost.
                 Some(f) => {
@@ -293,7 +361,16 @@ async fn middleware(State(state): State<AppState>, mut req: Request, next: Next)
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    if let Some(origin) = origin {
+        Guard::allow(&mut response, origin);
+    }
     let status = response.status();
+    if status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of a stalled body may still come; the connection ends.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let elapsed_ms = started.elapsed().as_millis();
     if status.is_server_error() {
         tracing::warn!(%method, %path, status = status.as_u16(), %request_id, elapsed_ms, "request failed");

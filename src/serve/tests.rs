@@ -440,7 +440,8 @@ async fn client_mistakes_get_the_error_envelope() {
                 .body("{}"),
         )
         .await;
-    assert_eq!(form.status, StatusCode::BAD_REQUEST);
+    assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(form.error_type(), "invalid_request_error");
     let not_object = s.post("/v1/agents", json!([1])).await;
     assert_eq!(not_object.status, StatusCode::BAD_REQUEST);
     let missing = s.post("/v1/agents", json!({"name": "a"})).await;
@@ -545,16 +546,17 @@ fn explode() -> &'static str {
 #[tokio::test]
 async fn a_panicking_handler_answers_500_with_the_envelope() {
     let s = start(Options::default(), LocalOptions::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
     let state = AppState {
         runtime: Arc::clone(&s.runtime),
         options: Arc::new(Options::default()),
         stop: Arc::new(watch::channel(false).0),
+        guard: Arc::new(Guard::new(addr, false, &[])),
     };
     let router = Router::new()
         .route("/boom", get(|| async { explode() }))
         .layer(axum::middleware::from_fn_with_state(state, middleware));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move { axum::serve(listener, router).await });
     let url = format!("http://{addr}/boom");
     for _ in 0..2 {
@@ -936,4 +938,45 @@ async fn shutdown_finishes_requests_ends_streams_and_keeps_data() {
     s.runtime.shutdown().await;
     crate::state::flush(&s.db).unwrap();
     assert_eq!(environments.len(), 2);
+}
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_the_connection_closes() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let s = start(
+        Options {
+            header_timeout: Duration::from_millis(300),
+            ..Options::default()
+        },
+        LocalOptions::default(),
+    )
+    .await;
+    let address = s.base.strip_prefix("http://").unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/environments HTTP/1.1\r\nhost: {address}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\":"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // The server answers, then closes; the client never sends the rest.
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    let body: Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).expect("an envelope");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(body["request_id"].as_str().unwrap().starts_with("req_"));
+
+    let envs = s
+        .runtime
+        .list_environments(&crate::runtime::ListQuery::all())
+        .await
+        .unwrap();
+    assert!(envs.data.is_empty());
 }
