@@ -20,3 +20,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod serve;
 pub mod state;
+pub mod terminal;

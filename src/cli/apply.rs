@@ -40,7 +40,7 @@ pub async fn exec(g: &Global, args: ApplyArgs, printer: &Printer) -> Result<Exit
         parallelism: args.parallelism as usize,
     };
     let pending = agentform::ops::apply::plan(m, state, providers, &options).await?;
-    printer.out(render::render(pending.plan(), printer.palette()).trim_end());
+    printer.out_styled(render::render(pending.plan(), printer.palette()).trim_end());
     if !pending.plan().has_changes() {
         if let Some(path) = pending.finish_unchanged()? {
             printer.info(&format!("Wrote {}", path.display()));

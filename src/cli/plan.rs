@@ -49,7 +49,7 @@ pub async fn exec(g: &Global, args: PlanArgs, printer: &Printer) -> Result<ExitC
     if args.json {
         printer.out(&serde_json::to_string_pretty(&planned.plan)?);
     } else {
-        printer.out(render::render(&planned.plan, printer.palette()).trim_end());
+        printer.out_styled(render::render(&planned.plan, printer.palette()).trim_end());
     }
     planned.locked?;
     if args.detailed_exitcode && planned.plan.has_changes() {

@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::terminal::escape_controls;
+
 /// The text of every manifest file that was read, indexed by position.
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
@@ -139,38 +141,46 @@ fn paint(color: bool, code: &str, text: &str) -> String {
     }
 }
 
+/// Messages and source lines are escaped: a manifest from elsewhere may hold
+/// control characters, and the only escape sequences here are the colours.
 fn render_one(out: &mut String, sources: &Sources, d: &Diagnostic, color: bool) {
     out.push_str(&paint(color, "1;31", "error"));
     out.push_str(": ");
-    out.push_str(&d.message);
+    out.push_str(&escape_controls(&d.message));
     out.push('\n');
     if let Some(span) = &d.span {
         render_location(out, sources, span, color);
     }
     for (span, note) in &d.notes {
-        out.push_str(&format!("   = note: {note}\n"));
+        out.push_str(&format!("   = note: {}\n", escape_controls(note)));
         render_location(out, sources, span, color);
     }
     if let Some(help) = &d.help {
-        out.push_str(&format!("   = {}: {help}\n", paint(color, "1;36", "help")));
+        out.push_str(&format!(
+            "   = {}: {}\n",
+            paint(color, "1;36", "help"),
+            escape_controls(help)
+        ));
     }
 }
 
 fn render_location(out: &mut String, sources: &Sources, span: &Span, color: bool) {
     out.push_str(&format!(
         "  --> {}:{}:{}\n",
-        sources.path(span.source).display(),
+        escape_controls(&sources.path(span.source).display().to_string()),
         span.line,
         span.column
     ));
     if let Some(line) = sources.line(span) {
         let number = span.line.to_string();
         let pad = " ".repeat(number.len());
-        let caret_pad: String = line
+        let before: String = line.chars().take(span.column.saturating_sub(1)).collect();
+        // Measured on the escaped text, so the caret stays under its place.
+        let caret_pad: String = escape_controls(&before)
             .chars()
-            .take(span.column.saturating_sub(1))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
+        let line = escape_controls(line);
         out.push_str(&format!("{pad} |\n{number} | {line}\n{pad} | {caret_pad}"));
         out.push_str(&paint(color, "1;31", "^"));
         out.push('\n');
