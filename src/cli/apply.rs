@@ -28,16 +28,20 @@ pub struct ApplyArgs {
     /// Read the live objects first and repair drift
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", value_name = "BOOL")]
     refresh: bool,
+    /// Apply even a manifest without resources (it removes everything recorded)
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 pub async fn exec(g: &Global, args: ApplyArgs, printer: &Printer) -> Result<ExitCode> {
-    let m = g.load()?;
+    let m = g.load_allowing_empty(args.allow_empty)?;
     let state = g.open_state("apply")?;
     let providers = providers(&state, Some(&m))?;
     let options = ApplyOptions {
         targets: args.targeting.targets,
         refresh: args.refresh,
         parallelism: args.parallelism as usize,
+        allow_empty: args.allow_empty,
     };
     let pending = agentform::ops::apply::plan(m, state, providers, &options).await?;
     printer.out_styled(render::render(pending.plan(), printer.palette()).trim_end());
