@@ -396,6 +396,7 @@ fn load(dir: &Path) -> Result<Manifest> {
     manifest::load(&LoadOptions {
         files: vec![dir.to_path_buf()],
         vars: Vec::new(),
+        allow_empty: false,
     })
     .map_err(|d| anyhow!("the generated manifest does not load:\n{}", d.render(false)))
 }

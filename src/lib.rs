@@ -21,3 +21,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod serve;
 pub mod state;
+pub mod terminal;

@@ -10,6 +10,9 @@
 //! error reads `# expect: LINE:COL message fragment` (the comment is line 1).
 //! A new case is one new entry; `INSTA_UPDATE=always cargo test bad_manifests`
 //! writes its snapshot, to be reviewed before it is committed.
+//!
+//! Every command runs with `AGENTFORM_CORPUS_SECRET` set: an entry may read
+//! it with `env()`, and its value must never appear in any output.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,11 @@ use crate::common::*;
 const GOOD: &str = "version: 1\nenvironments:\n  baseline:\n    config: { type: cloud }\n";
 
 const MIN_ENTRIES: usize = 30;
+
+/// An environment variable every command sees, and its value, which no
+/// report may show.
+const SECRET_VAR: &str = "AGENTFORM_CORPUS_SECRET";
+const SECRET: &str = "CORPUSSECRET-zz";
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -201,7 +209,7 @@ fn failed_check(failure: &str) -> Checked {
 /// Runs one entry.
 fn check(entry: &Entry) -> Checked {
     let mut failures = Vec::new();
-    let t = Test::new();
+    let t = Test::new().env(SECRET_VAR, SECRET);
     t.write("good/agentform.yaml", GOOD);
     let good = t.run(&["apply", "-f", "good/agentform.yaml", "--auto-approve"]);
     if good.code != 0 {
@@ -252,6 +260,9 @@ fn check(entry: &Entry) -> Checked {
         }
         if !has_help(&out.stderr) {
             wrong.push("no `help:` line".to_string());
+        }
+        if out.stderr.contains(SECRET) || out.stdout.contains(SECRET) {
+            wrong.push(format!("the value of {SECRET_VAR} was shown"));
         }
         let errors = out
             .stderr

@@ -338,6 +338,76 @@ fn a_missing_api_key_is_a_clear_failure_not_a_hang() {
     assert!(out.stdout.contains("FAILED session.s"), "{}", out.stdout);
 }
 
+/// Control characters anywhere but in `\n` and `\t`.
+fn raw_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+        .collect()
+}
+
+#[test]
+fn terminal_escapes_from_the_model_and_tools_are_shown_escaped() {
+    // A title change, a screen clear and fake colours, from the model and
+    // from a tool's output.
+    let turns = r#"          - tool_use: [{ name: bash, input: { command: 'printf ''\033]0;tool-title\007\033[2Jtool-out''' } }]
+          - text: "\e]0;pwned\a\e[2J\e[32mall tests passed\e[0m"
+"#;
+    let session = "    steps:\n      - send: go\n        expect: [{ contains: never said }]\n";
+    let t = applied(&manifest(turns, TOOLSET, session));
+
+    let out = t.run(&["run"]).code(1);
+    assert!(raw_controls(&out.stdout).is_empty(), "{:?}", out.stdout);
+    assert!(raw_controls(&out.stderr).is_empty(), "{:?}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(r"reply: \u001b]0;pwned\u0007\u001b[2J\u001b[32mall tests passed\u001b[0m"),
+        "{}",
+        out.stdout
+    );
+
+    let shown = t.run(&["transcripts", "show", "latest/chat"]).success();
+    assert!(raw_controls(&shown.stdout).is_empty(), "{:?}", shown.stdout);
+    assert!(
+        shown
+            .stdout
+            .contains(r"agent › \u001b]0;pwned\u0007\u001b[2J"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .contains(r"\u001b]0;tool-title\u0007\u001b[2Jtool-out"),
+        "{}",
+        shown.stdout
+    );
+    for format in ["markdown", "html"] {
+        let exported = t
+            .run(&["transcripts", "export", "latest/chat", "--format", format])
+            .success();
+        assert!(raw_controls(&exported.stdout).is_empty(), "{format}");
+        assert!(exported.stdout.contains(r"\u001b]0;pwned"), "{format}");
+    }
+
+    // The transcript keeps what was received.
+    let events = transcript_events(&t);
+    let text_of = |kind: &str| {
+        let e = events
+            .iter()
+            .find(|e| e["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"));
+        agentform::runtime::event::text(e)
+    };
+    assert_eq!(
+        text_of("agent.message"),
+        "\x1b]0;pwned\x07\x1b[2J\x1b[32mall tests passed\x1b[0m"
+    );
+    assert!(
+        text_of("agent.tool_result").contains("\x1b]0;tool-title\x07\x1b[2Jtool-out"),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn secrets_never_reach_transcripts() {
     let secret = "tok-5ecret-777";

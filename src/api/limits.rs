@@ -53,3 +53,6 @@ pub const MAX_WEB_DOMAINS: usize = 64;
 pub const MAX_FILTER_TOOLS: usize = 128;
 /// Characters of a memory store resource's `instructions`.
 pub const MAX_MEMORY_INSTRUCTIONS: usize = 4096;
+/// Characters of an agent's system prompt (documented on the session
+/// `agent_with_overrides` reference, which replaces it).
+pub const MAX_SYSTEM: usize = 100_000;

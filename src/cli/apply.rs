@@ -28,10 +28,13 @@ pub struct ApplyArgs {
     /// Read the live objects first and repair drift
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", value_name = "BOOL")]
     refresh: bool,
+    /// Apply even a manifest without resources (it removes everything recorded)
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 pub async fn exec(g: &Global, args: ApplyArgs, printer: &Printer) -> Result<ExitCode> {
-    let m = g.load()?;
+    let m = g.load_allowing_empty(args.allow_empty)?;
     super::args::warn_unconfined(&m, printer);
     let state = g.open_state("apply")?;
     let providers = providers(&state, Some(&m))?;
@@ -39,9 +42,10 @@ pub async fn exec(g: &Global, args: ApplyArgs, printer: &Printer) -> Result<Exit
         targets: args.targeting.targets,
         refresh: args.refresh,
         parallelism: args.parallelism as usize,
+        allow_empty: args.allow_empty,
     };
     let pending = agentform::ops::apply::plan(m, state, providers, &options).await?;
-    printer.out(render::render(pending.plan(), printer.palette()).trim_end());
+    printer.out_styled(render::render(pending.plan(), printer.palette()).trim_end());
     if !pending.plan().has_changes() {
         if let Some(path) = pending.finish_unchanged()? {
             printer.info(&format!("Wrote {}", path.display()));

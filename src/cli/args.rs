@@ -53,11 +53,21 @@ impl Global {
                 self.files.clone()
             },
             vars: self.vars.clone(),
+            allow_empty: false,
         }
     }
 
     pub fn load(&self) -> Result<Manifest> {
-        manifest::load(&self.load_options()).map_err(anyhow::Error::new)
+        self.load_allowing_empty(false)
+    }
+
+    /// [`Global::load`], accepting an empty file when `allow_empty`.
+    pub fn load_allowing_empty(&self, allow_empty: bool) -> Result<Manifest> {
+        let options = LoadOptions {
+            allow_empty,
+            ..self.load_options()
+        };
+        manifest::load(&options).map_err(anyhow::Error::new)
     }
 
     /// The state, locked for `command` until dropped.

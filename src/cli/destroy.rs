@@ -35,7 +35,7 @@ pub async fn exec(g: &Global, args: DestroyArgs, printer: &Printer) -> Result<Ex
         args.parallelism as usize,
     )
     .await?;
-    printer.out(render::render(pending.plan(), printer.palette()).trim_end());
+    printer.out_styled(render::render(pending.plan(), printer.palette()).trim_end());
     if !pending.plan().has_changes() {
         return Ok(ExitCode::SUCCESS);
     }

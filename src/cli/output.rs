@@ -1,5 +1,7 @@
 //! Everything the CLI writes: data on stdout, progress and logs on stderr,
-//! colour only on terminals and never with `NO_COLOR`.
+//! colour only on terminals and never with `NO_COLOR`. Text can quote a
+//! model, a tool or a server, so its control characters are escaped on the
+//! way out; only [`Printer::out_styled`] passes the renderers' own colours.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -11,6 +13,7 @@ use agentform::apply::{Outcome, Reporter};
 use agentform::manifest::Diagnostics;
 use agentform::plan::render::Palette;
 use agentform::plan::{Action, Change};
+use agentform::terminal::escape_controls;
 
 use super::args::Global;
 
@@ -46,6 +49,12 @@ impl Printer {
 
     /// Data and results, on stdout.
     pub fn out(&self, text: &str) {
+        self.out_styled(&escape_controls(text));
+    }
+
+    /// Text whose escape sequences are the palette's own: a renderer that
+    /// escaped everything it quotes (the plan).
+    pub fn out_styled(&self, text: &str) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
@@ -54,7 +63,7 @@ impl Printer {
     /// Progress and notes, on stderr; silenced by `-q`.
     pub fn info(&self, text: &str) {
         if !self.quiet {
-            let _ = writeln!(std::io::stderr().lock(), "{text}");
+            let _ = writeln!(std::io::stderr().lock(), "{}", escape_controls(text));
         }
     }
 
@@ -71,7 +80,11 @@ impl Printer {
         } else {
             "warning"
         };
-        let _ = writeln!(std::io::stderr().lock(), "{label}: {text}");
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{label}: {}",
+            escape_controls(text)
+        );
     }
 
     pub fn error(&self, text: &str) {
@@ -80,7 +93,11 @@ impl Printer {
         } else {
             "error"
         };
-        let _ = writeln!(std::io::stderr().lock(), "{label}: {text}");
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{label}: {}",
+            escape_controls(text)
+        );
     }
 
     pub fn diagnostics(&self, d: &Diagnostics) {
@@ -135,6 +152,7 @@ impl ProgressReporter {
     }
 
     fn line(&self, text: String) {
+        let text = escape_controls(&text).into_owned();
         match &self.bar {
             Some(bar) => bar.println(text),
             None if !self.quiet => {

@@ -1,5 +1,6 @@
 //! `agentform plan`: show what apply would change; with `--locked`, fail
-//! when the lock file disagrees; with `--detailed-exitcode`, exit 2 on changes.
+//! when the lock file disagrees; with `--detailed-exitcode`, exit 2 on changes;
+//! with `--allow-empty`, plan a manifest that declares nothing.
 
 use std::process::ExitCode;
 
@@ -33,10 +34,13 @@ pub struct PlanArgs {
     /// Parallel refresh calls
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1024))]
     parallelism: u16,
+    /// Plan even a manifest without resources (it removes everything recorded)
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 pub async fn exec(g: &Global, args: PlanArgs, printer: &Printer) -> Result<ExitCode> {
-    let m = g.load()?;
+    let m = g.load_allowing_empty(args.allow_empty)?;
     super::args::warn_unconfined(&m, printer);
     let state = g.open_state("plan")?;
     let providers = providers(&state, Some(&m))?;
@@ -46,11 +50,19 @@ pub async fn exec(g: &Global, args: PlanArgs, printer: &Printer) -> Result<ExitC
         targets: args.targeting.targets,
         parallelism: args.parallelism as usize,
     };
-    let planned = agentform::ops::plan::plan(&m, &state, &providers, &options, args.locked).await?;
+    let planned = agentform::ops::plan::plan(
+        &m,
+        &state,
+        &providers,
+        &options,
+        args.locked,
+        args.allow_empty,
+    )
+    .await?;
     if args.json {
         printer.out(&serde_json::to_string_pretty(&planned.plan)?);
     } else {
-        printer.out(render::render(&planned.plan, printer.palette()).trim_end());
+        printer.out_styled(render::render(&planned.plan, printer.palette()).trim_end());
     }
     planned.locked?;
     if args.detailed_exitcode && planned.plan.has_changes() {

@@ -27,12 +27,25 @@ pub(super) struct ParsedFile {
 pub(super) struct Loader {
     sources: Sources,
     problems: Vec<Diagnostic>,
+    /// See [`LoadOptions::allow_empty`].
+    allow_empty: bool,
+    /// Values read with `env()`: never shown in a problem.
+    secrets: Vec<String>,
 }
 
 impl Loader {
     pub(super) fn load(mut self, options: &LoadOptions) -> Result<Manifest, Diagnostics> {
+        self.allow_empty = options.allow_empty;
         let manifest = self.run(options);
         self.finish(manifest)
+    }
+
+    #[cfg(test)]
+    pub(super) fn new(allow_empty: bool) -> Self {
+        Loader {
+            allow_empty,
+            ..Loader::default()
+        }
     }
 
     /// [`Loader::load`] over texts already in memory.
@@ -53,7 +66,11 @@ impl Loader {
             Some(m) if self.problems.is_empty() => Ok(m),
             _ => Err(Diagnostics {
                 sources: self.sources,
-                items: self.problems,
+                items: self
+                    .problems
+                    .into_iter()
+                    .map(|d| d.redacted(&self.secrets))
+                    .collect(),
             }),
         }
     }
@@ -89,10 +106,11 @@ impl Loader {
         let vars = vars::collect(&mut self.problems, &parsed, overrides)?;
         let templater = Templater::new(Value::Object(vars));
         let typed = render::typed_files(&mut self.problems, &parsed, &templater);
+        self.secrets = templater.secrets();
         if !self.problems.is_empty() {
             return None;
         }
-        let settings = settings::settle(&mut self.problems, &typed, &root);
+        let settings = settings::settle(&mut self.problems, &typed, &root, self.allow_empty);
         let mut declared = declare::declare(&mut self.problems, typed, &settings.default_provider);
         validate::validate(&mut self.problems, &parsed, &mut declared);
         if !self.problems.is_empty() {

@@ -54,6 +54,9 @@ pub struct LoadOptions {
     pub files: Vec<PathBuf>,
     /// `-var NAME=VALUE` overrides.
     pub vars: Vec<(String, String)>,
+    /// Accept a file that declares nothing at all (not even `version`):
+    /// `destroy`, and `plan`/`apply --allow-empty`, which mean it.
+    pub allow_empty: bool,
 }
 
 /// A validated manifest.

@@ -10,7 +10,7 @@ use super::diagnostic::{Diagnostic, Span};
 use super::loader::ParsedFile;
 use super::spec::FileSpec;
 use super::template::{self, Rendered, TemplateError, Templater};
-use super::type_error::type_error;
+use super::type_error::{type_error, Secret};
 use super::yaml::{self, Seg};
 use super::Deferred;
 
@@ -61,14 +61,35 @@ fn typed_file<'a>(
             }
         })
     })?;
-    let spec = serde_path_to_error::deserialize::<_, FileSpec>(json)
-        .map_err(|e| type_error(&file.node, &e))?;
+    let spec = serde_path_to_error::deserialize::<_, FileSpec>(&json).map_err(|e| {
+        let secrets: Vec<Secret> = sensitive
+            .iter()
+            .filter_map(|path| Some((path.clone(), scalar_text(value_at(&json, path)?))))
+            .collect();
+        type_error(&file.node, &e, &secrets)
+    })?;
     Ok(TypedFile {
         file,
         spec,
         deferred,
         sensitive,
     })
+}
+
+/// The rendered value at `path` of a file's JSON.
+fn value_at<'a>(json: &'a Value, path: &[Seg]) -> Option<&'a Value> {
+    path.iter().try_fold(json, |v, seg| match seg {
+        Seg::Key(k) => v.get(k.as_str()),
+        Seg::Index(i) => v.get(*i),
+    })
+}
+
+/// A scalar as serde quotes it in an error.
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// What one scalar became.
@@ -137,7 +158,9 @@ fn template_error(span: Span, path: &[Seg], e: TemplateError) -> Diagnostic {
             e.message
         ),
     )
-    .help("templates may use `vars.NAME`, `env(\"NAME\")` and outputs such as `agent.NAME.id`")
+    .help(e.help.unwrap_or(
+        "templates may use `vars.NAME`, `env(\"NAME\")` and outputs such as `agent.NAME.id`",
+    ))
 }
 
 #[cfg(test)]

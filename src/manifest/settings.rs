@@ -1,7 +1,10 @@
-//! The file-level settings every manifest file must agree on: `version`,
-//! `name`, `provider` and `providers`. Resources are not looked at here.
+//! The file-level settings every manifest file must agree on: `version`
+//! (required in every file, and a file must not be empty), `name`,
+//! `provider` and `providers`. Resources are not looked at here.
 
 use std::path::Path;
+
+use marked_yaml::Node;
 
 use super::diagnostic::{Diagnostic, Span};
 use super::discover::default_project;
@@ -23,12 +26,17 @@ pub(super) struct Settings {
 /// A value set in one file, and where it was first set.
 type FirstSet = Option<(String, Span)>;
 
-pub(super) fn settle(problems: &mut Vec<Diagnostic>, files: &[TypedFile], root: &Path) -> Settings {
+pub(super) fn settle(
+    problems: &mut Vec<Diagnostic>,
+    files: &[TypedFile],
+    root: &Path,
+    allow_empty: bool,
+) -> Settings {
     let mut project: FirstSet = None;
     let mut provider: FirstSet = None;
     let mut providers = ProvidersSpec::default();
     for typed in files {
-        check_version(problems, typed);
+        check_version(problems, typed, allow_empty);
         let spec = &typed.spec;
         agree(
             problems,
@@ -60,8 +68,26 @@ pub(super) fn settle(problems: &mut Vec<Diagnostic>, files: &[TypedFile], root: 
     }
 }
 
-fn check_version(problems: &mut Vec<Diagnostic>, typed: &TypedFile) {
+/// `version: 1` in every file; a file with nothing in it at all is refused
+/// unless emptiness was asked for, since planning it would remove everything.
+fn check_version(problems: &mut Vec<Diagnostic>, typed: &TypedFile, allow_empty: bool) {
+    let empty = matches!(&typed.file.node, Node::Mapping(m) if m.is_empty());
     match typed.spec.version {
+        None if empty && allow_empty => {}
+        None if empty => problems.push(
+            Diagnostic::at(
+                Span::file_start(typed.file.source),
+                "the manifest file is empty",
+            )
+            .help(EMPTY_HELP),
+        ),
+        None => problems.push(
+            Diagnostic::at(
+                Span::file_start(typed.file.source),
+                "the manifest file has no `version`",
+            )
+            .help("add `version: 1` as the first line of the file"),
+        ),
         Some(v) if v != 1 => {
             let span = locate(&typed.file.node, &[Seg::Key("version".into())], None);
             problems.push(
@@ -72,6 +98,9 @@ fn check_version(problems: &mut Vec<Diagnostic>, typed: &TypedFile) {
         _ => {}
     }
 }
+
+/// How to remove everything on purpose, which an empty manifest would do.
+pub(crate) const EMPTY_HELP: &str = "declare resources below `version: 1`; to destroy everything on purpose, run `agentform destroy`, or pass `--allow-empty` to `plan` or `apply`";
 
 /// Records the first file's `key`; a later file must set the same value.
 fn agree(
@@ -129,13 +158,16 @@ fn merge_providers(problems: &mut Vec<Diagnostic>, typed: &TypedFile, merged: &m
 
 #[cfg(test)]
 mod tests {
-    use crate::manifest::test_support::{at, help, load, refusal, refusals};
+    use crate::manifest::test_support::{at, help, load, load_allowing_empty, refusal, refusals};
 
     #[test]
     fn files_that_agree_combine() {
         let m = load(&[
             ("a.yaml", "version: 1\nname: demo\nprovider: local\n"),
-            ("b.yaml", "name: demo\nagents:\n  a:\n    model: m\n"),
+            (
+                "b.yaml",
+                "version: 1\nname: demo\nagents:\n  a:\n    model: m\n",
+            ),
         ])
         .unwrap();
         assert_eq!(m.project, "demo");
@@ -171,8 +203,14 @@ mod tests {
     #[test]
     fn providers_set_differently_in_two_files_are_refused() {
         let d = refusals(&[
-            ("a.yaml", "providers: { local: { latency_ms: 1 } }\n"),
-            ("b.yaml", "providers: { local: { latency_ms: 2 } }\n"),
+            (
+                "a.yaml",
+                "version: 1\nproviders: { local: { latency_ms: 1 } }\n",
+            ),
+            (
+                "b.yaml",
+                "version: 1\nproviders: { local: { latency_ms: 2 } }\n",
+            ),
         ]);
         assert_eq!(
             d[0].message,
@@ -187,6 +225,37 @@ mod tests {
         assert_eq!(d.message, "unsupported manifest version 2");
         assert_eq!(at(&d), (1, 10));
         assert_eq!(help(&d), "this agentform reads `version: 1`");
+    }
+
+    #[test]
+    fn every_file_states_its_version() {
+        let d = refusals(&[
+            ("a.yaml", "version: 1\n"),
+            ("b.yaml", "# no version\nagents:\n  a:\n    model: m\n"),
+        ]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].message, "the manifest file has no `version`");
+        assert_eq!((d[0].span.unwrap().source, at(&d[0])), (1, (1, 1)));
+        assert_eq!(
+            help(&d[0]),
+            "add `version: 1` as the first line of the file"
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_unless_asked_for() {
+        for text in ["", "# nothing yet\n", "{}\n"] {
+            let d = refusal(text);
+            assert_eq!(d.message, "the manifest file is empty", "{text:?}");
+            assert_eq!(at(&d), (1, 1));
+            assert!(help(&d).contains("`agentform destroy`"));
+            assert!(help(&d).contains("`--allow-empty`"));
+        }
+        let m = load_allowing_empty(&[("a.yaml", "# nothing\n")]).unwrap();
+        assert!(m.resources.is_empty());
+        // Asking for emptiness does not excuse a missing version.
+        let err = load_allowing_empty(&[("a.yaml", "name: x\n")]).unwrap_err();
+        assert_eq!(err.items[0].message, "the manifest file has no `version`");
     }
 
     #[test]

@@ -16,6 +16,19 @@ pub(crate) fn load_with_vars(
     files: &[(&str, &str)],
     vars: &[(&str, &str)],
 ) -> Result<Manifest, Diagnostics> {
+    load_texts(files, vars, false)
+}
+
+/// [`load`] as `destroy` and `--allow-empty` do.
+pub(crate) fn load_allowing_empty(files: &[(&str, &str)]) -> Result<Manifest, Diagnostics> {
+    load_texts(files, &[], true)
+}
+
+fn load_texts(
+    files: &[(&str, &str)],
+    vars: &[(&str, &str)],
+    allow_empty: bool,
+) -> Result<Manifest, Diagnostics> {
     let texts = files
         .iter()
         .map(|(name, text)| (PathBuf::from(name), text.to_string()))
@@ -24,7 +37,8 @@ pub(crate) fn load_with_vars(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    Loader::default().load_texts(texts, PathBuf::from("/nonexistent/agentform-unit"), &vars)
+    let root = PathBuf::from("/nonexistent/agentform-unit");
+    Loader::new(allow_empty).load_texts(texts, root, &vars)
 }
 
 /// The resource at `address`, which must be declared.

@@ -1,17 +1,25 @@
 //! Turning a serde error on a file's JSON into a diagnostic that points at the
 //! right place in the YAML and says what was expected. Only wording and
 //! positions: which shapes are valid is decided by the types in `spec`.
+//!
+//! A value that came from `env()` is a secret: an error about it names the
+//! field and the problem, and shows `(sensitive)` instead of the value.
 
 use marked_yaml::Node;
 
 use super::diagnostic::{Diagnostic, Span};
 use super::yaml::{self, locate, Found, Seg};
+use crate::http::redact::SENSITIVE;
 
 /// The error serde reports when reading a file's JSON into its spec.
 pub(super) type SerdeError = serde_path_to_error::Error<serde_json::Error>;
 
-/// A diagnostic for `e`, located in the file whose nodes are `root`.
-pub(super) fn type_error(root: &Node, e: &SerdeError) -> Diagnostic {
+/// A value read with `env()`: where it is in the file, and what it is.
+pub(super) type Secret = (yaml::Path, String);
+
+/// A diagnostic for `e`, located in the file whose nodes are `root`;
+/// `secrets` are the file's `env()` values.
+pub(super) fn type_error(root: &Node, e: &SerdeError, secrets: &[Secret]) -> Diagnostic {
     let path = serde_path(e);
     let raw = e.inner().to_string();
     let raw = raw.split(" at line ").next().unwrap_or(&raw).to_string();
@@ -21,7 +29,41 @@ pub(super) fn type_error(root: &Node, e: &SerdeError) -> Diagnostic {
     {
         return unknown_field(root, &path, key, rest);
     }
+    if let Some(secret) = secret_quoted(&path, &raw, secrets) {
+        return sensitive_mismatch(root, secret, &raw);
+    }
     mismatch(root, &path, &raw)
+}
+
+/// The value a message quotes: an unknown variant, or a string where
+/// something else was expected.
+fn quoted(raw: &str) -> Option<&str> {
+    raw.strip_prefix("unknown variant `")
+        .and_then(|r| r.split_once('`'))
+        .or_else(|| {
+            raw.strip_prefix("invalid type: string \"")
+                .and_then(|r| r.split_once('"'))
+        })
+        .map(|(v, _)| v)
+}
+
+/// The secret at or below `path` whose value the message quotes, as serde
+/// quotes values: in backticks, or as a Rust string literal. Inside enums
+/// serde's path stops at the enum, so the secret may lie deeper.
+fn secret_quoted<'a>(path: &[Seg], raw: &str, secrets: &'a [Secret]) -> Option<&'a Secret> {
+    secrets.iter().find(|(at, value)| {
+        at.starts_with(path)
+            && (raw.contains(&format!("`{value}`")) || raw.contains(&format!("{value:?}")))
+    })
+}
+
+/// An error about a secret: the field it is in and the problem, never the value.
+fn sensitive_mismatch(root: &Node, (path, value): &Secret, raw: &str) -> Diagnostic {
+    let raw = raw
+        .replace(&format!("`{value}`"), SENSITIVE)
+        .replace(&format!("{value:?}"), SENSITIVE);
+    let span = locate(root, path, None);
+    Diagnostic::new(format!("`{}`: {raw}", yaml::path_string(path)), span).help(help(&raw))
 }
 
 /// The path serde followed, as far as it knows it.
@@ -82,17 +124,9 @@ fn mismatch(root: &Node, path: &[Seg], raw: &str) -> Diagnostic {
     Diagnostic::new(message, span).help(help(raw))
 }
 
-/// Where the value a message quotes is: an unknown variant, or a string
-/// where something else was expected.
+/// Where the value a message quotes is.
 fn quoted_value(subtree: Option<&Node>, raw: &str) -> Option<Span> {
-    let quoted = raw
-        .strip_prefix("unknown variant `")
-        .and_then(|r| r.split_once('`'))
-        .or_else(|| {
-            raw.strip_prefix("invalid type: string \"")
-                .and_then(|r| r.split_once('"'))
-        })
-        .map(|(v, _)| v)?;
+    let quoted = quoted(raw)?;
     search(subtree, &|f| matches!(f, Found::Scalar(x) if x == quoted))
 }
 
@@ -262,5 +296,66 @@ mod tests {
             assert_eq!(at(&d), position, "{agent}");
             assert!(help(&d).starts_with("write `agent: NAME`"));
         }
+    }
+
+    /// Sets `name` for this test process; each test uses its own names.
+    fn set_env(name: &str, value: &str) {
+        std::env::set_var(name, value);
+    }
+
+    #[test]
+    fn a_bad_variant_from_env_names_the_field_but_not_the_value() {
+        set_env("AF_TYPE_ERROR_NET", "NETSECRET-zz");
+        let d = refusal(
+            "version: 1\nenvironments:\n  e:\n    config:\n      type: cloud\n\
+             \x20     networking:\n        type: \"{{ env('AF_TYPE_ERROR_NET') }}\"\n",
+        );
+        assert!(!format!("{d:?}").contains("NETSECRET"), "{d:?}");
+        assert!(
+            d.message.starts_with(
+                "`environments.e.config.networking.type`: unknown variant (sensitive), expected"
+            ),
+            "{}",
+            d.message
+        );
+        assert_eq!(at(&d), (7, 15));
+        assert_eq!(help(&d), "use one of the values listed above");
+    }
+
+    #[test]
+    fn a_bad_number_or_duration_from_env_is_not_shown() {
+        set_env("AF_TYPE_ERROR_NUM", "NUMSECRET-1");
+        let d = refusal(
+            "version: 1\nproviders:\n  local:\n    latency_ms: \"{{ env('AF_TYPE_ERROR_NUM') }}\"\n",
+        );
+        assert_eq!(
+            d.message,
+            "`providers.local.latency_ms`: invalid type: string (sensitive), expected u64"
+        );
+        assert_eq!(at(&d), (4, 17));
+        // Found by a later pass: the value is still never shown.
+        set_env("AF_TYPE_ERROR_TIMEOUT", "TIMEOUTSECRET-9");
+        let d = refusal(&format!(
+            "{AGENT}environments:\n  e: {{}}\nsessions:\n  s:\n    agent: a\n    environment: e\n\
+             \x20   timeout: \"{{{{ env('AF_TYPE_ERROR_TIMEOUT') }}}}\"\n"
+        ));
+        assert_eq!(
+            d.message,
+            "`sessions.s.timeout`: (sensitive) is not a duration"
+        );
+        assert_eq!(at(&d), (11, 14));
+    }
+
+    #[test]
+    fn a_value_typed_in_the_file_is_still_quoted() {
+        let d = refusal(
+            "version: 1\nenvironments:\n  e:\n    config:\n      type: cloud\n\
+             \x20     networking: { type: open }\n",
+        );
+        assert!(
+            d.message.contains("unknown variant `open`"),
+            "{}",
+            d.message
+        );
     }
 }

@@ -9,9 +9,11 @@ use crate::apply::{self, ApplyReport, Reporter};
 use crate::graph::Address;
 use crate::lockfile::{LockFile, LockFileError};
 use crate::manifest::Manifest;
-use crate::plan::{self, Plan, PlanError, PlanOptions};
+use crate::plan::{self, Plan, PlanOptions};
 use crate::runtime::Providers;
 use crate::state::{StateError, StateStore};
+
+use super::plan::{refuse_empty, PlanFailed};
 
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -21,6 +23,8 @@ pub struct ApplyOptions {
     pub refresh: bool,
     /// Changes in flight at once (and parallel refresh calls).
     pub parallelism: usize,
+    /// Plan a manifest without resources even when the state has some.
+    pub allow_empty: bool,
 }
 
 /// Writing `agentform.lock` failed.
@@ -70,19 +74,21 @@ pub struct Executed {
     pub lock_written: Option<PathBuf>,
 }
 
-/// The plan that makes the deployment match `manifest`.
+/// The plan that makes the deployment match `manifest`; refused like
+/// `plan`'s when the manifest declares nothing.
 pub async fn plan(
     manifest: Manifest,
     state: StateStore,
     providers: Providers,
     options: &ApplyOptions,
-) -> Result<Pending, PlanError> {
+) -> Result<Pending, PlanFailed> {
     let plan_options = PlanOptions {
         refresh: options.refresh,
         destroy: false,
         targets: options.targets.clone(),
         parallelism: options.parallelism,
     };
+    refuse_empty(&manifest, &state, &plan_options, options.allow_empty)?;
     let plan = plan::plan(Some(&manifest), &state, &providers, &plan_options).await?;
     Ok(Pending {
         plan,

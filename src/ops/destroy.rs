@@ -10,9 +10,14 @@ use crate::state::StateStore;
 
 use super::apply::{Pending, Verb};
 
-/// The manifest, or none when none of its files exist.
+/// The manifest, or none when none of its files exist. An empty file is
+/// accepted: destroying is what it asks for.
 pub fn manifest(options: &LoadOptions) -> Result<Option<Manifest>, Diagnostics> {
-    match manifest::load(options) {
+    let allowing_empty = LoadOptions {
+        allow_empty: true,
+        ..options.clone()
+    };
+    match manifest::load(&allowing_empty) {
         Ok(m) => Ok(Some(m)),
         Err(e) if options.files.iter().all(|p| !p.exists()) => {
             tracing::info!("destroying from the state alone: {e}");

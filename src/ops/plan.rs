@@ -1,5 +1,7 @@
 //! `plan`: the plan of a loaded manifest against the state, and with
-//! `--locked` where a deploy of it would differ from `agentform.lock`.
+//! `--locked` where a deploy of it would differ from `agentform.lock`. A
+//! manifest that declares nothing while the state records resources is
+//! refused unless emptiness was asked for: planning it removes everything.
 
 use std::path::PathBuf;
 
@@ -37,13 +39,52 @@ pub enum LockedError {
     },
 }
 
+/// Planning failed, or was refused before it began.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFailed {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Empty(#[from] EmptyManifest),
+}
+
+/// The manifest declares no resources while the state records some.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the manifest declares no resources, but the state records {recorded} resource{s}: the plan would delete or archive all of them\nhint: to destroy everything on purpose, run `agentform destroy`, or pass `--allow-empty` to `plan` or `apply`",
+    s = if *recorded == 1 { "" } else { "s" }
+)]
+pub struct EmptyManifest {
+    pub recorded: usize,
+}
+
+/// Refuses a manifest without resources over a state with some, unless
+/// `allow_empty`; a destroy plan means it and is never refused.
+pub fn refuse_empty(
+    manifest: &Manifest,
+    state: &StateStore,
+    options: &PlanOptions,
+    allow_empty: bool,
+) -> Result<(), PlanFailed> {
+    if allow_empty || options.destroy || !manifest.resources.is_empty() {
+        return Ok(());
+    }
+    let recorded = state.list().map_err(PlanError::from)?.len();
+    if recorded == 0 {
+        return Ok(());
+    }
+    Err(EmptyManifest { recorded }.into())
+}
+
 pub async fn plan(
     manifest: &Manifest,
     state: &StateStore,
     providers: &Providers,
     options: &PlanOptions,
     locked: bool,
-) -> Result<Planned, PlanError> {
+    allow_empty: bool,
+) -> Result<Planned, PlanFailed> {
+    refuse_empty(manifest, state, options, allow_empty)?;
     let plan = plan::plan(Some(manifest), state, providers, options).await?;
     let locked = if locked {
         check_lock(manifest, &plan, state)

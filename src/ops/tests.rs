@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::apply::ApplyOptions;
-use super::plan::LockedError;
+use super::plan::{LockedError, PlanFailed};
 use super::serve::{ServeError, ServeOptions};
 use super::transcripts::TranscriptsError;
 use crate::apply::Silent;
@@ -23,6 +23,7 @@ fn write(dir: &Path, yaml: &str) -> LoadOptions {
     LoadOptions {
         files: vec![path],
         vars: Vec::new(),
+        allow_empty: false,
     }
 }
 
@@ -41,6 +42,7 @@ fn options() -> ApplyOptions {
         targets: Vec::new(),
         refresh: true,
         parallelism: 4,
+        allow_empty: false,
     }
 }
 
@@ -60,7 +62,7 @@ async fn apply_writes_the_lock_file_that_a_locked_plan_checks() {
 
     let m = load(dir.path(), MANIFEST);
     let (state, providers) = open(dir.path(), Some(&m));
-    let planned = super::plan::plan(&m, &state, &providers, &PlanOptions::default(), true)
+    let planned = super::plan::plan(&m, &state, &providers, &PlanOptions::default(), true, false)
         .await
         .unwrap();
     assert!(!planned.plan.has_changes());
@@ -78,7 +80,7 @@ async fn apply_writes_the_lock_file_that_a_locked_plan_checks() {
 
     let m = load(dir.path(), &MANIFEST.replace("sonnet", "haiku"));
     let (state, providers) = open(dir.path(), Some(&m));
-    let planned = super::plan::plan(&m, &state, &providers, &PlanOptions::default(), true)
+    let planned = super::plan::plan(&m, &state, &providers, &PlanOptions::default(), true, false)
         .await
         .unwrap();
     match planned.locked {
@@ -93,6 +95,63 @@ async fn apply_writes_the_lock_file_that_a_locked_plan_checks() {
     assert!(err
         .to_string()
         .ends_with("` does not exist; run `agentform apply` and commit the lock file"));
+}
+
+#[tokio::test]
+async fn a_manifest_without_resources_over_a_recorded_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = load(dir.path(), MANIFEST);
+    let (state, providers) = open(dir.path(), Some(&m));
+    let pending = super::apply::plan(m, state, providers, &options())
+        .await
+        .unwrap();
+    assert!(pending.execute(Arc::new(Silent)).await.unwrap().report.ok());
+
+    let m = load(dir.path(), "version: 1\nname: ops\n");
+    let (state, providers) = open(dir.path(), Some(&m));
+    let plan_options = PlanOptions::default();
+    let plan =
+        |allow_empty| super::plan::plan(&m, &state, &providers, &plan_options, false, allow_empty);
+    match plan(false).await {
+        Err(PlanFailed::Empty(e)) => {
+            assert_eq!(e.recorded, 3);
+            let text = e.to_string();
+            assert!(text.contains("`agentform destroy`"), "{text}");
+            assert!(text.contains("`--allow-empty`"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Asked for, it plans the removal of everything.
+    let planned = plan(true).await.unwrap();
+    assert_eq!(
+        planned.plan.summary.destroy + planned.plan.summary.archive,
+        3
+    );
+    // A destroy plan is what the refusal points to.
+    let destroy = PlanOptions {
+        destroy: true,
+        ..PlanOptions::default()
+    };
+    assert!(
+        super::plan::plan(&m, &state, &providers, &destroy, false, false)
+            .await
+            .is_ok()
+    );
+    drop((state, providers));
+
+    let (state, providers) = open(dir.path(), Some(&m));
+    let refused = super::apply::plan(m, state, providers, &options()).await;
+    assert!(matches!(refused, Err(PlanFailed::Empty(_))));
+    let m = load(dir.path(), "version: 1\nname: ops\n");
+    let (state, providers) = open(dir.path(), Some(&m));
+    let allowed = ApplyOptions {
+        allow_empty: true,
+        ..options()
+    };
+    let pending = super::apply::plan(m, state, providers, &allowed)
+        .await
+        .unwrap();
+    assert!(pending.plan().has_changes());
 }
 
 #[tokio::test]

@@ -1,4 +1,6 @@
-//! Terraform-style rendering of a plan for people.
+//! Terraform-style rendering of a plan for people. Values, reasons and
+//! drift can come from a server: their control characters are escaped, so
+//! the only escape sequences in the output are the palette's.
 
 use std::fmt::Write;
 
@@ -6,6 +8,7 @@ use serde_json::Value;
 
 use super::{Action, Change, Plan};
 use crate::graph::Kind;
+use crate::terminal::escape_controls;
 
 /// Colours for the terminal; all empty when colour is off.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +58,7 @@ pub fn render(plan: &Plan, p: Palette) -> String {
             p.bold, p.reset
         );
         for d in &plan.drift {
-            let _ = writeln!(out, "  {}: {}", d.address, d.detail);
+            let _ = writeln!(out, "  {}: {}", d.address, escape_controls(&d.detail));
         }
         out.push('\n');
     }
@@ -116,12 +119,18 @@ fn render_change(out: &mut String, c: &Change, p: Palette) {
     let color = p.action(c.action);
     let _ = writeln!(out, "  {}{}{}", p.bold, headline(c), p.reset);
     for r in &c.reasons {
-        let _ = writeln!(out, "  {}#   {r}{}", p.dim, p.reset);
+        let _ = writeln!(
+            out,
+            "  {}#   {}{}",
+            p.dim,
+            escape_controls(&r.to_string()),
+            p.reset
+        );
     }
     let id = c
         .remote_id
         .as_deref()
-        .map(|id| format!(" ({id})"))
+        .map(|id| format!(" ({})", escape_controls(id)))
         .unwrap_or_default();
     let _ = writeln!(
         out,
@@ -150,7 +159,12 @@ fn render_change(out: &mut String, c: &Change, p: Palette) {
             (Some(_), true) => format!("{}: {} → {new}", a.path, value(&a.old)),
             (Some(_), false) => format!("{}: {}", a.path, value(&a.old)),
         };
-        let _ = writeln!(out, "      {col}{sym}{} {line}", p.reset);
+        let _ = writeln!(
+            out,
+            "      {col}{sym}{} {}",
+            p.reset,
+            escape_controls(&line)
+        );
     }
     if c.action == Action::Update && c.address.kind == Kind::Agent {
         if let Some(v) = c.version {

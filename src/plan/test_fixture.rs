@@ -48,6 +48,7 @@ impl Fixture {
         manifest::load(&LoadOptions {
             files: vec![path],
             vars: Vec::new(),
+            allow_empty: false,
         })
         .unwrap_or_else(|d| panic!("{}", d.render(false)))
     }

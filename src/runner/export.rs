@@ -1,4 +1,8 @@
 //! Transcripts for people: terminal text, Markdown and a self-contained HTML page.
+//!
+//! The events quote models, tools and servers: every format escapes their
+//! control characters (the text one is printed to terminals, and the others
+//! may be), while the transcript itself keeps the bytes as received.
 
 use std::fmt::Write;
 
@@ -6,6 +10,7 @@ use serde_json::Value;
 
 use super::transcript::Transcript;
 use crate::runtime::event;
+use crate::terminal::escape_controls;
 
 /// One line per conversational event; statuses and spans are summarised.
 enum Item {
@@ -132,7 +137,7 @@ pub fn text(t: &Transcript) -> String {
         }
     }
     append_results(&mut s, t, false);
-    s
+    escape_controls(&s).into_owned()
 }
 
 fn append_results(s: &mut String, t: &Transcript, markdown: bool) {
@@ -200,7 +205,7 @@ pub fn markdown(t: &Transcript) -> String {
         }
     }
     append_results(&mut s, t, true);
-    s
+    escape_controls(&s).into_owned()
 }
 
 fn html_escape(s: &str) -> String {
@@ -254,7 +259,7 @@ pub fn html(t: &Transcript) -> String {
     }
     let mut results = String::new();
     append_results(&mut results, t, false);
-    format!(
+    let page = format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -274,5 +279,53 @@ pre{{background:#fafafa;border:1px solid #ddd;padding:.5rem;overflow:auto;white-
         title = html_escape(&title(t)),
         verdict = html_escape(&verdict(t)),
         results = html_escape(results.trim()),
-    )
+    );
+    escape_controls(&page).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{html, markdown, text};
+    use crate::runner::transcript::{Footer, Transcript};
+
+    const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x1b[0m\u{9b}";
+
+    fn hostile() -> Transcript {
+        let block = json!([{ "type": "text", "text": HOSTILE }]);
+        Transcript {
+            header: None,
+            events: vec![
+                json!({ "type": "user.message", "content": block }),
+                json!({ "type": "agent.message", "content": block }),
+                json!({ "type": "agent.tool_use", "id": "t1", "name": HOSTILE, "input": { "c": HOSTILE } }),
+                json!({ "type": "agent.tool_result", "tool_use_id": "t1", "content": block }),
+                json!({ "type": "session.error", "error": { "message": HOSTILE } }),
+            ],
+            footer: Some(Footer::default()),
+        }
+    }
+
+    #[test]
+    fn every_format_escapes_control_characters() {
+        let t = hostile();
+        for (format, out) in [
+            ("text", text(&t)),
+            ("markdown", markdown(&t)),
+            ("html", html(&t)),
+        ] {
+            let hidden: Vec<char> = out
+                .chars()
+                .filter(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+                .collect();
+            assert!(hidden.is_empty(), "{format}: {hidden:?} in\n{out}");
+            assert!(
+                out.contains("\\u001b]0;pwned\\u0007\\u001b[2J"),
+                "{format}: {out}"
+            );
+        }
+        // The transcript itself is untouched.
+        assert_eq!(t.events[1]["content"][0]["text"], HOSTILE);
+    }
 }

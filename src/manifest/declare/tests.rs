@@ -126,11 +126,11 @@ fn invalid_names_are_refused_at_the_key() {
 fn a_resource_declared_in_two_files_is_refused_with_a_note() {
     let d = refusals(&[
         ("a.yaml", "version: 1\nagents:\n  writer:\n    model: m\n"),
-        ("b.yaml", "agents:\n  writer:\n    model: n\n"),
+        ("b.yaml", "version: 1\nagents:\n  writer:\n    model: n\n"),
     ]);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].message, "`agent.writer` is declared twice");
-    assert_eq!((d[0].span.unwrap().source, at(&d[0])), (1, (2, 3)));
+    assert_eq!((d[0].span.unwrap().source, at(&d[0])), (1, (3, 3)));
     let (first, note) = &d[0].notes[0];
     assert_eq!((first.source, first.line, first.column), (0, 3, 3));
     assert_eq!(note, "first declared here");

@@ -28,7 +28,9 @@ pub use session::*;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "agentform manifest")]
 pub struct FileSpec {
-    /// Manifest format version; always `1`.
+    /// Manifest format version: `1`, required in every file.
+    // Optional to serde only, so that a missing version gets its own message.
+    #[schemars(required, with = "u32", range(min = 1, max = 1))]
     pub version: Option<u32>,
     /// Project name, recorded on every created object as `agentform.manifest`.
     /// Defaults to the name of the manifest's directory.

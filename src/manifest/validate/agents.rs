@@ -1,10 +1,12 @@
-//! Agents: the API's rules on one agent body — name and model, the number
-//! of tools and MCP servers, built-in tool names, MCP toolsets that name a
-//! declared server (and servers that some toolset uses), custom tools.
+//! Agents: the API's rules on one agent body — name and model, the length
+//! of the system prompt, the number of tools and MCP servers, built-in tool
+//! names, MCP toolsets that name a declared server (and servers that some
+//! toolset uses), custom tools.
 
 use super::Fields;
 use crate::api::limits::{
-    MAX_CUSTOM_TOOL_NAME, MAX_MCP_SERVERS, MAX_NAME, MAX_TOOLS, TOOLSET_TOOLS,
+    MAX_CUSTOM_TOOL_NAME, MAX_MCP_SERVERS, MAX_MCP_SERVER_NAME, MAX_NAME, MAX_SYSTEM, MAX_TOOLS,
+    TOOLSET_TOOLS,
 };
 use crate::manifest::diagnostic::Diagnostic;
 use crate::manifest::spec::{AgentSpec, McpServerSpec, ModelSpec, ToolConfigSpec, ToolSpec};
@@ -20,6 +22,15 @@ pub(crate) fn check(spec: &AgentSpec, fields: &Fields, problems: &mut Vec<Diagno
         })
         .collect();
     for (i, s) in servers.iter().enumerate() {
+        if s.is_empty() || s.chars().count() > MAX_MCP_SERVER_NAME {
+            problems.push(
+                Diagnostic::at(
+                    fields.at(&["mcp_servers", &i.to_string(), "name"], None),
+                    format!("MCP server names are 1 to {MAX_MCP_SERVER_NAME} characters"),
+                )
+                .help("give the server a shorter name"),
+            );
+        }
         if servers[..i].contains(s) {
             problems.push(
                 Diagnostic::at(
@@ -60,6 +71,18 @@ fn check_name_and_model(spec: &AgentSpec, fields: &Fields, problems: &mut Vec<Di
         problems.push(
             Diagnostic::at(fields.at(&["model"], None), "`model` is empty")
                 .help("name a model, e.g. `model: claude-sonnet-4-6`"),
+        );
+    }
+    let system = spec.system.as_deref().map_or(0, |s| s.chars().count());
+    if system > MAX_SYSTEM {
+        problems.push(
+            Diagnostic::at(
+                fields.at(&["system"], None),
+                format!(
+                    "the system prompt is {system} characters; the API takes at most {MAX_SYSTEM}"
+                ),
+            )
+            .help("shorten the system prompt, or check the template that builds it"),
         );
     }
 }

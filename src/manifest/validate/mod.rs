@@ -20,7 +20,7 @@ use super::declare::Declared;
 use super::diagnostic::{Diagnostic, Span};
 use super::loader::ParsedFile;
 use super::suggest::Names;
-use super::yaml::{locate, Seg};
+use super::yaml::{locate, path_string, Seg};
 use crate::graph::{Address, Kind};
 
 pub(super) use agents::check as check_agent;
@@ -46,6 +46,13 @@ impl<'a> Fields<'a> {
             ],
             fallback,
         }
+    }
+
+    /// `path` below the resource, written as messages name fields.
+    pub(super) fn path(&self, path: &[&str]) -> String {
+        let mut p = self.base.to_vec();
+        p.extend(path.iter().map(|s| Seg::Key((*s).to_string())));
+        path_string(&p)
     }
 
     /// The node at `path` below the resource; with `key`, that key of the

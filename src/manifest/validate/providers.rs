@@ -2,6 +2,7 @@
 //! `providers.anthropic` settings must be usable (a base URL, variable names
 //! rather than credentials, durations, non-zero rate limits).
 
+use super::scripts::bad_duration;
 use crate::manifest::declare::Declared;
 use crate::manifest::diagnostic::{Diagnostic, Span};
 use crate::manifest::parse_duration;
@@ -80,10 +81,11 @@ fn check_durations(
     ] {
         let Some(v) = value else { continue };
         match parse_duration(v) {
-            None => problems.push(
-                Diagnostic::new(format!("`{v}` is not a duration"), at(&[field]))
-                    .help("write a number and a unit: `500ms`, `30s`, `2m` or `1h`"),
-            ),
+            None => problems.push(bad_duration(
+                &format!("providers.anthropic.{field}"),
+                v,
+                at(&[field]),
+            )),
             Some(d) if field == "timeout" && d.is_zero() => problems.push(
                 Diagnostic::new("the timeout must be longer than zero", at(&[field]))
                     .help("e.g. `2m`"),
@@ -159,7 +161,10 @@ mod tests {
         let messages: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(messages.len(), 4, "{messages:?}");
         assert!(messages[0].starts_with("`api.anthropic.com` is not a usable base URL: "));
-        assert_eq!(messages[1], "`soon` is not a duration");
+        assert_eq!(
+            messages[1],
+            "`providers.anthropic.retry_backoff`: `soon` is not a duration"
+        );
         assert_eq!(messages[2], "the timeout must be longer than zero");
         assert_eq!(
             messages[3],

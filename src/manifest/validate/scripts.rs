@@ -6,15 +6,17 @@ use crate::manifest::diagnostic::{Diagnostic, Span};
 use crate::manifest::parse_duration;
 use crate::manifest::spec::{Expectation, SessionSpec, ToolHandlerSpec};
 
-fn bad_duration(value: &str, span: Span) -> Diagnostic {
-    Diagnostic::at(span, format!("`{value}` is not a duration"))
+/// Names the field: when the value came from `env()` it is not shown.
+pub(super) fn bad_duration(field: &str, value: &str, span: Option<Span>) -> Diagnostic {
+    Diagnostic::new(format!("`{field}`: `{value}` is not a duration"), span)
         .help("write a number and a unit: `500ms`, `30s`, `2m` or `1h`")
 }
 
 pub(super) fn check(spec: &SessionSpec, fields: &Fields, problems: &mut Vec<Diagnostic>) {
     if let Some(t) = &spec.timeout {
         if parse_duration(t).is_none() {
-            problems.push(bad_duration(t, fields.at(&["timeout"], None)));
+            let field = fields.path(&["timeout"]);
+            problems.push(bad_duration(&field, t, Some(fields.at(&["timeout"], None))));
         }
     }
     for (i, step) in spec.steps.iter().enumerate() {
@@ -26,7 +28,8 @@ pub(super) fn check(spec: &SessionSpec, fields: &Fields, problems: &mut Vec<Diag
         };
         if let Some(t) = &step.timeout {
             if parse_duration(t).is_none() {
-                problems.push(bad_duration(t, at(&["timeout"])));
+                let field = format!("{}[{i}].timeout", fields.path(&["steps"]));
+                problems.push(bad_duration(&field, t, Some(at(&["timeout"]))));
             }
         }
         for e in &step.expect {
@@ -99,8 +102,14 @@ mod tests {
         assert_eq!(
             found,
             [
-                ("`forever` is not a duration", (11, 14)),
-                ("`5` is not a duration", (14, 18))
+                (
+                    "`sessions.s.timeout`: `forever` is not a duration",
+                    (11, 14)
+                ),
+                (
+                    "`sessions.s.steps[0].timeout`: `5` is not a duration",
+                    (14, 18)
+                )
             ]
         );
         assert_eq!(

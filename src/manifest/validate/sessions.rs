@@ -1,12 +1,13 @@
 //! Sessions: the agent and environment they run (declared, on the same
-//! provider), the pinned version, the title, metadata and the script.
+//! provider), the pinned version, the title, the instructions of memory
+//! stores, metadata and the script.
 
 use super::{metadata, scripts, Fields, Outcome, Scope};
-use crate::api::limits::MAX_TITLE;
+use crate::api::limits::{MAX_MEMORY_INSTRUCTIONS, MAX_TITLE};
 use crate::graph::Address;
 use crate::manifest::declare::Declared;
 use crate::manifest::diagnostic::Diagnostic;
-use crate::manifest::spec::{AgentRefSpec, SessionSpec};
+use crate::manifest::spec::{AgentRefSpec, SessionResourceSpec, SessionSpec};
 use crate::manifest::suggest::not_declared;
 use crate::manifest::SessionTarget;
 
@@ -33,6 +34,26 @@ pub(super) fn check(
                     format!("session titles are at most {MAX_TITLE} characters"),
                 )
                 .help("shorten the title"),
+            );
+        }
+    }
+    for (i, resource) in spec.resources.iter().enumerate() {
+        let SessionResourceSpec::MemoryStore {
+            instructions: Some(text),
+            ..
+        } = resource
+        else {
+            continue;
+        };
+        if text.chars().count() > MAX_MEMORY_INSTRUCTIONS {
+            out.problems.push(
+                Diagnostic::at(
+                    fields.at(&["resources", &i.to_string(), "instructions"], None),
+                    format!(
+                        "memory store instructions are at most {MAX_MEMORY_INSTRUCTIONS} characters"
+                    ),
+                )
+                .help("shorten the instructions"),
             );
         }
     }
@@ -161,5 +182,23 @@ mod tests {
         assert_eq!(d.message, "session titles are at most 512 characters");
         assert_eq!(at(&d), (11, 12));
         assert_eq!(help(&d), "shorten the title");
+    }
+
+    #[test]
+    fn memory_store_instructions_are_bounded() {
+        let long = "i".repeat(crate::api::limits::MAX_MEMORY_INSTRUCTIONS + 1);
+        let d = refusal(&session(&format!(
+            "    agent: coder
+    environment: data
+    resources:
+\
+             \x20     - {{ type: memory_store, memory_store_id: m, instructions: {long} }}
+"
+        )));
+        assert_eq!(
+            d.message,
+            "memory store instructions are at most 4096 characters"
+        );
+        assert_eq!(at(&d), (12, 65));
     }
 }

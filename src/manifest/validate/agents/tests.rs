@@ -1,6 +1,8 @@
 //! The rules on one agent body, each refusal with its position and help.
 
-use crate::api::limits::{MAX_CUSTOM_TOOL_NAME, MAX_MCP_SERVERS, MAX_NAME, MAX_TOOLS};
+use crate::api::limits::{
+    MAX_CUSTOM_TOOL_NAME, MAX_MCP_SERVERS, MAX_MCP_SERVER_NAME, MAX_NAME, MAX_SYSTEM, MAX_TOOLS,
+};
 use crate::manifest::test_support::{at, help, load, refusal, refusals};
 
 fn agent(body: &str) -> String {
@@ -41,6 +43,37 @@ fn names_and_models_are_bounded() {
     let d = refusal(&agent("    model: \" \"\n"));
     assert_eq!(d.message, "`model` is empty");
     assert_eq!(at(&d), (4, 12));
+}
+
+#[test]
+fn a_system_prompt_past_the_api_limit_is_refused_at_the_field() {
+    // Built by a template, as a runaway one would.
+    let text = agent(&format!(
+        "{MODEL}    system: \"{{{{ 'x' * {} }}}}\"\n",
+        MAX_SYSTEM + 1
+    ));
+    let d = refusal(&text);
+    assert_eq!(
+        d.message,
+        "the system prompt is 100001 characters; the API takes at most 100000"
+    );
+    assert_eq!(at(&d), (5, 13));
+    assert!(help(&d).starts_with("shorten the system prompt"));
+    let text = agent(&format!(
+        "{MODEL}    system: \"{{{{ 'x' * {MAX_SYSTEM} }}}}\"\n"
+    ));
+    assert!(load(&[("a.yaml", &text)]).is_ok());
+}
+
+#[test]
+fn mcp_server_names_are_bounded() {
+    let long = "s".repeat(MAX_MCP_SERVER_NAME + 1);
+    let d = refusal(&agent(&format!(
+        "{MODEL}    mcp_servers: [{{ type: url, name: {long}, url: \"https://x\" }}]\n\
+         \x20   tools: [{{ type: mcp_toolset, mcp_server_name: {long} }}]\n"
+    )));
+    assert_eq!(d.message, "MCP server names are 1 to 255 characters");
+    assert_eq!(at(&d), (5, 38));
 }
 
 #[test]
