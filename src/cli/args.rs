@@ -56,8 +56,11 @@ impl Global {
         }
     }
 
+    /// The manifest; from now on its secrets are masked in all output.
     pub fn load(&self) -> Result<Manifest> {
-        manifest::load(&self.load_options()).map_err(anyhow::Error::new)
+        let m = manifest::load(&self.load_options()).map_err(anyhow::Error::new)?;
+        super::output::learn(&m.secrets());
+        Ok(m)
     }
 
     /// The state, locked for `command` until dropped.

@@ -14,7 +14,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{IntoUrl, Method, RequestBuilder};
 use tokio::time::Instant;
 
-use super::redact::Redactor;
+use crate::redact::Redactor;
 use super::retry::{should_retry, RetryPolicy};
 
 /// Longest wait for a connection, whatever the call's own timeout.

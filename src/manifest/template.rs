@@ -11,6 +11,7 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::graph::{Address, Kind};
+use crate::redact::Secrets;
 
 thread_local! {
     static READ_ENV: Cell<bool> = const { Cell::new(false) };
@@ -52,6 +53,8 @@ pub struct Templater {
     /// (`{{ vars.model }}`) many times, and vars and the environment do not
     /// change while a manifest loads.
     cache: std::sync::Mutex<std::collections::HashMap<String, Rendered>>,
+    /// Every value `env()` returned, while loading and since.
+    secrets: Secrets,
 }
 
 impl std::fmt::Debug for Templater {
@@ -70,12 +73,24 @@ impl Templater {
     pub fn new(vars: Value) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.add_function("env", env_function);
+        let secrets = Secrets::default();
+        let read = secrets.clone();
+        env.add_function("env", move |name: String, default: Option<String>| {
+            let value = env_function(name.clone(), default)?;
+            read.add_env(&name, &value);
+            Ok::<_, Error>(value)
+        });
         Templater {
             env,
             vars,
             cache: Default::default(),
+            secrets,
         }
+    }
+
+    /// The values `env()` returned so far; grows as templates render.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
     }
 
     pub fn vars(&self) -> &Value {
