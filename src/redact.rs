@@ -183,7 +183,8 @@ impl Secrets {
             if !e.maskable() {
                 return;
             }
-            let forms = std::iter::once(e.value.as_str()).chain(e.escaped.as_deref().filter(|_| escaped));
+            let forms =
+                std::iter::once(e.value.as_str()).chain(e.escaped.as_deref().filter(|_| escaped));
             for form in forms {
                 let mut from = 0;
                 while let Some(i) = text[from..].find(form) {
@@ -316,10 +317,8 @@ impl Redactor {
     /// Every string and object key of `value`, redacted.
     pub fn json(&self, value: &mut Value) {
         match value {
-            Value::String(s) => {
-                if self.secrets.occurs_in(s) {
-                    *s = self.text(std::mem::take(s));
-                }
+            Value::String(s) if self.secrets.occurs_in(s) => {
+                *s = self.text(std::mem::take(s));
             }
             Value::Array(items) => items.iter_mut().for_each(|v| self.json(v)),
             Value::Object(map) => {
@@ -416,7 +415,10 @@ mod tests {
         let r = s.redactor();
         let mut v = json!({"count": 123456789, "12345678": ["id 12345678"]});
         r.json(&mut v);
-        assert_eq!(v, json!({"count": 123456789, "(sensitive)": ["id (sensitive)"]}));
+        assert_eq!(
+            v,
+            json!({"count": 123456789, "(sensitive)": ["id (sensitive)"]})
+        );
     }
 
     #[test]
@@ -424,7 +426,10 @@ mod tests {
         let s = Secrets::default();
         s.add_env("REGION", "eu");
         s.add_env("TOKEN", "long-enough-token");
-        assert_eq!(s.redactor().text("eu long-enough-token".into()), "eu (sensitive)");
+        assert_eq!(
+            s.redactor().text("eu long-enough-token".into()),
+            "eu (sensitive)"
+        );
         assert_eq!(s.too_short(), [("REGION".to_string(), 2)]);
     }
 

@@ -116,12 +116,24 @@ fn no_secret_reaches_a_file_or_an_output() {
     // The first step's `not_contains` fails by design: the run exits 1.
     let ran = run(&t, o, &["run", "--junit", "junit.xml", "-vvv"], 1);
     assert!(ran.stdout.contains("FAILED session.chat"), "{}", ran.stdout);
+    // The stored placeholders read back as the values: no drift.
+    run(
+        &t,
+        o,
+        &["plan", "--refresh", "--detailed-exitcode", "-vvv"],
+        0,
+    );
     run(&t, o, &["transcripts", "list", "-vvv"], 0);
     let show = run(&t, o, &["transcripts", "show", "latest/chat", "-vvv"], 0);
     run(&t, o, &["transcripts", "export", "latest/chat", "-vvv"], 0);
     let html = ["transcripts", "export", "latest/chat", "--format", "html"];
     run(&t, o, &[&html[..], &["-vvv"]].concat(), 0);
-    run(&t, o, &["transcripts", "export", "latest/chat", "-o", "chat.md"], 0);
+    run(
+        &t,
+        o,
+        &["transcripts", "export", "latest/chat", "-o", "chat.md"],
+        0,
+    );
     run(&t, o, &[&html[..], &["-o", "chat.html"]].concat(), 0);
     run(&t, o, &["state", "list", "-vvv"], 0);
     run(&t, o, &["state", "show", "agent.bot", "-vvv"], 0);
@@ -137,7 +149,11 @@ fn no_secret_reaches_a_file_or_an_output() {
         "in-(sensitive)-put",
         "now use (sensitive) please",
     ] {
-        assert!(show.stdout.contains(shown), "{shown:?} in:\n{}", show.stdout);
+        assert!(
+            show.stdout.contains(shown),
+            "{shown:?} in:\n{}",
+            show.stdout
+        );
     }
     let junit = t.read("junit.xml");
     assert!(junit.contains("<failure"), "{junit}");
@@ -156,4 +172,76 @@ fn no_secret_reaches_a_file_or_an_output() {
         assert_clean(&format!("the stdout of `{command}`"), out.stdout.as_bytes());
         assert_clean(&format!("the stderr of `{command}`"), out.stderr.as_bytes());
     }
+}
+
+#[test]
+fn log_records_and_session_errors_are_masked() {
+    // A model endpoint that refuses connections: the error names its URL,
+    // which holds a secret; the runner logs it and the transcript keeps it.
+    const SECRET: &str = "urlPath-99a8b7c6";
+    let t = Test::new()
+        .env("URL_SECRET", SECRET)
+        .env("RUST_LOG", "trace");
+    t.write(
+        "agentform.yaml",
+        r#"version: 1
+providers:
+  local:
+    models:
+      remote:
+        backend: openai
+        base_url: "http://127.0.0.1:9/v1/{{ env('URL_SECRET') }}/x"
+environments:
+  box:
+    config: { type: cloud }
+agents:
+  bot:
+    model: remote
+sessions:
+  chat:
+    agent: bot
+    environment: box
+    steps:
+      - send: hi
+        timeout: 60s
+"#,
+    );
+    let mut outputs = vec![t.run(&["apply", "--auto-approve", "-vvv"]).success()];
+    let run = t.run(&["run", "-vvv"]).code(1);
+    assert!(
+        run.stderr
+            .contains("session error: cannot reach http://127.0.0.1:9/v1/(sensitive)/x"),
+        "{}",
+        run.stderr
+    );
+    outputs.push(run);
+    outputs.push(t.run(&["transcripts", "show", "latest/chat"]).success());
+    for out in &outputs {
+        for text in [&out.stdout, &out.stderr] {
+            assert!(!text.contains(SECRET), "{text}");
+        }
+    }
+    for f in files_under(t.root()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn validate_warns_about_values_too_short_to_mask() {
+    let t = Test::new()
+        .env("SHORT_SECRET", "ab1")
+        .env("LONG_SECRET", "long-enough-1");
+    t.write(
+        "agentform.yaml",
+        "version: 1\nagents:\n  a:\n    model: claude-sonnet-4-6\n    system: \"{{ env('SHORT_SECRET') }} {{ env('LONG_SECRET') }}\"\n",
+    );
+    let out = t.run(&["validate"]).success().stderr_has(
+        "warning: the value of `SHORT_SECRET` (read with `env()`) has 3 characters, too few to be masked",
+    );
+    assert!(!out.stderr.contains("LONG_SECRET"), "{}", out.stderr);
 }

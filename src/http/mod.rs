@@ -18,9 +18,9 @@ pub(crate) mod test_server;
 
 use reqwest::Url;
 
+pub use crate::redact::Redactor;
 pub use client::{Attempt, Client, Failure, CONNECT_TIMEOUT};
 pub use error::{describe_reqwest, snippet, Envelope};
-pub use crate::redact::Redactor;
 pub use retry::RetryPolicy;
 
 /// `raw` as a base URL (`scheme://host[:port][/prefix]`, http or https),

@@ -143,7 +143,10 @@ impl Manifest {
             };
             for (i, item) in items.iter().enumerate() {
                 if let Some(token) = item.get("authorization_token").and_then(Value::as_str) {
-                    secrets.add(&format!("{}.resources[{i}].authorization_token", r.address), token);
+                    secrets.add(
+                        &format!("{}.resources[{i}].authorization_token", r.address),
+                        token,
+                    );
                 }
             }
         }

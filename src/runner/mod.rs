@@ -260,10 +260,7 @@ pub async fn run(
         run_id,
         outcomes,
         duration: started.elapsed(),
-        write_errors: write_errors
-            .into_iter()
-            .map(|e| redactor.text(e))
-            .collect(),
+        write_errors: write_errors.into_iter().map(|e| redactor.text(e)).collect(),
     })
 }
 

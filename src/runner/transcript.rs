@@ -1,7 +1,8 @@
 //! Transcripts: one JSONL file per session and run. The first line is a
 //! header, then every event as received (the same JSON, object keys
-//! sorted), then a footer with the results. One writer thread per run owns
-//! the files.
+//! sorted), then a footer with the results. Every secret is masked before
+//! a line leaves the sender ([`Sink`]); only strings change, so a line stays
+//! the event's JSON. One writer thread per run owns the files.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};

@@ -70,7 +70,9 @@ impl SessionTrees {
 
     fn append_now(&self, session_id: &str, event: &Event) -> Result<()> {
         let key = self.key(session_id)?;
-        self.events.insert(key, self.vault.encode(event)?).map_err(store_err)?;
+        self.events
+            .insert(key, self.vault.encode(event)?)
+            .map_err(store_err)?;
         Ok(())
     }
 
@@ -167,7 +169,8 @@ impl SessionTrees {
 impl SessionStore for SessionTrees {
     async fn session(&self, id: &str) -> Result<Session> {
         self.vault
-            .get(&self.sessions, id.as_bytes())?.ok_or_else(|| RuntimeError::not_found("session", id))
+            .get(&self.sessions, id.as_bytes())?
+            .ok_or_else(|| RuntimeError::not_found("session", id))
     }
 
     async fn update_session(&self, id: &str, change: SessionChange) -> Result<()> {
@@ -188,7 +191,9 @@ impl SessionStore for SessionTrees {
     async fn push_inbox(&self, session_id: &str, events: &[Event]) -> Result<()> {
         for event in events {
             let key = self.key(session_id)?;
-            self.inbox.insert(key, self.vault.encode(event)?).map_err(store_err)?;
+            self.inbox
+                .insert(key, self.vault.encode(event)?)
+                .map_err(store_err)?;
         }
         Ok(())
     }

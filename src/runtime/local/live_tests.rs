@@ -396,7 +396,10 @@ async fn secrets_reach_the_model_and_readers_but_never_the_disk() {
     assert!(said.contains("out-live-secret-7f3a9c") && said.contains("I hold live-secret"));
     // The model got the secret: in the system prompt and the user's message.
     let requests = models.requests();
-    assert_eq!(requests[0].system.as_deref(), Some("key=live-secret-7f3a9c;"));
+    assert_eq!(
+        requests[0].system.as_deref(),
+        Some("key=live-secret-7f3a9c;")
+    );
     assert!(serde_json::to_string(&requests[0].messages)
         .unwrap()
         .contains("use live-secret-7f3a9c now"));
@@ -412,7 +415,10 @@ async fn secrets_reach_the_model_and_readers_but_never_the_disk() {
     // A process without the secret (its variable unset) reads `(sensitive)`.
     let db = super::tests::reopen(&path);
     let stranger = LocalRuntime::open(&db, LocalOptions::default()).expect("runtime");
-    let read = stranger.retrieve_agent(&agent.id, None).await.expect("agent");
+    let read = stranger
+        .retrieve_agent(&agent.id, None)
+        .await
+        .expect("agent");
     assert_eq!(read.system.as_deref(), Some("key=(sensitive);"));
     assert_eq!(read.metadata["owner"], "team (sensitive)");
     let events = serde_json::to_string(&history(&stranger, &session_id).await).unwrap();

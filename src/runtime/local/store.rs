@@ -27,10 +27,7 @@ pub(super) fn store_err(e: impl Display) -> RuntimeError {
 /// A record as stored, placeholders and all: for read-modify-writes that
 /// change no string (a session's status), so nothing is resolved and
 /// nothing can be lost.
-pub(super) fn get_sealed<T: DeserializeOwned>(
-    tree: &sled::Tree,
-    key: &[u8],
-) -> Result<Option<T>> {
+pub(super) fn get_sealed<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
     match tree.get(key).map_err(store_err)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
@@ -89,7 +86,9 @@ impl Records {
 
     /// An agent's current version.
     pub(super) fn agent(&self, id: &str) -> Result<Agent> {
-        self.vault.get(&self.agents, id.as_bytes())?.ok_or_else(|| RuntimeError::not_found("agent", id))
+        self.vault
+            .get(&self.agents, id.as_bytes())?
+            .ok_or_else(|| RuntimeError::not_found("agent", id))
     }
 
     /// A stored version, showing the agent's current archival state.
@@ -108,7 +107,8 @@ impl Records {
         }
         let mut agent: Agent = self
             .vault
-            .get(&self.versions, &version_key(&current.id, version))?.ok_or_else(not_found)?;
+            .get(&self.versions, &version_key(&current.id, version))?
+            .ok_or_else(not_found)?;
         agent.archived_at.clone_from(&current.archived_at);
         Ok(agent)
     }
@@ -137,7 +137,8 @@ impl Records {
     }
 
     pub(super) fn environment(&self, id: &str) -> Result<Environment> {
-        self.vault.get(&self.environments, id.as_bytes())?
+        self.vault
+            .get(&self.environments, id.as_bytes())?
             .ok_or_else(|| RuntimeError::not_found("environment", id))
     }
 
@@ -150,7 +151,8 @@ impl Records {
     }
 
     pub(super) fn put_environment(&self, environment: &Environment) -> Result<()> {
-        self.vault.put(&self.environments, &environment.id, environment)
+        self.vault
+            .put(&self.environments, &environment.id, environment)
     }
 
     /// Whether there was one to remove.
@@ -160,7 +162,9 @@ impl Records {
     }
 
     pub(super) fn session(&self, id: &str) -> Result<Session> {
-        self.vault.get(&self.sessions, id.as_bytes())?.ok_or_else(|| RuntimeError::not_found("session", id))
+        self.vault
+            .get(&self.sessions, id.as_bytes())?
+            .ok_or_else(|| RuntimeError::not_found("session", id))
     }
 
     pub(super) fn put_session(&self, session: &Session) -> Result<()> {

@@ -63,7 +63,11 @@ impl Vault {
         serde_json::from_value(tree).map_err(corrupt)
     }
 
-    pub(super) fn get<T: DeserializeOwned>(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
+    pub(super) fn get<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+    ) -> Result<Option<T>> {
         match tree.get(key).map_err(store_err)? {
             None => Ok(None),
             Some(bytes) => self.decode(&bytes).map(Some),
@@ -211,8 +215,14 @@ mod tests {
         });
         let bytes = v.encode(&record).unwrap();
         let text = stored(&bytes);
-        assert!(!text.contains("tok-4242-secret") && !text.contains("ghp_literal"), "{text}");
-        assert!(text.contains("\u{E000}$AGENTFORM_VAULT_TEST_TOKEN\u{E000}"), "{text}");
+        assert!(
+            !text.contains("tok-4242-secret") && !text.contains("ghp_literal"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\u{E000}$AGENTFORM_VAULT_TEST_TOKEN\u{E000}"),
+            "{text}"
+        );
         assert_eq!(v.decode::<Value>(&bytes).unwrap(), record);
     }
 
@@ -233,7 +243,9 @@ mod tests {
         let secrets = Secrets::default();
         let path = std::env::var("PATH").unwrap();
         secrets.add_env("PATH", &path);
-        let bytes = Vault::new(secrets).encode(&json!(format!("p={path}"))).unwrap();
+        let bytes = Vault::new(secrets)
+            .encode(&json!(format!("p={path}")))
+            .unwrap();
         assert!(!stored(&bytes).contains(&path));
         assert_eq!(
             Vault::default().decode::<Value>(&bytes).unwrap(),
@@ -254,7 +266,10 @@ mod tests {
     fn records_without_secrets_are_stored_as_before() {
         let (_, v) = vault();
         let record = json!({"name": "a", "list": [1, 2]});
-        assert_eq!(v.encode(&record).unwrap(), serde_json::to_vec(&record).unwrap());
+        assert_eq!(
+            v.encode(&record).unwrap(),
+            serde_json::to_vec(&record).unwrap()
+        );
         // A record of the previous version with a stray mark reads as is.
         let old = "{\"s\":\"x\u{E000}y\"}".as_bytes();
         assert_eq!(v.decode::<Value>(old).unwrap(), json!({"s": "x\u{E000}y"}));
