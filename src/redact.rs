@@ -35,8 +35,9 @@ struct Entry {
 }
 
 impl Entry {
+    /// Long enough to mask without mangling other text; blanks never are.
     fn maskable(&self) -> bool {
-        self.value.chars().count() >= MIN_SECRET_LEN
+        self.value.chars().count() >= MIN_SECRET_LEN && !self.value.trim().is_empty()
     }
 }
 
@@ -147,8 +148,9 @@ impl Secrets {
     pub fn too_short(&self) -> Vec<(String, usize)> {
         let mut out = Vec::new();
         self.each(&mut |e| {
-            if let (Some(name), false) = (e.key.strip_prefix('$'), e.maskable()) {
-                out.push((name.to_string(), e.value.chars().count()));
+            let len = e.value.chars().count();
+            if let (Some(name), true) = (e.key.strip_prefix('$'), len < MIN_SECRET_LEN) {
+                out.push((name.to_string(), len));
             }
         });
         out.sort();
@@ -431,6 +433,9 @@ mod tests {
             "eu (sensitive)"
         );
         assert_eq!(s.too_short(), [("REGION".to_string(), 2)]);
+        s.add_env("BLANK", "          ");
+        assert_eq!(s.redactor().text("a          b".into()), "a          b");
+        assert_eq!(s.too_short().len(), 1);
     }
 
     #[test]
