@@ -90,7 +90,6 @@ impl SessionOutcome {
                 ..Footer::default()
             },
         };
-        self.session_id = redactor.text(self.session_id);
         self
     }
 
