@@ -716,7 +716,7 @@ async fn agentform_stream(url: &str, transcript: Option<PathBuf>) -> Result<(usi
     let start = Instant::now();
     let key = "session.replay";
     let sink = transcript.map(|path| {
-        let sink = Sink::start(vec![KEY.to_owned()]);
+        let sink = Sink::start(agentform::redact::Redactor::new([KEY.to_owned()]));
         sink.open(key, path);
         sink
     });

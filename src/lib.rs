@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod model;
 pub mod ops;
 pub mod plan;
+pub mod redact;
 pub mod runner;
 pub mod runtime;
 pub mod sandbox;

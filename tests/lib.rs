@@ -13,5 +13,6 @@ mod locking;
 mod run;
 mod sandbox;
 mod schema;
+mod secrets;
 mod serve;
 mod yaml_output;

@@ -57,6 +57,7 @@ impl Global {
         }
     }
 
+    /// The manifest; from now on its secrets are masked in all output.
     pub fn load(&self) -> Result<Manifest> {
         self.load_allowing_empty(false)
     }
@@ -67,7 +68,9 @@ impl Global {
             allow_empty,
             ..self.load_options()
         };
-        manifest::load(&options).map_err(anyhow::Error::new)
+        let m = manifest::load(&options).map_err(anyhow::Error::new)?;
+        super::output::learn(&m.secrets());
+        Ok(m)
     }
 
     /// The state, locked for `command` until dropped.

@@ -25,6 +25,9 @@ pub struct DestroyArgs {
 
 pub async fn exec(g: &Global, args: DestroyArgs, printer: &Printer) -> Result<ExitCode> {
     let m = agentform::ops::destroy::manifest(&g.load_options())?;
+    if let Some(m) = &m {
+        super::output::learn(&m.secrets());
+    }
     let state = g.open_state("destroy")?;
     let providers = providers(&state, m.as_ref())?;
     let pending = agentform::ops::destroy::plan(

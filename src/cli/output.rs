@@ -2,9 +2,11 @@
 //! colour only on terminals and never with `NO_COLOR`. Text can quote a
 //! model, a tool or a server, so its control characters are escaped on the
 //! way out; only [`Printer::out_styled`] passes the renderers' own colours.
+//! Every byte of it, logs included, passes the one redactor of the process:
+//! once a manifest is loaded ([`learn`]), its secrets never reach the terminal.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -13,9 +15,24 @@ use agentform::apply::{Outcome, Reporter};
 use agentform::manifest::Diagnostics;
 use agentform::plan::render::Palette;
 use agentform::plan::{Action, Change};
+use agentform::redact::Secrets;
 use agentform::terminal::escape_controls;
 
 use super::args::Global;
+
+/// The secrets of every manifest this process loaded.
+static SECRETS: LazyLock<Secrets> = LazyLock::new(Secrets::default);
+
+/// From now on, `secrets` (and what they learn later) are masked in
+/// everything the CLI writes.
+pub fn learn(secrets: &Secrets) {
+    SECRETS.link(secrets);
+}
+
+/// `text` with every known secret masked.
+pub fn redact(text: &str) -> String {
+    SECRETS.redactor().text(text.to_owned())
+}
 
 pub struct Printer {
     color_out: bool,
@@ -55,6 +72,7 @@ impl Printer {
     /// Text whose escape sequences are the palette's own: a renderer that
     /// escaped everything it quotes (the plan).
     pub fn out_styled(&self, text: &str) {
+        let text = redact(text);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
@@ -63,11 +81,16 @@ impl Printer {
     /// Progress and notes, on stderr; silenced by `-q`.
     pub fn info(&self, text: &str) {
         if !self.quiet {
-            let _ = writeln!(std::io::stderr().lock(), "{}", escape_controls(text));
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}",
+                escape_controls(&redact(text))
+            );
         }
     }
 
     pub fn prompt(&self, text: &str) {
+        let text = redact(text);
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "{text}");
         let _ = err.flush();
@@ -83,7 +106,7 @@ impl Printer {
         let _ = writeln!(
             std::io::stderr().lock(),
             "{label}: {}",
-            escape_controls(text)
+            escape_controls(&redact(text))
         );
     }
 
@@ -96,12 +119,13 @@ impl Printer {
         let _ = writeln!(
             std::io::stderr().lock(),
             "{label}: {}",
-            escape_controls(text)
+            escape_controls(&redact(text))
         );
     }
 
     pub fn diagnostics(&self, d: &Diagnostics) {
-        let _ = write!(std::io::stderr().lock(), "{}", d.render(self.color_err));
+        let text = redact(&d.render(self.color_err));
+        let _ = write!(std::io::stderr().lock(), "{text}");
     }
 }
 
@@ -118,10 +142,32 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
         .unwrap_or_else(|_| EnvFilter::new(format!("agentform={level},warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactedStderr(Vec::new()))
         .with_ansi(std::io::stderr().is_terminal() && color_allowed(false))
         .with_target(false)
         .try_init();
+}
+
+/// One log record, written to stderr with its secrets masked when the
+/// subscriber is done with it (it formats a record, then drops the writer).
+struct RedactedStderr(Vec<u8>);
+
+impl Write for RedactedStderr {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedStderr {
+    fn drop(&mut self) {
+        let text = redact(&String::from_utf8_lossy(&self.0));
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
 }
 
 /// Shows apply/destroy progress: a bar on terminals, one line per event otherwise.
@@ -152,7 +198,7 @@ impl ProgressReporter {
     }
 
     fn line(&self, text: String) {
-        let text = escape_controls(&text).into_owned();
+        let text = escape_controls(&redact(&text)).into_owned();
         match &self.bar {
             Some(bar) => bar.println(text),
             None if !self.quiet => {

@@ -45,6 +45,11 @@ pub enum ExportFormat {
 }
 
 pub fn exec(g: &Global, cmd: TranscriptsCommand, printer: &Printer) -> Result<ExitCode> {
+    // Transcripts are written masked; a manifest at hand, when there is one,
+    // also masks its secrets in transcripts recorded before they were.
+    if let Err(e) = g.load() {
+        tracing::debug!("transcripts without the manifest's secrets: {e}");
+    }
     let state = g.open_state("transcripts")?;
     match cmd {
         TranscriptsCommand::List => {
@@ -75,7 +80,7 @@ pub fn exec(g: &Global, cmd: TranscriptsCommand, printer: &Printer) -> Result<Ex
             let text = transcripts::export(&state, &reference, format)?;
             match output {
                 Some(path) => {
-                    transcripts::write(&path, &text)?;
+                    transcripts::write(&path, &super::output::redact(&text))?;
                     printer.info(&format!("Wrote {}", path.display()));
                 }
                 None => printer.out(text.trim_end()),

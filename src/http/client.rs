@@ -14,8 +14,8 @@ use reqwest::header::HeaderMap;
 use reqwest::{IntoUrl, Method, RequestBuilder};
 use tokio::time::Instant;
 
-use super::redact::Redactor;
 use super::retry::{should_retry, RetryPolicy};
+use crate::redact::Redactor;
 
 /// Longest wait for a connection, whatever the call's own timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,27 +1,26 @@
 //! The HTTP policy every client of agentform shares (the model backends and
 //! the `anthropic` provider): base URLs, the request loop and its retries,
-//! redaction of secrets, and the API's error envelope.
+//! redaction of secrets (with [`crate::redact`]'s redactor), and the API's
+//! error envelope.
 //!
 //! * [`retry`]: which failures are retried and how long to wait;
 //! * [`client`]: the reqwest client and the one loop that applies the policy;
-//! * [`redact`]: scrubbing secrets out of text and errors;
 //! * [`error`]: the error envelope, status hints, excerpts of bodies.
 //!
-//! Imports `crate::api` (the API's errors) and nothing else of the crate:
+//! Imports `crate::api` (the API's errors) and `crate::redact`, nothing else:
 //! what a request means and how its errors read is the caller's.
 
 pub mod client;
 pub mod error;
-pub mod redact;
 pub mod retry;
 #[cfg(test)]
 pub(crate) mod test_server;
 
 use reqwest::Url;
 
+pub use crate::redact::Redactor;
 pub use client::{Attempt, Client, Failure, CONNECT_TIMEOUT};
 pub use error::{describe_reqwest, snippet, Envelope};
-pub use redact::Redactor;
 pub use retry::RetryPolicy;
 
 /// `raw` as a base URL (`scheme://host[:port][/prefix]`, http or https),

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::http::redact::{Redactor, SENSITIVE};
+use crate::redact::{Redactor, SENSITIVE};
 use crate::terminal::escape_controls;
 
 /// The text of every manifest file that was read, indexed by position.

@@ -106,7 +106,7 @@ impl Loader {
         let vars = vars::collect(&mut self.problems, &parsed, overrides)?;
         let templater = Templater::new(Value::Object(vars));
         let typed = render::typed_files(&mut self.problems, &parsed, &templater);
-        self.secrets = templater.secrets();
+        self.secrets = templater.secret_values();
         if !self.problems.is_empty() {
             return None;
         }

@@ -40,6 +40,7 @@ use spec::{FileSpec, SessionSpec};
 pub use template::{Reference, Rendered, Templater};
 
 use crate::graph::{Address, ResourceGraph};
+use crate::redact::Secrets;
 
 /// Providers this build can talk to.
 pub const PROVIDERS: &[&str] = &["local", "anthropic"];
@@ -132,6 +133,27 @@ impl Manifest {
             .map(|f| Value::String(f.text.clone()))
             .collect();
         crate::digest::digest(&Value::Array(texts))
+    }
+
+    /// The secrets: every value `env()` returned (while loading, and later
+    /// for step messages rendered while running) and every repository
+    /// token. Shared: what templates read later shows up in every clone.
+    pub fn secrets(&self) -> Secrets {
+        let secrets = self.templater.secrets().clone();
+        for r in &self.resources {
+            let Some(items) = r.body.get("resources").and_then(Value::as_array) else {
+                continue;
+            };
+            for (i, item) in items.iter().enumerate() {
+                if let Some(token) = item.get("authorization_token").and_then(Value::as_str) {
+                    secrets.add(
+                        &format!("{}.resources[{i}].authorization_token", r.address),
+                        token,
+                    );
+                }
+            }
+        }
+        secrets
     }
 
     pub fn local_latency_ms(&self) -> u64 {

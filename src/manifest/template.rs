@@ -10,8 +10,7 @@
 //! (minijinja bounds a single string repetition at 100 MB itself; values
 //! built by a few deliberate operations are not otherwise bounded.)
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -19,6 +18,7 @@ use minijinja::{Environment, Error, ErrorKind, Output, State, UndefinedBehavior}
 use serde_json::Value;
 
 use crate::graph::{Address, Kind};
+use crate::redact::Secrets;
 
 /// Steps (minijinja instructions) one evaluation may take. A loop over a
 /// manifest's own lists takes thousands; three nested `range(10000)` loops
@@ -36,8 +36,6 @@ pub const MAX_TEMPLATE_OUTPUT: usize = 1 << 20;
 
 thread_local! {
     static READ_ENV: Cell<bool> = const { Cell::new(false) };
-    /// Values `env()` returned during the current evaluation.
-    static ENV_VALUES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// Bytes the current evaluation has written to its output.
     static OUTPUT_BYTES: Cell<usize> = const { Cell::new(0) };
     /// Bytes of `{{ }}` values the current evaluation has formatted, also
@@ -99,8 +97,8 @@ pub struct Templater {
     /// (`{{ vars.model }}`) many times, and vars and the environment do not
     /// change while a manifest loads.
     cache: Mutex<std::collections::HashMap<String, Rendered>>,
-    /// Every value `env()` returned: secrets, never to be shown.
-    secrets: Mutex<BTreeSet<String>>,
+    /// Every value `env()` returned, while loading and since.
+    secrets: Secrets,
     /// Fuel used so far, held to [`MANIFEST_FUEL`] while loading.
     spent: AtomicU64,
 }
@@ -123,14 +121,25 @@ impl Templater {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_formatter(capped_formatter);
-        env.add_function("env", env_function);
+        let secrets = Secrets::default();
+        let read = secrets.clone();
+        env.add_function("env", move |name: String, default: Option<String>| {
+            let value = env_function(name.clone(), default)?;
+            read.add_env(&name, &value);
+            Ok::<_, Error>(value)
+        });
         Templater {
             env,
             vars,
             cache: Default::default(),
-            secrets: Default::default(),
+            secrets,
             spent: AtomicU64::new(0),
         }
+    }
+
+    /// The values `env()` returned so far; grows as templates render.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
     }
 
     pub fn vars(&self) -> &Value {
@@ -138,11 +147,8 @@ impl Templater {
     }
 
     /// Every value `env()` has returned so far, to keep out of messages.
-    pub fn secrets(&self) -> Vec<String> {
-        self.secrets
-            .lock()
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+    pub fn secret_values(&self) -> Vec<String> {
+        self.secrets.values()
     }
 
     /// Renders `source` with `vars` and `env()`, or reports the references that
@@ -215,17 +221,12 @@ impl Templater {
     /// the evaluation failed: its message may quote the value.
     fn evaluate(&self, source: &str, context: &Value) -> Result<(Value, bool), TemplateError> {
         READ_ENV.with(|c| c.set(false));
-        ENV_VALUES.with(|v| v.borrow_mut().clear());
         OUTPUT_BYTES.with(|c| c.set(0));
         FORMATTED_BYTES.with(|c| c.set(0));
         FUEL_USED.with(|c| c.set(1));
         let result = self.evaluate_inner(source, context);
         self.spent
             .fetch_add(FUEL_USED.with(Cell::get), Ordering::Relaxed);
-        let read = ENV_VALUES.with(|v| std::mem::take(&mut *v.borrow_mut()));
-        if let Ok(mut secrets) = self.secrets.lock() {
-            secrets.extend(read.into_iter().filter(|v| !v.is_empty()));
-        }
         Ok((result?, READ_ENV.with(|c| c.get())))
     }
 
@@ -381,10 +382,7 @@ fn single_expression(source: &str) -> Option<&str> {
 fn env_function(name: String, default: Option<String>) -> Result<String, Error> {
     READ_ENV.with(|c| c.set(true));
     match std::env::var(&name) {
-        Ok(v) => {
-            ENV_VALUES.with(|values| values.borrow_mut().push(v.clone()));
-            Ok(v)
-        }
+        Ok(v) => Ok(v),
         Err(_) => default.ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidOperation,
@@ -570,10 +568,10 @@ mod tests {
         let t = templater();
         let _ = t.render("{{ env('PATH') }}").unwrap();
         let path = std::env::var("PATH").unwrap();
-        assert_eq!(t.secrets(), vec![path]);
+        assert_eq!(t.secret_values(), vec![path]);
         // A failed evaluation still records what it read.
         let t = templater();
         let _ = t.render("{{ env('PATH') + 1 }}").unwrap_err();
-        assert_eq!(t.secrets().len(), 1);
+        assert_eq!(t.secret_values().len(), 1);
     }
 }

@@ -9,7 +9,7 @@ use marked_yaml::Node;
 
 use super::diagnostic::{Diagnostic, Span};
 use super::yaml::{self, locate, Found, Seg};
-use crate::http::redact::SENSITIVE;
+use crate::redact::SENSITIVE;
 
 /// The error serde reports when reading a file's JSON into its spec.
 pub(super) type SerdeError = serde_path_to_error::Error<serde_json::Error>;

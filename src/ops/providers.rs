@@ -65,6 +65,7 @@ pub fn providers(
     }
     if let Some(m) = manifest {
         options.models = Arc::new(ManifestModels::new(m));
+        options.secrets = m.secrets();
     }
     let local = LocalRuntime::open(state.db(), options).map_err(ProvidersError::Local)?;
     let mut p = Providers::default();

@@ -116,6 +116,7 @@ pub fn prepare(options: ServeOptions, manifest: Option<&Manifest>) -> Result<Pre
         )),
         models,
         drop_stream_after: options.drop_stream_after,
+        secrets: manifest.map(Manifest::secrets).unwrap_or_default(),
         ..Default::default()
     };
     let runtime = Arc::new(LocalRuntime::open(store.db(), local).map_err(ServeError::Runtime)?);

@@ -294,3 +294,50 @@ fn validate_counts_each_kind() {
         }
     );
 }
+
+#[test]
+fn the_manifest_names_its_secrets_and_validate_warns_about_short_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = load(
+        dir.path(),
+        "version: 1\nenvironments:\n  data: { config: { type: cloud } }\n\
+         agents:\n  a:\n    model: claude-sonnet-4-6\n    system: \"{{ env('AGENTFORM_OPS_UNSET_1', 'default-secret-1') }} {{ env('AGENTFORM_OPS_UNSET_2', 'x') }}\"\n\
+         sessions:\n  s:\n    agent: a\n    environment: data\n    resources:\n\
+         \x20     - { type: github_repository, url: \"https://github.com/e/app\", authorization_token: ghp_literal-token-0001 }\n",
+    );
+    let secrets = m.secrets();
+    assert_eq!(
+        secrets.lookup("$AGENTFORM_OPS_UNSET_1").as_deref(),
+        Some("default-secret-1")
+    );
+    assert_eq!(
+        secrets
+            .lookup("#session.s.resources[0].authorization_token")
+            .as_deref(),
+        Some("ghp_literal-token-0001")
+    );
+    let masked = secrets
+        .redactor()
+        .text("a default-secret-1 b ghp_literal-token-0001 c x".into());
+    assert_eq!(masked, "a (sensitive) b (sensitive) c x");
+    // Values read later (a step's message while running) join the same table.
+    m.templater
+        .render_with(
+            "{{ env('AGENTFORM_OPS_UNSET_3', 'later-secret-3') }}",
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    assert_eq!(
+        secrets.redactor().text("later-secret-3".into()),
+        "(sensitive)"
+    );
+    let warnings = super::validate::secret_warnings(&m);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(
+            "the value of `AGENTFORM_OPS_UNSET_2` (read with `env()`) has 1 character,"
+        ),
+        "{}",
+        warnings[0]
+    );
+}

@@ -1,7 +1,9 @@
-//! `validate`: what a loaded manifest declares, counted for a one-line summary.
+//! `validate`: what a loaded manifest declares, counted for a one-line
+//! summary, and what it should know about its secrets.
 
 use crate::graph::Kind;
 use crate::manifest::Manifest;
+use crate::redact::MIN_SECRET_LEN;
 
 /// How many resources of each kind a manifest declares, in how many files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,4 +30,21 @@ pub fn validate(manifest: &Manifest) -> Counts {
         sessions: count(Kind::Session),
         files: manifest.sources.files().count(),
     }
+}
+
+/// One warning per variable read with `env()` whose value is too short to
+/// be masked: such a value shows wherever it appears.
+pub fn secret_warnings(manifest: &Manifest) -> Vec<String> {
+    manifest
+        .secrets()
+        .too_short()
+        .into_iter()
+        .map(|(name, len)| {
+            format!(
+                "the value of `{name}` (read with `env()`) has {len} character{}, too few to be masked: \
+                 values shorter than {MIN_SECRET_LEN} characters may show in output, transcripts and the state",
+                if len == 1 { "" } else { "s" }
+            )
+        })
+        .collect()
 }

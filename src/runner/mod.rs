@@ -21,8 +21,9 @@ use serde_json::Value;
 use crate::api::{META_ADDRESS, META_MANIFEST};
 use crate::graph::{Address, Kind};
 use crate::manifest::Manifest;
-use crate::plan::desired::{desired, session_create_body, Outputs};
+use crate::plan::desired::{session_create_body, Outputs};
 use crate::plan::{self, PlanOptions};
+use crate::redact::Redactor;
 use crate::runtime::{ErrorKind, Providers};
 use crate::state::{now, HistoryEntry, StateStore, TranscriptEntry};
 use transcript::{Footer, Header, Line, Sink};
@@ -72,6 +73,24 @@ pub struct SessionOutcome {
 impl SessionOutcome {
     pub fn passed(&self) -> bool {
         self.footer.passed
+    }
+
+    /// The outcome with its secrets masked (messages, replies, errors), as
+    /// its transcript has them: what a report shows.
+    pub fn redacted(mut self, redactor: &Redactor) -> Self {
+        let mut footer = serde_json::to_value(&self.footer).unwrap_or_default();
+        redactor.json(&mut footer);
+        self.footer = match serde_json::from_value(footer) {
+            Ok(f) => f,
+            // Only strings changed, so this is not expected; should it
+            // happen, a report loses its details rather than leak.
+            Err(e) => Footer {
+                passed: self.footer.passed,
+                error: Some(format!("cannot mask the outcome's secrets: {e}")),
+                ..Footer::default()
+            },
+        };
+        self
     }
 
     /// `(message, detail)` per unmet expectation or error.
@@ -174,7 +193,9 @@ pub async fn run(
     }
 
     let run_id = new_run_id();
-    let sink = Sink::start(secrets(&manifest, &state));
+    // Step messages may read more secrets while running: the redactor sees them.
+    let redactor = manifest.secrets().redactor();
+    let sink = Sink::start(redactor.clone());
     let semaphore = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let digest = manifest.digest();
@@ -207,7 +228,11 @@ pub async fn run(
         }
     }
     let mut write_errors = sink.shutdown().await;
-    let outcomes: Vec<SessionOutcome> = outcomes.into_iter().flatten().collect();
+    let outcomes: Vec<SessionOutcome> = outcomes
+        .into_iter()
+        .flatten()
+        .map(|o| o.redacted(&redactor))
+        .collect();
     if options.transcripts {
         let mut entries = Vec::new();
         for o in &outcomes {
@@ -234,7 +259,7 @@ pub async fn run(
         run_id,
         outcomes,
         duration: started.elapsed(),
-        write_errors,
+        write_errors: write_errors.into_iter().map(|e| redactor.text(e)).collect(),
     })
 }
 
@@ -264,31 +289,6 @@ fn select(manifest: &Manifest, names: &[String]) -> Result<Vec<Address>, RunErro
         out.push(addr);
     }
     Ok(out)
-}
-
-/// Values that came from `env()`: never written to a transcript.
-fn secrets(manifest: &Manifest, state: &StateStore) -> Vec<String> {
-    let lookup = |a: &Address| {
-        state
-            .get(a)
-            .ok()
-            .flatten()
-            .map(|r| Outputs::from_record(&r))
-    };
-    let mut out = Vec::new();
-    for r in &manifest.resources {
-        let Ok(want) = desired(r, &manifest.templater, &lookup) else {
-            continue;
-        };
-        for pointer in want.sensitive.keys() {
-            match want.config.pointer(pointer) {
-                Some(Value::String(s)) if s.len() >= 4 => out.push(s.clone()),
-                Some(v) if !v.is_string() => out.push(v.to_string()),
-                _ => {}
-            }
-        }
-    }
-    out
 }
 
 struct SessionRun {

@@ -211,7 +211,7 @@ async fn drive(replies: Vec<Value>, streams: Streams) -> Outcome {
     let templater = Templater::new(json!({}));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.jsonl");
-    let sink = Sink::start(Vec::new());
+    let sink = Sink::start(Default::default());
     sink.open("s", path.clone());
     let driven = Driver {
         runtime: api.clone(),

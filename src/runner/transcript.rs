@@ -1,7 +1,8 @@
 //! Transcripts: one JSONL file per session and run. The first line is a
 //! header, then every event as received (the same JSON, object keys
-//! sorted), then a footer with the results. One writer thread per run owns
-//! the files.
+//! sorted), then a footer with the results. Every secret is masked before
+//! a line leaves the sender ([`Sink`]); only strings change, so a line stays
+//! the event's JSON. One writer thread per run owns the files.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::Usage;
+use crate::redact::Redactor;
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,7 +94,7 @@ const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 #[derive(Clone)]
 pub struct Sink {
     tx: mpsc::UnboundedSender<Msg>,
-    secrets: std::sync::Arc<Vec<String>>,
+    redactor: Redactor,
 }
 
 /// [`Line::Event`] serialized from a borrowed event.
@@ -103,9 +105,8 @@ enum EventLine<'a> {
 }
 
 impl Sink {
-    /// Starts the writer thread. `secrets` are strings never to be written.
-    pub fn start(secrets: Vec<String>) -> Sink {
-        let secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+    /// Starts the writer thread. What `redactor` masks is never written.
+    pub fn start(redactor: Redactor) -> Sink {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         // A thread of its own: it lives as long as the run. Should it fail
         // to start, every send fails and `shutdown` reports it.
@@ -177,18 +178,10 @@ impl Sink {
                     }
                 }
             });
-        Sink {
-            tx,
-            secrets: std::sync::Arc::new(secrets),
-        }
+        Sink { tx, redactor }
     }
 
-    fn send(&self, key: &str, mut text: String) {
-        for s in self.secrets.iter() {
-            if text.contains(s.as_str()) {
-                text = text.replace(s.as_str(), "(sensitive)");
-            }
-        }
+    fn send(&self, key: &str, text: String) {
         let _ = self.tx.send(Msg::Line(key.to_string(), text));
     }
 
@@ -197,15 +190,12 @@ impl Sink {
     }
 
     pub fn line(&self, key: &str, line: Line) {
-        self.send(key, serde_json::to_string(&line).unwrap_or_default());
+        self.send(key, self.redactor.json_line(&line));
     }
 
     /// The same as `line(key, Line::Event { event })`, without a copy of the event.
     pub fn event(&self, key: &str, event: &Value) {
-        self.send(
-            key,
-            serde_json::to_string(&EventLine::Event { event }).unwrap_or_default(),
-        );
+        self.send(key, self.redactor.json_line(&EventLine::Event { event }));
     }
 
     pub fn close(&self, key: &str) {

@@ -11,6 +11,9 @@
 //!   emitted them. A user event moves from the inbox to the history (with its
 //!   `processed_at`) when the worker processes it.
 //!
+//! Events pass through the [`Vault`] like records: a reply that quotes a
+//! secret is stored with a placeholder in its place.
+//!
 //! Storage only: what goes in and when is the engine's to decide.
 
 use std::ops::Bound;
@@ -25,8 +28,9 @@ use super::body::invalid;
 use super::ids::timestamp;
 use super::paging::{non_empty_cursor, page_limit, PAGE_PREFIX};
 use super::store::{
-    decode, encode, get, put, store_err, version_key, write_lock, ENVIRONMENTS_TREE, SESSIONS_TREE,
+    get_sealed, put_sealed, store_err, version_key, write_lock, ENVIRONMENTS_TREE, SESSIONS_TREE,
 };
+use super::vault::Vault;
 use crate::api::event::Event;
 use crate::api::{Environment, ListQuery, Page, Result, RuntimeError, Session};
 use crate::engine::{Queued, SessionChange, SessionStore};
@@ -38,6 +42,7 @@ pub(super) const INBOX_TREE: &str = "local.inbox";
 #[derive(Clone)]
 pub(super) struct SessionTrees {
     db: sled::Db,
+    vault: Vault,
     flushes: Arc<Flushes>,
     events: sled::Tree,
     inbox: sled::Tree,
@@ -46,9 +51,10 @@ pub(super) struct SessionTrees {
 }
 
 impl SessionTrees {
-    pub(super) fn open(db: &sled::Db) -> Result<Self> {
+    pub(super) fn open(db: &sled::Db, vault: Vault) -> Result<Self> {
         Ok(SessionTrees {
             db: db.clone(),
+            vault,
             flushes: Arc::default(),
             events: db.open_tree(EVENTS_TREE).map_err(store_err)?,
             inbox: db.open_tree(INBOX_TREE).map_err(store_err)?,
@@ -64,7 +70,9 @@ impl SessionTrees {
 
     fn append_now(&self, session_id: &str, event: &Event) -> Result<()> {
         let key = self.key(session_id)?;
-        self.events.insert(key, encode(event)?).map_err(store_err)?;
+        self.events
+            .insert(key, self.vault.encode(event)?)
+            .map_err(store_err)?;
         Ok(())
     }
 
@@ -108,7 +116,7 @@ impl SessionTrees {
         let mut more = false;
         for item in items {
             let (key, bytes) = item.map_err(store_err)?;
-            let event: Value = decode(&bytes)?;
+            let event: Value = self.vault.decode(&bytes)?;
             if !keep(&event) {
                 continue;
             }
@@ -160,39 +168,46 @@ impl SessionTrees {
 #[async_trait]
 impl SessionStore for SessionTrees {
     async fn session(&self, id: &str) -> Result<Session> {
-        get(&self.sessions, id.as_bytes())?.ok_or_else(|| RuntimeError::not_found("session", id))
+        self.vault
+            .get(&self.sessions, id.as_bytes())?
+            .ok_or_else(|| RuntimeError::not_found("session", id))
     }
 
     async fn update_session(&self, id: &str, change: SessionChange) -> Result<()> {
         let _guard = write_lock();
-        let Some(mut session) = get::<Session>(&self.sessions, id.as_bytes())? else {
+        // A change of status, stats or usage: no string to seal or resolve.
+        let Some(mut session) = get_sealed::<Session>(&self.sessions, id.as_bytes())? else {
             return Ok(());
         };
         change(&mut session);
         session.updated_at = timestamp();
-        put(&self.sessions, id, &session)
+        put_sealed(&self.sessions, id, &session)
     }
 
     async fn environment(&self, id: &str) -> Result<Option<Environment>> {
-        get(&self.environments, id.as_bytes())
+        self.vault.get(&self.environments, id.as_bytes())
     }
 
     async fn push_inbox(&self, session_id: &str, events: &[Event]) -> Result<()> {
         for event in events {
             let key = self.key(session_id)?;
-            self.inbox.insert(key, encode(event)?).map_err(store_err)?;
+            self.inbox
+                .insert(key, self.vault.encode(event)?)
+                .map_err(store_err)?;
         }
         Ok(())
     }
 
     async fn inbox(&self, session_id: &str) -> Result<Vec<Queued>> {
-        scan(&self.inbox, session_id)
+        scan(&self.vault, &self.inbox, session_id)
             .map(|item| item.map(|(seq, event)| Queued { seq, event }))
             .collect()
     }
 
     async fn first_in_inbox(&self, session_id: &str) -> Result<Option<Queued>> {
-        let first = scan(&self.inbox, session_id).next().transpose()?;
+        let first = scan(&self.vault, &self.inbox, session_id)
+            .next()
+            .transpose()?;
         Ok(first.map(|(seq, event)| Queued { seq, event }))
     }
 
@@ -216,7 +231,7 @@ impl SessionStore for SessionTrees {
     }
 
     async fn history(&self, session_id: &str) -> Result<Vec<Event>> {
-        scan(&self.events, session_id)
+        scan(&self.vault, &self.events, session_id)
             .map(|item| item.map(|(_, event)| event))
             .collect()
     }
@@ -248,12 +263,13 @@ struct Flushes {
 
 /// A session's entries of `tree` with their sequence numbers, oldest first.
 fn scan<'a, T: DeserializeOwned>(
+    vault: &'a Vault,
     tree: &'a sled::Tree,
     session_id: &str,
 ) -> impl Iterator<Item = Result<(u64, T)>> + 'a {
-    tree.scan_prefix(session_id.as_bytes()).map(|item| {
+    tree.scan_prefix(session_id.as_bytes()).map(move |item| {
         let (key, bytes) = item.map_err(store_err)?;
-        Ok((sequence(&key), decode(&bytes)?))
+        Ok((sequence(&key), vault.decode(&bytes)?))
     })
 }
 

@@ -341,3 +341,100 @@ async fn bad_sends_and_lists_are_refused_and_nothing_is_kept() {
         "archived",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_reach_the_model_and_readers_but_never_the_disk() {
+    const KEY: &str = "live-secret-7f3a9c";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let models = Models::new();
+    let script = vec![
+        tool("bash", json!({"command": format!("echo out-{KEY}")})),
+        text(&format!("I hold {KEY}, as told")),
+    ];
+    let secrets = crate::redact::Secrets::default();
+    secrets.add_env("AGENTFORM_LIVE_TEST_KEY", KEY);
+    let (agent, session_id, seen) = {
+        let db = sled::open(&path).expect("open sled");
+        let rt = LocalRuntime::open(
+            &db,
+            LocalOptions {
+                secrets,
+                ..options(dir.path(), models.resolver(script))
+            },
+        )
+        .expect("runtime");
+        let agent = rt
+            .create_agent(json!({
+                "name": "keeper",
+                "model": "test-model",
+                "system": format!("key={KEY};"),
+                "metadata": {"owner": format!("team {KEY}")},
+                "tools": [{"type": "agent_toolset_20260401"}],
+            }))
+            .await
+            .expect("agent");
+        let env = rt
+            .create_environment(json!({"name": "e", "metadata": {"k": format!("{KEY}!")}}))
+            .await
+            .expect("environment");
+        let s = rt
+            .create_session(json!({"agent": agent.id, "environment_id": env.id}))
+            .await
+            .expect("session");
+        exchange(&rt, &s.id, vec![message(&format!("use {KEY} now"))]).await;
+        // Readers that know the secret get what was sent and said.
+        let read = rt.retrieve_agent(&agent.id, None).await.expect("agent");
+        assert_eq!(read.system.as_deref(), Some("key=live-secret-7f3a9c;"));
+        assert_eq!(read, agent);
+        let seen = history(&rt, &s.id).await;
+        rt.shutdown().await;
+        db.flush().expect("flush");
+        (agent, s.id, seen)
+    };
+    let said = serde_json::to_string(&seen).unwrap();
+    assert!(said.contains("out-live-secret-7f3a9c") && said.contains("I hold live-secret"));
+    // The model got the secret: in the system prompt and the user's message.
+    let requests = models.requests();
+    assert_eq!(
+        requests[0].system.as_deref(),
+        Some("key=live-secret-7f3a9c;")
+    );
+    assert!(serde_json::to_string(&requests[0].messages)
+        .unwrap()
+        .contains("use live-secret-7f3a9c now"));
+    // No file holds it.
+    for file in walk(dir.path()) {
+        let bytes = std::fs::read(&file).expect("read");
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "{} holds the secret",
+            file.display()
+        );
+    }
+    // A process without the secret (its variable unset) reads `(sensitive)`.
+    let db = super::tests::reopen(&path);
+    let stranger = LocalRuntime::open(&db, LocalOptions::default()).expect("runtime");
+    let read = stranger
+        .retrieve_agent(&agent.id, None)
+        .await
+        .expect("agent");
+    assert_eq!(read.system.as_deref(), Some("key=(sensitive);"));
+    assert_eq!(read.metadata["owner"], "team (sensitive)");
+    let events = serde_json::to_string(&history(&stranger, &session_id).await).unwrap();
+    assert!(events.contains("I hold (sensitive), as told"), "{events}");
+    assert!(!events.contains(KEY));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

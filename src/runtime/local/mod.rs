@@ -4,7 +4,9 @@
 //! Request bodies are validated and resolved the way the API does it (see
 //! `rules/`: toolsets get every tool's config, models the object form, …),
 //! so plans computed against this runtime match the real one. Records are
-//! the typed records of [`crate::api`], stored as their JSON (`store.rs`).
+//! the typed records of [`crate::api`], stored as their JSON (`store.rs`),
+//! with every secret the process knows replaced by a placeholder that names
+//! it (`vault.rs`): the state holds no secret.
 //!
 //! Sessions run for real: the runtime hands them to the [`Engine`] (the
 //! agent loop, `crate::engine`), which calls the model the options resolve
@@ -21,6 +23,7 @@ mod live_tests;
 mod paging;
 mod rules;
 mod store;
+mod vault;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +36,13 @@ use crate::api::{body, ids};
 
 use super::{Agent, Deleted, Environment, EventStream, ListQuery, Page, Result, Runtime, Session};
 use crate::engine::{Engine, EngineOptions};
+use crate::redact::Secrets;
 use crate::sandbox::{NoSandboxes, SandboxProvider};
 use events::SessionTrees;
 use paging::{page_by_id, page_where};
 use rules::{agent, environment, session};
 use store::Records;
+use vault::Vault;
 
 pub use crate::engine::{ModelResolver, NoModels, DEFAULT_TOOL_DEADLINE};
 pub use paging::{ListFilter, TimeRange};
@@ -56,6 +61,10 @@ pub struct LocalOptions {
     /// Fault injection for tests and demos: every event stream ends after this
     /// many events, as if the connection dropped.
     pub drop_stream_after: Option<usize>,
+    /// The secrets of the manifest this process loaded (none: `serve`
+    /// without one stores what clients send). Stored records and events
+    /// hold a placeholder in their place (`vault.rs`).
+    pub secrets: Secrets,
 }
 
 impl Default for LocalOptions {
@@ -66,6 +75,7 @@ impl Default for LocalOptions {
             models: Arc::new(NoModels),
             tool_deadline: DEFAULT_TOOL_DEADLINE,
             drop_stream_after: None,
+            secrets: Secrets::default(),
         }
     }
 }
@@ -77,6 +87,7 @@ impl std::fmt::Debug for LocalOptions {
             .field("sandboxes", &self.sandboxes)
             .field("models", &format_args!("<dyn ModelResolver>"))
             .field("tool_deadline", &self.tool_deadline)
+            .field("secrets", &self.secrets)
             .finish()
     }
 }
@@ -104,10 +115,11 @@ pub struct LocalRuntime {
 
 impl LocalRuntime {
     pub fn open(db: &sled::Db, options: LocalOptions) -> Result<Self> {
-        let events = SessionTrees::open(db)?;
+        let vault = Vault::new(options.secrets.clone());
+        let events = SessionTrees::open(db, vault.clone())?;
         let engine = Engine::new(Arc::new(events.clone()), options.engine());
         Ok(LocalRuntime {
-            records: Records::open(db)?,
+            records: Records::open(db, vault)?,
             options,
             events,
             engine,
@@ -128,6 +140,7 @@ impl LocalRuntime {
         filter: &ListFilter,
     ) -> Result<Page<Agent>> {
         let result = page_where(
+            &self.records.vault,
             &self.records.agents,
             query,
             filter.descending,
@@ -143,6 +156,7 @@ impl LocalRuntime {
         filter: &ListFilter,
     ) -> Result<Page<Session>> {
         let result = page_where(
+            &self.records.vault,
             &self.records.sessions,
             query,
             filter.descending,
@@ -203,7 +217,7 @@ impl Runtime for LocalRuntime {
     }
 
     async fn list_agents(&self, query: &ListQuery) -> Result<Page<Agent>> {
-        let result = page_by_id(&self.records.agents, query);
+        let result = page_by_id(&self.records.vault, &self.records.agents, query);
         self.respond(result).await
     }
 
@@ -233,7 +247,7 @@ impl Runtime for LocalRuntime {
     }
 
     async fn list_environments(&self, query: &ListQuery) -> Result<Page<Environment>> {
-        let result = page_by_id(&self.records.environments, query);
+        let result = page_by_id(&self.records.vault, &self.records.environments, query);
         self.respond(result).await
     }
 
@@ -263,7 +277,7 @@ impl Runtime for LocalRuntime {
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Page<Session>> {
-        let result = page_by_id(&self.records.sessions, query);
+        let result = page_by_id(&self.records.vault, &self.records.sessions, query);
         self.respond(result).await
     }
 

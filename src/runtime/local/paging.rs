@@ -10,7 +10,8 @@ use time::OffsetDateTime;
 
 use super::body::invalid;
 use super::ids::{is_id, AGENT_PREFIX, ENVIRONMENT_PREFIX, SESSION_PREFIX};
-use super::store::{decode, store_err, version_key};
+use super::store::{store_err, version_key};
+use super::vault::Vault;
 use crate::api::limits::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use crate::api::{event, Agent, Environment, ListQuery, Page, Result, Session, SessionResource};
 
@@ -152,14 +153,19 @@ impl Listed for Session {
 
 /// A page of a tree keyed by id, in id order; the cursor is the last id
 /// returned.
-pub(super) fn page_by_id<T: Listed>(tree: &sled::Tree, query: &ListQuery) -> Result<Page<T>> {
-    page_where(tree, query, false, |_| true)
+pub(super) fn page_by_id<T: Listed>(
+    vault: &Vault,
+    tree: &sled::Tree,
+    query: &ListQuery,
+) -> Result<Page<T>> {
+    page_where(vault, tree, query, false, |_| true)
 }
 
 /// A page of the objects of a tree keyed by id that `keep` accepts, in id
 /// order (newest first when `descending`); the cursor is the last id
 /// returned, and the next page continues after it in the same direction.
 pub(super) fn page_where<T: Listed>(
+    vault: &Vault,
     tree: &sled::Tree,
     query: &ListQuery,
     descending: bool,
@@ -191,7 +197,7 @@ pub(super) fn page_where<T: Listed>(
     let mut more = false;
     for item in items {
         let (_, bytes) = item.map_err(store_err)?;
-        let value: T = decode(&bytes)?;
+        let value: T = vault.decode(&bytes)?;
         if (value.archived() && !query.include_archived) || !keep(&value) {
             continue;
         }
@@ -211,6 +217,7 @@ pub(super) fn page_where<T: Listed>(
 /// A page of an agent's versions, newest first, each showing the agent's
 /// current archival state; the cursor is the last version returned.
 pub(super) fn page_versions(
+    vault: &Vault,
     versions: &sled::Tree,
     current: &Agent,
     query: &ListQuery,
@@ -237,7 +244,7 @@ pub(super) fn page_versions(
             more = true;
             break;
         }
-        let mut agent: Agent = decode(&bytes)?;
+        let mut agent: Agent = vault.decode(&bytes)?;
         agent.archived_at.clone_from(&current.archived_at);
         data.push(agent);
     }

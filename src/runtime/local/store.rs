@@ -3,7 +3,8 @@
 //! and the one write lock their read-modify-writes take.
 //!
 //! Storage only: which changes are allowed is decided in `rules/`; session
-//! events live in `events.rs`.
+//! events live in `events.rs`. Records pass through the [`Vault`], which
+//! keeps secrets out of them.
 
 use std::fmt::Display;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -11,6 +12,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::vault::Vault;
 use crate::api::{Agent, Environment, ErrorKind, Result, RuntimeError, Session};
 
 pub(super) const AGENTS_TREE: &str = "local.agents";
@@ -22,24 +24,23 @@ pub(super) fn store_err(e: impl Display) -> RuntimeError {
     RuntimeError::new(ErrorKind::Transport, format!("local runtime storage: {e}"))
 }
 
-pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| store_err(format!("cannot encode record: {e}")))
-}
-
-pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| store_err(format!("corrupt record: {e}")))
-}
-
-pub(super) fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
+/// A record as stored, placeholders and all: for read-modify-writes that
+/// change no string (a session's status), so nothing is resolved and
+/// nothing can be lost.
+pub(super) fn get_sealed<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
     match tree.get(key).map_err(store_err)? {
         None => Ok(None),
-        Some(bytes) => decode(&bytes).map(Some),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| store_err(format!("corrupt record: {e}"))),
     }
 }
 
-pub(super) fn put<T: Serialize>(tree: &sled::Tree, id: &str, value: &T) -> Result<()> {
-    tree.insert(id.as_bytes(), encode(value)?)
-        .map_err(store_err)?;
+/// Writes back what [`get_sealed`] read.
+pub(super) fn put_sealed<T: Serialize>(tree: &sled::Tree, id: &str, value: &T) -> Result<()> {
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| store_err(format!("cannot encode record: {e}")))?;
+    tree.insert(id.as_bytes(), bytes).map_err(store_err)?;
     Ok(())
 }
 
@@ -64,6 +65,7 @@ pub(super) fn write_lock() -> MutexGuard<'static, ()> {
 /// The trees of the API's objects.
 #[derive(Clone)]
 pub(super) struct Records {
+    pub(super) vault: Vault,
     pub(super) agents: sled::Tree,
     /// Every agent version, append-only, keyed by [`version_key`].
     pub(super) versions: sled::Tree,
@@ -72,8 +74,9 @@ pub(super) struct Records {
 }
 
 impl Records {
-    pub(super) fn open(db: &sled::Db) -> Result<Self> {
+    pub(super) fn open(db: &sled::Db, vault: Vault) -> Result<Self> {
         Ok(Records {
+            vault,
             agents: db.open_tree(AGENTS_TREE).map_err(store_err)?,
             versions: db.open_tree(VERSIONS_TREE).map_err(store_err)?,
             environments: db.open_tree(ENVIRONMENTS_TREE).map_err(store_err)?,
@@ -83,7 +86,9 @@ impl Records {
 
     /// An agent's current version.
     pub(super) fn agent(&self, id: &str) -> Result<Agent> {
-        get(&self.agents, id.as_bytes())?.ok_or_else(|| RuntimeError::not_found("agent", id))
+        self.vault
+            .get(&self.agents, id.as_bytes())?
+            .ok_or_else(|| RuntimeError::not_found("agent", id))
     }
 
     /// A stored version, showing the agent's current archival state.
@@ -100,8 +105,10 @@ impl Records {
         if version > current.version {
             return Err(not_found());
         }
-        let mut agent: Agent =
-            get(&self.versions, &version_key(&current.id, version))?.ok_or_else(not_found)?;
+        let mut agent: Agent = self
+            .vault
+            .get(&self.versions, &version_key(&current.id, version))?
+            .ok_or_else(not_found)?;
         agent.archived_at.clone_from(&current.archived_at);
         Ok(agent)
     }
@@ -114,7 +121,7 @@ impl Records {
     /// version, left by a crash between the two writes, is never shown and
     /// is overwritten by the next update.
     pub(super) fn put_agent_version(&self, agent: &Agent) -> Result<()> {
-        let bytes = encode(agent)?;
+        let bytes = self.vault.encode(agent)?;
         self.versions
             .insert(version_key(&agent.id, agent.version), bytes.as_slice())
             .map_err(store_err)?;
@@ -126,11 +133,12 @@ impl Records {
 
     /// Rewrites the current record only (archival is not a new version).
     pub(super) fn put_agent(&self, agent: &Agent) -> Result<()> {
-        put(&self.agents, &agent.id, agent)
+        self.vault.put(&self.agents, &agent.id, agent)
     }
 
     pub(super) fn environment(&self, id: &str) -> Result<Environment> {
-        get(&self.environments, id.as_bytes())?
+        self.vault
+            .get(&self.environments, id.as_bytes())?
             .ok_or_else(|| RuntimeError::not_found("environment", id))
     }
 
@@ -138,12 +146,13 @@ impl Records {
     pub(super) fn environments(&self) -> impl Iterator<Item = Result<Environment>> + '_ {
         self.environments.iter().map(|item| {
             let (_, bytes) = item.map_err(store_err)?;
-            decode(&bytes)
+            self.vault.decode(&bytes)
         })
     }
 
     pub(super) fn put_environment(&self, environment: &Environment) -> Result<()> {
-        put(&self.environments, &environment.id, environment)
+        self.vault
+            .put(&self.environments, &environment.id, environment)
     }
 
     /// Whether there was one to remove.
@@ -153,11 +162,13 @@ impl Records {
     }
 
     pub(super) fn session(&self, id: &str) -> Result<Session> {
-        get(&self.sessions, id.as_bytes())?.ok_or_else(|| RuntimeError::not_found("session", id))
+        self.vault
+            .get(&self.sessions, id.as_bytes())?
+            .ok_or_else(|| RuntimeError::not_found("session", id))
     }
 
     pub(super) fn put_session(&self, session: &Session) -> Result<()> {
-        put(&self.sessions, &session.id, session)
+        self.vault.put(&self.sessions, &session.id, session)
     }
 
     /// Whether there was one to remove.

@@ -118,7 +118,7 @@ pub fn archive(records: &Records, id: &str) -> Result<Agent> {
 
 pub fn list_versions(records: &Records, id: &str, query: &ListQuery) -> Result<Page<Agent>> {
     let current = records.agent(id)?;
-    page_versions(&records.versions, &current, query)
+    page_versions(&records.vault, &records.versions, &current, query)
 }
 
 /// The agent an update (or create, without `base`) body produces, at
