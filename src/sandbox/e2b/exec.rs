@@ -21,6 +21,9 @@ const MAX_REATTACH: u32 = 5;
 const KILL_GRACE: Duration = Duration::from_secs(3);
 /// How long killing may take.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Marks where a command's output may have a gap.
+const REATTACHED: &str =
+    "\n[agentform: the stream from the sandbox broke and was re-attached; output may be missing here]\n";
 
 /// A tag no other command of this process carries.
 pub fn new_tag() -> String {
@@ -78,7 +81,13 @@ pub async fn run(
             reattached += 1;
             let selector = pid.map_or_else(|| Selector::Tag(tag.clone()), Selector::Pid);
             match timeout_at(deadline_at, envd.connect(&selector)).await {
-                Ok(Ok(s)) => stream = Some(s),
+                Ok(Ok(s)) => {
+                    // Output in flight when the stream broke is not sent again.
+                    emit(stdout.finish());
+                    emit(stderr.finish());
+                    emit(REATTACHED.to_owned());
+                    stream = Some(s);
+                }
                 Ok(Err(e)) if e.is(E2bErrorKind::NotFound) => {
                     return Err(lost(
                         envd,
@@ -118,6 +127,9 @@ pub async fn run(
                     tracing::debug!(sandbox = envd.sandbox_id(), %why, "command stream broke; re-attaching");
                     broken = format!("the stream to the command broke ({why})");
                     stream = None;
+                }
+                Err(StreamError::Failed(e)) if reattached > 0 && e.is(E2bErrorKind::NotFound) => {
+                    return Err(lost(envd, &format!("{broken}, and the command was gone when re-attaching")))
                 }
                 Err(StreamError::Failed(e)) => return Err(e),
             }

@@ -136,8 +136,8 @@ impl Shared {
     /// the others (duplicates) are killed.
     async fn adopt(&self, session_id: &str) -> Result<Option<Connection>, E2bError> {
         let mut found = self.api.list(&[(META_SESSION, session_id)]).await?;
-        // RFC 3339 times of one format sort as text; the newest first.
-        found.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        // The newest first.
+        found.sort_by_key(|l| std::cmp::Reverse(started_at(&l.started_at)));
         let mut adopted: Option<Connection> = None;
         for listed in found {
             if listed.metadata.get(META_SESSION).map(String::as_str) != Some(session_id) {
@@ -227,6 +227,11 @@ impl Shared {
     }
 }
 
+/// An RFC 3339 time; unreadable ones sort first.
+fn started_at(raw: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// An `Idempotency-Key` (`[a-z0-9-]`, at most 255) for one creation of a
 /// session's sandbox: retries of it share the key, a later creation (the
 /// first one gone) does not.
@@ -275,7 +280,10 @@ impl SandboxProvider for E2bSandboxes {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod key_tests {
     use super::*;
 
     #[test]

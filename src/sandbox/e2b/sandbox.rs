@@ -213,8 +213,21 @@ impl Sandbox for E2bSandbox {
         }
         let mut spec = ProcessSpec::bash(&with_packages(&self.spec.packages, command));
         spec.cwd = Some(WORKSPACE.to_owned());
-        let retry = self.shared.api.config().retry;
-        match exec::run(&live.envd, spec, deadline, &retry, on_output).await {
+        let config = self.shared.api.config();
+        let run = exec::run(&live.envd, spec, deadline, &config.retry, on_output);
+        tokio::pin!(run);
+        // A command may outlast the sandbox's timeout: keep re-arming it.
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = tokio::time::sleep(config.timeout / 4) => {
+                    if let Err(e) = self.rearm(&live).await {
+                        tracing::warn!(session = %self.spec.session_id, "{e}");
+                    }
+                }
+            }
+        };
+        match result {
             Ok(mut out) => {
                 out.output.insert_str(0, &note);
                 Ok(out)
