@@ -251,3 +251,74 @@ pub fn anthropic_options(
     }
     Ok(options)
 }
+
+#[cfg(test)]
+mod e2b_tests {
+    use super::*;
+
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn without_the_key_nothing_is_built_and_the_variable_is_named() {
+        let e = e2b_config(None, "p", vars(&[])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`providers.local.sandbox` is `e2b`, and the E2B API key is read from `E2B_API_KEY`, which is not set"
+        );
+        let spec = E2bProviderSpec {
+            api_key_env: Some("MY_KEY".into()),
+            ..Default::default()
+        };
+        let e = e2b_config(Some(&spec), "p", vars(&[("E2B_API_KEY", "k")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`MY_KEY`"), "{e}");
+    }
+
+    #[test]
+    fn settings_override_the_defaults_and_the_domain_variable() {
+        let c = e2b_config(
+            None,
+            "proj",
+            vars(&[("E2B_API_KEY", "e2b_k"), ("E2B_DOMAIN", "e2b.example.com")]),
+        )
+        .unwrap();
+        assert_eq!(c.api_url.as_str(), "https://api.e2b.example.com/");
+        assert_eq!(
+            (c.template.as_str(), c.timeout),
+            ("base", e2b::DEFAULT_TIMEOUT)
+        );
+        assert_eq!(c.project.as_deref(), Some("proj"));
+        let spec = E2bProviderSpec {
+            domain: Some("e2b.dev".into()),
+            api_url: Some("http://127.0.0.1:9".into()),
+            sandbox_url: Some("http://127.0.0.1:10".into()),
+            template: Some("mine".into()),
+            timeout: Some("90s".into()),
+            ..Default::default()
+        };
+        let c = e2b_config(Some(&spec), "p", vars(&[("E2B_API_KEY", "e2b_k")])).unwrap();
+        assert_eq!(c.domain, "e2b.dev");
+        assert_eq!(c.api_url.as_str(), "http://127.0.0.1:9/");
+        assert_eq!(c.sandbox_url.unwrap().as_str(), "http://127.0.0.1:10/");
+        assert_eq!(
+            (c.template.as_str(), c.timeout),
+            ("mine", Duration::from_secs(90))
+        );
+        let remote = E2bProviderSpec {
+            api_url: Some("http://api.example.com".into()),
+            ..Default::default()
+        };
+        let e = e2b_config(Some(&remote), "p", vars(&[("E2B_API_KEY", "e2b_k")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("providers.e2b.api_url: plain `http`"), "{e}");
+    }
+}
