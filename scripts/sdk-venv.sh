@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# Create (idempotently) a Python virtual environment holding the official
-# Anthropic SDK, for the wire-conformance test of `agentform serve`.
+# Create (idempotently) a Python virtual environment holding an official SDK:
+# Anthropic's by default (the wire-conformance test of `agentform serve`), or
+# the pinned package given (`e2b==2.63.0`: the lifecycle test of the fake E2B).
 #
-#   scripts/sdk-venv.sh DIR
+#   scripts/sdk-venv.sh DIR [PACKAGE==VERSION]
 #
-# Exit codes: 0 ready (DIR/bin/python has `anthropic` importable),
+# Exit codes: 0 ready (DIR/bin/python has the package importable at that version),
 #             2 usage, 3 python3 missing (or cannot create a venv), 1 other failure.
-# Cache: DIR/.ready records the pinned version; when it matches, nothing is done.
+# Cache: DIR/.ready records the pin; when it matches, nothing is done.
 set -euo pipefail
 
 SDK_VERSION="${AGENTFORM_SDK_VERSION:-2.10.0}"
-PIN="anthropic==${SDK_VERSION}"
+PIN="${2:-anthropic==${SDK_VERSION}}"
 
-if [ "$#" -ne 1 ] || [ -z "${1:-}" ]; then
-    echo "usage: $0 DIR" >&2
+if [ "$#" -lt 1 ] || [ "$#" -gt 2 ] || [ -z "${1:-}" ]; then
+    echo "usage: $0 DIR [PACKAGE==VERSION]" >&2
     exit 2
 fi
+case "$PIN" in
+    *==*) ;;
+    *) echo "usage: $0 DIR [PACKAGE==VERSION] (a pinned version, not \`$PIN\`)" >&2; exit 2 ;;
+esac
 DIR="$1"
+PACKAGE="${PIN%%==*}"
+VERSION="${PIN##*==}"
 
 loud() {
     {
@@ -56,11 +63,15 @@ if [ ! -x "$DIR/bin/python" ]; then
 fi
 
 "$DIR/bin/python" -m pip install --disable-pip-version-check --quiet "$PIN" >&2
-"$DIR/bin/python" - "$SDK_VERSION" <<'PY'
+"$DIR/bin/python" - "$PACKAGE" "$VERSION" <<'PY'
+import importlib
+import importlib.metadata
 import sys
-import anthropic
-if anthropic.__version__ != sys.argv[1]:
-    sys.exit(f"installed anthropic {anthropic.__version__}, wanted {sys.argv[1]}")
+package, wanted = sys.argv[1], sys.argv[2]
+importlib.import_module(package)
+installed = importlib.metadata.version(package)
+if installed != wanted:
+    sys.exit(f"installed {package} {installed}, wanted {wanted}")
 PY
 echo "$PIN" >"$DIR/.ready"
 echo "SDK venv ready: $DIR ($PIN)" >&2

@@ -2,11 +2,13 @@
 //! `agentform` executable in its own temporary directory.
 
 mod common;
+mod fake_e2b;
 
 mod anthropic;
 mod bad_manifests;
 mod cli;
 mod crash;
+mod e2b;
 mod examples;
 mod lifecycle;
 mod locking;

@@ -11,7 +11,7 @@ use super::discover::default_project;
 use super::loader::ParsedFile;
 use super::render::TypedFile;
 use super::spec::ProvidersSpec;
-use super::validate::{unknown_provider, validate_anthropic};
+use super::validate::{unknown_provider, validate_anthropic, validate_e2b};
 use super::yaml::{locate, Seg};
 use super::PROVIDERS;
 
@@ -146,13 +146,16 @@ fn merge_providers(problems: &mut Vec<Diagnostic>, typed: &TypedFile, merged: &m
         );
     }
     *merged = spec.clone();
+    let at = |block: &str, path: &[&str]| {
+        let mut segs = vec![Seg::Key("providers".into()), Seg::Key(block.into())];
+        segs.extend(path.iter().map(|p| Seg::Key((*p).into())));
+        locate(node, &segs, None)
+    };
     if let Some(a) = &spec.anthropic {
-        let at = |path: &[&str]| {
-            let mut segs = vec![Seg::Key("providers".into()), Seg::Key("anthropic".into())];
-            segs.extend(path.iter().map(|p| Seg::Key((*p).into())));
-            locate(node, &segs, None)
-        };
-        problems.extend(validate_anthropic(a, &at));
+        problems.extend(validate_anthropic(a, &|path| at("anthropic", path)));
+    }
+    if let Some(e) = &spec.e2b {
+        problems.extend(validate_e2b(e, &|path| at("e2b", path)));
     }
 }
 

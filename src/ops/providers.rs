@@ -1,10 +1,13 @@
-//! The providers a command reaches: the embedded local runtime always, the
-//! `anthropic` provider when the manifest or the state uses it.
+//! The providers a command reaches: the embedded local runtime always (its
+//! tools in the confined local sandbox, or on E2B), the `anthropic`
+//! provider when the manifest or the state uses it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::manifest::spec::{AnthropicProviderSpec, LimitSpec, LimitsSpec, SandboxKind};
+use crate::manifest::spec::{
+    AnthropicProviderSpec, E2bProviderSpec, LimitSpec, LimitsSpec, SandboxKind,
+};
 use crate::manifest::{parse_duration, parse_size, Manifest};
 use crate::runtime::anthropic::{
     options_from, AnthropicOptions, AnthropicRuntime, RateLimits, API_KEY_ENV, AUTH_TOKEN_ENV,
@@ -12,8 +15,9 @@ use crate::runtime::anthropic::{
 };
 use crate::runtime::local::{LocalOptions, LocalRuntime};
 use crate::runtime::{Providers, RuntimeError};
+use crate::sandbox::e2b::{self, E2bConfig, E2bSandboxes};
 use crate::sandbox::local::{Confinement, LocalSandboxes};
-use crate::sandbox::Limits;
+use crate::sandbox::{Limits, SandboxProvider};
 use crate::state::StateStore;
 
 use super::models::ManifestModels;
@@ -52,7 +56,7 @@ pub fn providers(
     };
     let mut options = LocalOptions {
         latency: Duration::from_millis(latency_ms),
-        sandboxes: Arc::new(local_sandboxes(state.dir().join("workspaces"), manifest)),
+        sandboxes: local_sandboxes(state.dir().join("workspaces"), manifest, &var)?,
         ..Default::default()
     };
     if let Some(v) = var(DROP_STREAM_ENV) {
@@ -90,22 +94,84 @@ pub fn providers(
     Ok(p)
 }
 
-/// The local runtime's sandboxes under `root`, confined unless the manifest
-/// opts out, with the limits its environments declare.
-pub fn local_sandboxes(root: std::path::PathBuf, manifest: Option<&Manifest>) -> LocalSandboxes {
+/// Where the local runtime's tools run: on E2B when the manifest says
+/// `sandbox: e2b` (its API key read through `var`), else in sandboxes under
+/// `root`, confined unless the manifest opts out, with the limits its
+/// environments declare.
+pub fn local_sandboxes(
+    root: std::path::PathBuf,
+    manifest: Option<&Manifest>,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn SandboxProvider>, ProvidersError> {
     let mut sandboxes = LocalSandboxes::new(root);
     let Some(m) = manifest else {
-        return sandboxes;
+        return Ok(Arc::new(sandboxes));
     };
-    if m.providers.local.as_ref().map(|l| l.sandbox) == Some(SandboxKind::None) {
-        sandboxes.confinement = Confinement::None;
+    match m.providers.local.as_ref().map(|l| l.sandbox) {
+        Some(SandboxKind::E2b) => {
+            let config = e2b_config(m.providers.e2b.as_ref(), &m.project, var)?;
+            tracing::debug!(?config, "E2B sandboxes");
+            let e2b = E2bSandboxes::new(config).map_err(ProvidersError::Setting)?;
+            return Ok(Arc::new(e2b));
+        }
+        Some(SandboxKind::None) => sandboxes.confinement = Confinement::None,
+        _ => {}
     }
     for r in &m.resources {
         if let Some(spec) = &r.limits {
             sandboxes.limits.insert(r.address.to_string(), limits(spec));
         }
     }
-    sandboxes
+    Ok(Arc::new(sandboxes))
+}
+
+/// The E2B settings of `providers.e2b` (none: the defaults), with the API
+/// key and the default domain read through `var`. Without a key nothing is
+/// built: the message names the variable.
+pub fn e2b_config(
+    spec: Option<&E2bProviderSpec>,
+    project: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<E2bConfig, ProvidersError> {
+    let default = E2bProviderSpec::default();
+    let spec = spec.unwrap_or(&default);
+    let key_env = spec.api_key_env.as_deref().unwrap_or(e2b::API_KEY_ENV);
+    let key = var(key_env).filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+        ProvidersError::Setting(format!(
+            "`providers.local.sandbox` is `e2b`, and the E2B API key is read from `{key_env}`, which is not set"
+        ))
+    })?;
+    let domain = spec
+        .domain
+        .clone()
+        .or_else(|| var(e2b::DOMAIN_ENV).filter(|d| !d.trim().is_empty()))
+        .unwrap_or_else(|| e2b::DEFAULT_DOMAIN.to_owned());
+    let setting =
+        |what: &str, why: String| ProvidersError::Setting(format!("providers.e2b.{what}: {why}"));
+    let mut config =
+        E2bConfig::new(key, key_env, domain.trim()).map_err(|why| setting("domain", why))?;
+    if let Some(url) = &spec.api_url {
+        config.api_url = e2b::check_url(url).map_err(|why| setting("api_url", why))?;
+    }
+    if let Some(url) = &spec.sandbox_url {
+        config.sandbox_url = Some(e2b::check_url(url).map_err(|why| setting("sandbox_url", why))?);
+    }
+    if let Some(template) = &spec.template {
+        config.template = template.clone();
+    }
+    if let Some(raw) = &spec.timeout {
+        let timeout = parse_duration(raw)
+            .filter(|d| d.as_secs() >= 1 && *d <= e2b::MAX_TIMEOUT)
+            .ok_or_else(|| {
+                setting(
+                    "timeout",
+                    format!("`{raw}` is not a duration between 1s and 24h"),
+                )
+            })?;
+        config.timeout = timeout;
+    }
+    config.project = Some(project.to_owned());
+    Ok(config)
 }
 
 /// Limits from their (validated) manifest form; what is not given keeps
@@ -185,4 +251,75 @@ pub fn anthropic_options(
         options.timeout = t;
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod e2b_tests {
+    use super::*;
+
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn without_the_key_nothing_is_built_and_the_variable_is_named() {
+        let e = e2b_config(None, "p", vars(&[])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`providers.local.sandbox` is `e2b`, and the E2B API key is read from `E2B_API_KEY`, which is not set"
+        );
+        let spec = E2bProviderSpec {
+            api_key_env: Some("MY_KEY".into()),
+            ..Default::default()
+        };
+        let e = e2b_config(Some(&spec), "p", vars(&[("E2B_API_KEY", "k")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`MY_KEY`"), "{e}");
+    }
+
+    #[test]
+    fn settings_override_the_defaults_and_the_domain_variable() {
+        let c = e2b_config(
+            None,
+            "proj",
+            vars(&[("E2B_API_KEY", "e2b_k"), ("E2B_DOMAIN", "e2b.example.com")]),
+        )
+        .unwrap();
+        assert_eq!(c.api_url.as_str(), "https://api.e2b.example.com/");
+        assert_eq!(
+            (c.template.as_str(), c.timeout),
+            ("base", e2b::DEFAULT_TIMEOUT)
+        );
+        assert_eq!(c.project.as_deref(), Some("proj"));
+        let spec = E2bProviderSpec {
+            domain: Some("e2b.dev".into()),
+            api_url: Some("http://127.0.0.1:9".into()),
+            sandbox_url: Some("http://127.0.0.1:10".into()),
+            template: Some("mine".into()),
+            timeout: Some("90s".into()),
+            ..Default::default()
+        };
+        let c = e2b_config(Some(&spec), "p", vars(&[("E2B_API_KEY", "e2b_k")])).unwrap();
+        assert_eq!(c.domain, "e2b.dev");
+        assert_eq!(c.api_url.as_str(), "http://127.0.0.1:9/");
+        assert_eq!(c.sandbox_url.unwrap().as_str(), "http://127.0.0.1:10/");
+        assert_eq!(
+            (c.template.as_str(), c.timeout),
+            ("mine", Duration::from_secs(90))
+        );
+        let remote = E2bProviderSpec {
+            api_url: Some("http://api.example.com".into()),
+            ..Default::default()
+        };
+        let e = e2b_config(Some(&remote), "p", vars(&[("E2B_API_KEY", "e2b_k")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("providers.e2b.api_url: plain `http`"), "{e}");
+    }
 }

@@ -48,6 +48,8 @@ pub enum ServeError {
     State(#[from] StateError),
     #[error("cannot open the local runtime: {0}")]
     Runtime(RuntimeError),
+    #[error(transparent)]
+    Sandboxes(super::providers::ProvidersError),
     #[error("cannot listen on {address}")]
     Listen {
         address: SocketAddr,
@@ -110,10 +112,12 @@ pub fn prepare(options: ServeOptions, manifest: Option<&Manifest>) -> Result<Pre
     let store = StateStore::open(&options.data, "serve")?;
     let local = LocalOptions {
         latency: options.latency,
-        sandboxes: Arc::new(super::providers::local_sandboxes(
+        sandboxes: super::providers::local_sandboxes(
             options.data.join("workspaces"),
             manifest,
-        )),
+            |name| std::env::var(name).ok(),
+        )
+        .map_err(ServeError::Sandboxes)?,
         models,
         drop_stream_after: options.drop_stream_after,
         secrets: manifest.map(Manifest::secrets).unwrap_or_default(),

@@ -1,4 +1,5 @@
-//! `providers:`: settings of the local runtime and of the `anthropic` provider.
+//! `providers:`: settings of the local runtime, of the `anthropic` provider
+//! and of E2B (where the local runtime's tools may run).
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,31 @@ use serde::{Deserialize, Serialize};
 pub struct ProvidersSpec {
     pub local: Option<LocalProviderSpec>,
     pub anthropic: Option<AnthropicProviderSpec>,
+    pub e2b: Option<E2bProviderSpec>,
+}
+
+/// Settings of E2B, where the local runtime's built-in tools run with
+/// `local: { sandbox: e2b }`: one E2B sandbox per session. Credentials never
+/// appear here: the API key comes from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct E2bProviderSpec {
+    /// The variable holding the E2B API key (default `E2B_API_KEY`).
+    pub api_key_env: Option<String>,
+    /// E2B's domain: the API is `https://api.DOMAIN`, sandboxes are reached
+    /// under it. Defaults to `E2B_DOMAIN`, else `e2b.app`.
+    pub domain: Option<String>,
+    /// The control plane's URL, instead of `https://api.DOMAIN` (plain
+    /// `http://` only on a loopback address, for tests).
+    pub api_url: Option<String>,
+    /// Where sandboxes are reached (envd and ports), instead of E2B's sandbox
+    /// proxy (plain `http://` only on a loopback address, for tests).
+    pub sandbox_url: Option<String>,
+    /// The sandbox template (default `base`).
+    pub template: Option<String>,
+    /// How long a sandbox lives without activity, e.g. `1h` (the default);
+    /// re-armed while its session runs. E2B caps it (1 h Hobby, 24 h Pro).
+    pub timeout: Option<String>,
 }
 
 /// Settings of the `anthropic` provider: Anthropic's Managed Agents API.
@@ -85,8 +111,9 @@ pub struct LocalProviderSpec {
     #[serde(default)]
     pub models: BTreeMap<String, ModelBackendSpec>,
     /// Where the built-in tools run: `bubblewrap` (the default: confined,
-    /// refused where bubblewrap does not work) or `none` (unconfined, with
-    /// the rights of the user running agentform; plan and run warn).
+    /// refused where bubblewrap does not work), `none` (unconfined, with
+    /// the rights of the user running agentform; plan and run warn) or
+    /// `e2b` (one E2B sandbox per session, see `providers.e2b`).
     #[serde(default)]
     pub sandbox: SandboxKind,
 }
@@ -98,6 +125,7 @@ pub enum SandboxKind {
     #[default]
     Bubblewrap,
     None,
+    E2b,
 }
 
 /// How the local agent loop answers for one model id.

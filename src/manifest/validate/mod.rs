@@ -26,7 +26,7 @@ use crate::graph::{Address, Kind};
 pub(super) use agents::check as check_agent;
 pub(super) use environments::check as check_environment;
 pub(super) use metadata::check as check_metadata;
-pub(super) use providers::{unknown_provider, validate_anthropic};
+pub(super) use providers::{unknown_provider, validate_anthropic, validate_e2b};
 
 /// Finds the position of a field of one resource, or falls back to a place
 /// that is always known.

@@ -1,12 +1,13 @@
 //! Providers: each resource's provider must be one this build has, and the
-//! `providers.anthropic` settings must be usable (a base URL, variable names
-//! rather than credentials, durations, non-zero rate limits).
+//! `providers.anthropic` and `providers.e2b` settings must be usable (base
+//! URLs, variable names rather than credentials, durations, non-zero rate
+//! limits; plain HTTP only to this machine for E2B).
 
 use super::scripts::bad_duration;
 use crate::manifest::declare::Declared;
 use crate::manifest::diagnostic::{Diagnostic, Span};
 use crate::manifest::parse_duration;
-use crate::manifest::spec::{AnthropicProviderSpec, LimitSpec};
+use crate::manifest::spec::{AnthropicProviderSpec, E2bProviderSpec, LimitSpec};
 use crate::manifest::PROVIDERS;
 
 pub(crate) fn unknown_provider(p: &str, span: Option<Span>) -> Diagnostic {
@@ -54,19 +55,29 @@ fn check_variable_names(
         ("api_key_env", &spec.api_key_env),
         ("auth_token_env", &spec.auth_token_env),
     ] {
-        let Some(name) = value else { continue };
-        let ok = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !name.starts_with(|c: char| c.is_ascii_digit());
-        if !ok {
-            problems.push(
-                Diagnostic::new(
-                    format!("`{name}` is not an environment variable name"),
-                    at(&[field]),
-                )
-                .help("name the variable that holds the credential, e.g. `ANTHROPIC_API_KEY`; never write the credential itself here"),
-            );
-        }
+        check_variable_name(field, value, "ANTHROPIC_API_KEY", at, problems);
+    }
+}
+
+fn check_variable_name(
+    field: &str,
+    value: &Option<String>,
+    example: &str,
+    at: &dyn Fn(&[&str]) -> Option<Span>,
+    problems: &mut Vec<Diagnostic>,
+) {
+    let Some(name) = value else { return };
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !ok {
+        problems.push(
+            Diagnostic::new(
+                format!("`{name}` is not an environment variable name"),
+                at(&[field]),
+            )
+            .help(format!("name the variable that holds the credential, e.g. `{example}`; never write the credential itself here")),
+        );
     }
 }
 
@@ -117,6 +128,83 @@ fn check_rate_limits(
             );
         }
     }
+}
+
+/// Problems of a `providers.e2b` block; `at` finds a field.
+pub(crate) fn validate_e2b(
+    spec: &E2bProviderSpec,
+    at: &dyn Fn(&[&str]) -> Option<Span>,
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    check_variable_name(
+        "api_key_env",
+        &spec.api_key_env,
+        "E2B_API_KEY",
+        at,
+        &mut problems,
+    );
+    for (field, value) in [
+        ("api_url", &spec.api_url),
+        ("sandbox_url", &spec.sandbox_url),
+    ] {
+        let Some(url) = value else { continue };
+        if let Err(why) = crate::sandbox::e2b::check_url(url) {
+            problems.push(
+                Diagnostic::new(format!("`{url}` is not a usable E2B URL: {why}"), at(&[field]))
+                    .help("write https://host[:port][/prefix]; plain http only to this machine, e.g. `http://127.0.0.1:3000`"),
+            );
+        }
+    }
+    if let Some(domain) = &spec.domain {
+        if !is_domain(domain) {
+            problems.push(
+                Diagnostic::new(format!("`{domain}` is not a domain name"), at(&["domain"]))
+                    .help("write the domain alone, e.g. `e2b.app`: no scheme, port or path"),
+            );
+        }
+    }
+    if spec
+        .template
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        problems.push(
+            Diagnostic::new("the template is empty", at(&["template"]))
+                .help("name an E2B template, e.g. `base` (the default)"),
+        );
+    }
+    if let Some(v) = &spec.timeout {
+        match parse_duration(v) {
+            None => problems.push(
+                Diagnostic::new(format!("`{v}` is not a duration"), at(&["timeout"]))
+                    .help("write a number and a unit: `30s`, `10m` or `1h`"),
+            ),
+            Some(d) if d.as_secs() < 1 || d.as_secs() > E2B_MAX_TIMEOUT_SECS => problems.push(
+                Diagnostic::new(
+                    format!("the sandbox timeout `{v}` is not between 1s and 24h"),
+                    at(&["timeout"]),
+                )
+                .help("E2B keeps a sandbox alive at most 24 h (Pro) or 1 h (Hobby); e.g. `1h`"),
+            ),
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// The longest sandbox lifetime E2B grants (Pro plans).
+const E2B_MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+
+/// Labels of letters, digits and hyphens, separated by dots.
+fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 #[cfg(test)]
@@ -171,6 +259,65 @@ mod tests {
             "`rate_limits.environments_per_minute` is 0, which would stop every request"
         );
         assert_eq!(at(&d[3]), (7, 45));
+    }
+
+    fn e2b(settings: &str) -> String {
+        format!("version: 1\nproviders:\n  local: {{ sandbox: e2b }}\n  e2b:\n{settings}")
+    }
+
+    #[test]
+    fn usable_e2b_settings_load() {
+        let text = e2b(
+            "    api_key_env: MY_E2B_KEY\n    domain: e2b.example.com\n    api_url: http://127.0.0.1:3000\n\
+             \x20   sandbox_url: https://sandbox.example.com\n    template: my-template\n    timeout: 30m\n",
+        );
+        let m = load(&[("a.yaml", &text)]).unwrap();
+        let e = m.providers.e2b.unwrap();
+        assert_eq!(e.api_key_env.as_deref(), Some("MY_E2B_KEY"));
+        assert_eq!(e.timeout.as_deref(), Some("30m"));
+        assert_eq!(
+            m.providers.local.unwrap().sandbox,
+            crate::manifest::spec::SandboxKind::E2b
+        );
+    }
+
+    #[test]
+    fn bad_e2b_settings_are_refused_where_they_are() {
+        let d = refusals(&[(
+            "a.yaml",
+            &e2b(
+                "    api_key_env: e2b-0123-secret\n    domain: https://e2b.app\n    api_url: http://api.e2b.example\n\
+                 \x20   sandbox_url: ftp://x\n    template: ''\n    timeout: 2d\n",
+            ),
+        )]);
+        let messages: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages.len(), 6, "{messages:?}");
+        assert_eq!(
+            messages[0],
+            "`e2b-0123-secret` is not an environment variable name"
+        );
+        assert_eq!(at(&d[0]), (5, 18));
+        assert!(help(&d[0]).contains("`E2B_API_KEY`"));
+        assert_eq!(
+            messages[1],
+            "`http://api.e2b.example` is not a usable E2B URL: plain `http` is allowed only to this machine (a loopback address)"
+        );
+        assert_eq!(at(&d[1]), (7, 14));
+        assert!(messages[2].starts_with("`ftp://x` is not a usable E2B URL: "));
+        assert_eq!(messages[3], "`https://e2b.app` is not a domain name");
+        assert_eq!(messages[4], "the template is empty");
+        assert_eq!(messages[5], "`2d` is not a duration");
+        assert_eq!(at(&d[5]), (10, 14));
+    }
+
+    #[test]
+    fn an_e2b_timeout_past_a_day_is_refused() {
+        let d = refusal(&e2b("    timeout: 25h\n"));
+        assert_eq!(
+            d.message,
+            "the sandbox timeout `25h` is not between 1s and 24h"
+        );
+        assert_eq!(at(&d), (5, 14));
     }
 
     #[test]
