@@ -14,4 +14,5 @@ mod run;
 mod sandbox;
 mod schema;
 mod serve;
+mod state;
 mod yaml_output;

@@ -93,6 +93,7 @@ impl Loader {
             return None;
         }
         let settings = settings::settle(&mut self.problems, &typed, &root);
+        let retention = validate::settle_retention(&mut self.problems, &typed);
         let mut declared = declare::declare(&mut self.problems, typed, &settings.default_provider);
         validate::validate(&mut self.problems, &parsed, &mut declared);
         if !self.problems.is_empty() {
@@ -104,6 +105,7 @@ impl Loader {
             root,
             sources: self.sources.clone(),
             providers: settings.providers,
+            retention,
             resources,
             graph,
             templater,

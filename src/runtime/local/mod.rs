@@ -40,6 +40,7 @@ use rules::{agent, environment, session};
 use store::Records;
 
 pub use crate::engine::{ModelResolver, NoModels, DEFAULT_TOOL_DEADLINE};
+pub use events::HISTORY_TREES;
 pub use paging::{ListFilter, TimeRange};
 
 #[derive(Clone)]
