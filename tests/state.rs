@@ -6,7 +6,8 @@
 use crate::common::*;
 
 /// Two agents in an environment, and one scripted session per name in
-/// `sessions`; `extra` is appended at the top level.
+/// `sessions` (its agent writes a file in its workspace, then answers);
+/// `extra` is added at the top level.
 fn manifest(system: &str, sessions: &[&str], extra: &str) -> String {
     let mut m = format!(
         r#"version: 1
@@ -17,6 +18,7 @@ name: statetest
       scripted:
         backend: scripted
         turns:
+          - tool_use: [{{ name: write, input: {{ file_path: notes.txt, content: hi }} }}]
           - text: hello there
 environments:
   box:
@@ -25,6 +27,7 @@ agents:
   bot:
     model: scripted
     system: {system}
+    tools: [{{ type: agent_toolset_20260401 }}]
   other:
     model: scripted
     system: another bot
@@ -442,4 +445,15 @@ fn run_with_retention_keeps_the_state_bounded() {
     assert!(events[4] <= events[1], "events kept per round: {events:?}");
     let (_, _, sessions) = live_objects(&t.path("state"));
     assert_eq!(sessions.len(), 3, "two current, one archived");
+    let mut workspaces: Vec<String> = std::fs::read_dir(t.path("state/workspaces/sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    workspaces.sort();
+    let mut ids: Vec<String> = sessions.iter().map(|s| s.id.clone()).collect();
+    ids.sort();
+    assert_eq!(
+        workspaces, ids,
+        "a deleted session's workspace goes with it"
+    );
 }

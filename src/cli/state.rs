@@ -1,9 +1,10 @@
 //! `agentform state`: list, show, forget and import records; list and
 //! restore backups.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Subcommand;
 
 use agentform::graph::Address;
@@ -173,7 +174,7 @@ fn restore(
             c.serial, c.resources, c.transcripts
         )),
     }
-    if !confirm(printer, auto_approve, "restore this backup")? {
+    if !ask(printer, auto_approve, "restore this backup")? {
         printer.out("Restore cancelled; nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
@@ -189,4 +190,12 @@ fn restore(
         restored.meta.serial
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Apply's confirmation, with a hint that fits a restore.
+fn ask(printer: &Printer, auto_approve: bool, verb: &str) -> Result<bool> {
+    if !auto_approve && !std::io::stdin().is_terminal() {
+        bail!("refusing to {verb} without confirmation: standard input is not a terminal\nhint: review what it replaces above and pass `--auto-approve`");
+    }
+    confirm(printer, auto_approve, verb)
 }
