@@ -199,7 +199,7 @@ impl StateStore {
             self.record(&mut meta, next.clone())?;
             next
         };
-        self.make_durable()?;
+        self.make_durable(restored.serial, true)?;
         Ok(restored)
     }
 

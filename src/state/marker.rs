@@ -5,7 +5,8 @@
 //!
 //! It is written after the database is flushed, atomically (a temporary
 //! file, fsync, rename): at any moment it describes the database as it was
-//! at some write, never ahead of it. It must not hold records themselves.
+//! at some write, never ahead of it (the store decides when: `mod.rs`). It
+//! must not hold records themselves.
 
 use std::io::Write;
 use std::path::Path;

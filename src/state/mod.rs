@@ -21,6 +21,7 @@ mod transcripts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -110,8 +111,9 @@ pub struct StateStore {
     /// The serial, lineage and counts as last written; held while a change
     /// is written (not flushed), so serials follow the order of the writes.
     meta: Mutex<Meta>,
-    /// The serial `marker.json` was last written at.
-    marker_serial: Mutex<u64>,
+    /// What is durable, in the database and in the marker; held while
+    /// flushing, so that one flush serves every change made before it.
+    durable: Mutex<Durable>,
     /// Backups kept by [`StateStore::backup`].
     backups: usize,
     _lock: StateLock,
@@ -145,6 +147,29 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             backups: DEFAULT_BACKUPS,
+        }
+    }
+}
+
+/// How far the database and the marker are durable.
+struct Durable {
+    /// The meta as of the last finished flush.
+    flushed: Meta,
+    /// The serial in `marker.json`.
+    marked: u64,
+    marked_at: Option<Instant>,
+}
+
+/// How often a busy store brings its marker up to date.
+const MARKER_EVERY: Duration = Duration::from_millis(500);
+
+impl Drop for StateStore {
+    /// Leaves the marker at the last serial: a command's last change is
+    /// recorded outside the database before the lock is released.
+    fn drop(&mut self) {
+        let serial = self.meta().serial;
+        if let Err(e) = self.make_durable(serial, true) {
+            tracing::warn!("bringing the state marker up to date: {e}");
         }
     }
 }
@@ -256,7 +281,11 @@ impl StateStore {
             intents,
             transcripts,
             meta_tree,
-            marker_serial: Mutex::new(meta.serial),
+            durable: Mutex::new(Durable {
+                flushed: meta.clone(),
+                marked: meta.serial,
+                marked_at: None,
+            }),
             meta: Mutex::new(meta),
             backups: options.backups,
             _lock: lock,
@@ -311,15 +340,16 @@ impl StateStore {
         &self,
         write: impl FnOnce(&mut Meta) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let out = {
+        let (out, serial) = {
             let mut meta = self.lock_meta();
             let mut next = meta.clone();
             let out = write(&mut next);
             next.serial += 1;
+            let serial = next.serial;
             self.record(&mut meta, next)?;
-            out?
+            (out?, serial)
         };
-        self.make_durable()?;
+        self.make_durable(serial, false)?;
         Ok(out)
     }
 
@@ -331,18 +361,26 @@ impl StateStore {
         Ok(())
     }
 
-    /// Flushes the database, then writes the marker at the serial the flush
-    /// covered: never ahead of what is durable.
-    fn make_durable(&self) -> Result<(), StateError> {
-        let covered = self.meta();
-        flush(&self.db)?;
-        let mut written = self
-            .marker_serial
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *written < covered.serial {
-            marker::write(&self.dir, &covered)?;
-            *written = covered.serial;
+    /// Makes the change at `serial` durable: unless a flush that covered it
+    /// has finished meanwhile, flushes everything written so far. Then the
+    /// marker is brought up to what is flushed — never ahead of it — at
+    /// most every [`MARKER_EVERY`] (and when the store is dropped, or
+    /// whenever `now`): a marker behind the database is accepted, and an
+    /// fsync'd file per change would double the cost of every write.
+    fn make_durable(&self, serial: u64, now: bool) -> Result<(), StateError> {
+        let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        if durable.flushed.serial < serial {
+            let covered = self.meta();
+            flush(&self.db)?;
+            durable.flushed = covered;
+        }
+        let due = durable
+            .marked_at
+            .is_none_or(|at| at.elapsed() >= MARKER_EVERY);
+        if durable.marked < durable.flushed.serial && (now || due) {
+            marker::write(&self.dir, &durable.flushed)?;
+            durable.marked = durable.flushed.serial;
+            durable.marked_at = Some(Instant::now());
         }
         Ok(())
     }
@@ -534,14 +572,18 @@ mod tests {
         let lineage = s.meta().lineage;
         assert_eq!(s.meta().serial, 0);
         s.put(&record("agent.a")).unwrap();
+        // The first change reaches the marker at once; later ones within
+        // half a second of it only in the database, until the store closes.
+        assert_eq!(read_marker(dir.path()).unwrap().unwrap().serial, 1);
         s.put(&record("agent.a")).unwrap();
         s.put(&record("agent.b")).unwrap();
         s.remove(&"agent.b".parse().unwrap()).unwrap();
         let meta = s.meta();
         assert_eq!((meta.serial, meta.resources), (4, 1));
         assert_eq!(meta.lineage, lineage);
-        assert_eq!(read_marker(dir.path()), Ok(Some(meta.clone())));
+        assert!(read_marker(dir.path()).unwrap().unwrap().serial <= 4);
         drop(s);
+        assert_eq!(read_marker(dir.path()), Ok(Some(meta.clone())));
         assert_eq!(reopen(dir.path()).meta(), meta);
     }
 
