@@ -6,6 +6,7 @@
 //!   cargo run --release --example bench -- phases  # where a 10,000-resource plan spends its time
 //!   cargo run --release --example bench -- sweep   # validate and plan at 1k … 20k resources, per resource
 //!   cargo run --release --example bench -- profile=1000  # a load/plan loop for `perf record`
+//!   cargo run --release --example bench -- growth  # 20 runs on one state, with and without retention
 //!
 //! Everything runs in temporary directories on the embedded local runtime.
 
@@ -31,6 +32,9 @@ mod sandbox_cost;
 
 #[path = "bench_support/critical_path.rs"]
 mod critical_path;
+
+#[path = "bench_support/growth.rs"]
+mod growth;
 use critical_path::bound;
 
 const FILES: usize = 10;
@@ -67,7 +71,7 @@ fn main() -> ExitCode {
             Some((n, v)) => match v.parse::<usize>() {
                 Ok(v) if v >= 5 => (n, Some(v)),
                 _ => {
-                    eprintln!("error: `{a}`: expected a number of resources ≥ 5 after `=`");
+                    eprintln!("error: `{a}`: expected a number ≥ 5 after `=` (resources, or rounds for growth)");
                     return ExitCode::FAILURE;
                 }
             },
@@ -77,7 +81,7 @@ fn main() -> ExitCode {
             "plan" | "apply" | "phases" | "sweep" | "run" | "sandbox" if size.is_none() => {
                 sections.push((name.to_string(), None))
             }
-            "profile" => sections.push((name.to_string(), size)),
+            "profile" | "growth" => sections.push((name.to_string(), size)),
             "all" if size.is_none() => {
                 sections.extend(["plan", "apply", "phases"].map(|s| (s.to_string(), None)))
             }
@@ -92,12 +96,13 @@ fn main() -> ExitCode {
                 );
                 println!("  run         1,000 sessions x 5 scripted turns at concurrency 200 (issue: the runner)");
                 println!("  sandbox     100 bash calls per session, confined vs unconfined");
+                println!("  growth[=N]  N (20) runs on one state: first and last round, state size, with and without retention");
                 println!("  all         plan, apply and phases (the default)");
                 return ExitCode::SUCCESS;
             }
             _ => {
                 eprintln!(
-                    "error: unknown section `{a}`; expected plan, apply, phases, sweep, run, sandbox, profile[=N] or all"
+                    "error: unknown section `{a}`; expected plan, apply, phases, sweep, run, sandbox, growth[=N], profile[=N] or all"
                 );
                 return ExitCode::FAILURE;
             }
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
                 "phases" => phases_section().await?,
                 "sweep" => sweep_section().await?,
                 "profile" => profile_section(size.unwrap_or(PLAN_SIZES[1].0)).await?,
+                "growth" => missed.extend(growth::section(size.unwrap_or(20)).await?),
                 _ => {}
             }
         }
@@ -155,7 +161,7 @@ fn main() -> ExitCode {
             println!();
             let judged = sections
                 .iter()
-                .any(|(n, _)| n == "plan" || n == "apply" || n == "run");
+                .any(|(n, _)| ["plan", "apply", "run", "growth"].contains(&n.as_str()));
             if missed.is_empty() {
                 if judged {
                     println!("All targets met.");

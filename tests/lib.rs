@@ -17,4 +17,5 @@ mod sandbox;
 mod schema;
 mod secrets;
 mod serve;
+mod state;
 mod yaml_output;

@@ -84,6 +84,9 @@ pub(super) async fn execute(pending: Pending, printer: &Printer) -> Result<Apply
     let executed = pending.execute(reporter.clone()).await;
     reporter.finish();
     let executed = executed?;
+    if let Some(path) = &executed.backup {
+        printer.info(&format!("Backed up the state to {}", path.display()));
+    }
     if let Some(path) = &executed.lock_written {
         printer.info(&format!("Wrote {}", path.display()));
     }

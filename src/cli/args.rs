@@ -11,7 +11,7 @@ use clap::Args;
 use agentform::graph::Address;
 use agentform::manifest::{self, LoadOptions, Manifest};
 use agentform::runtime::Providers;
-use agentform::state::StateStore;
+use agentform::state::{OpenOptions, StateStore, DEFAULT_BACKUPS};
 
 use super::output::Printer;
 
@@ -29,6 +29,16 @@ pub struct Global {
         value_name = "DIR"
     )]
     pub state: PathBuf,
+    /// Backups of the state kept in `STATE/backups` (written before each
+    /// apply or destroy that changes something); 0 writes none
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTFORM_STATE_BACKUPS",
+        default_value_t = DEFAULT_BACKUPS,
+        value_name = "N"
+    )]
+    pub state_backups: usize,
     /// Set a manifest variable (also `-var NAME=VALUE`); repeatable
     #[arg(long = "var", global = true, value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
@@ -75,7 +85,17 @@ impl Global {
 
     /// The state, locked for `command` until dropped.
     pub fn open_state(&self, command: &str) -> Result<StateStore> {
-        Ok(StateStore::open(&self.state, command)?)
+        Ok(StateStore::open_with(
+            &self.state,
+            command,
+            &self.open_options(),
+        )?)
+    }
+
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            backups: self.state_backups,
+        }
     }
 }
 

@@ -75,10 +75,10 @@ enum Command {
         after_help = "Examples:\n  agentform run\n  agentform run --session smoke --junit report.xml\n  agentform run --concurrency 8 --timeout 10m\n\nExit codes: 0 every expectation held, 1 an expectation failed or an error"
     )]
     Run(RunArgs),
-    /// List, show and export recorded transcripts
+    /// List, show, export and prune recorded transcripts
     #[command(subcommand)]
     Transcripts(TranscriptsCommand),
-    /// Inspect and edit the state
+    /// Inspect and edit the state; list and restore its backups
     #[command(subcommand)]
     State(StateCommand),
     /// Print the JSON Schema of the manifest
@@ -135,7 +135,7 @@ async fn run(cli: Cli, printer: &Printer) -> Result<ExitCode> {
         Command::Apply(args) => apply::exec(g, args, printer).await,
         Command::Destroy(args) => destroy::exec(g, args, printer).await,
         Command::Run(args) => run::exec(g, args, printer).await,
-        Command::Transcripts(cmd) => transcripts::exec(g, cmd, printer),
+        Command::Transcripts(cmd) => transcripts::exec(g, cmd, printer).await,
         Command::State(cmd) => state::exec(g, cmd, printer).await,
         Command::Serve(args) => serve::exec(g, args, printer).await,
         Command::Schema => {

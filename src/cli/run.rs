@@ -47,8 +47,9 @@ pub async fn exec(g: &Global, args: RunArgs, printer: &Printer) -> Result<ExitCo
         continue_sessions: args.continue_sessions,
         transcripts: true,
     };
-    let report = agentform::ops::run::run(m, state, providers, &options, reporter.clone()).await?;
+    let ran = agentform::ops::run::run(m, state, providers, &options, reporter.clone()).await?;
     reporter.finish();
+    let report = ran.report;
     for e in &report.write_errors {
         printer.error(e);
     }
@@ -67,6 +68,12 @@ pub async fn exec(g: &Global, args: RunArgs, printer: &Printer) -> Result<ExitCo
         "transcripts: agentform transcripts list; agentform transcripts show {}/SESSION",
         report.run_id
     ));
+    if !ran.retention.is_empty() {
+        printer.info(&format!(
+            "retention: {}",
+            super::transcripts::pruned_summary(&ran.retention)
+        ));
+    }
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {

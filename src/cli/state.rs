@@ -1,13 +1,17 @@
-//! `agentform state`: list, show, forget and import records.
+//! `agentform state`: list, show, forget and import records; list and
+//! restore backups.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Subcommand;
 
 use agentform::graph::Address;
 use agentform::ops::state;
+use agentform::state::StateError;
 
+use super::apply::confirm;
 use super::args::{parse_address, providers, Global};
 use super::output::Printer;
 
@@ -33,6 +37,23 @@ pub enum StateCommand {
         #[arg(value_parser = parse_address)]
         address: Address,
         remote_id: String,
+    },
+    /// List the backups written before each apply and destroy, oldest first
+    #[command(after_help = "Example:\n  agentform state backups")]
+    Backups,
+    /// Bring back a backup of the records (the newest by default)
+    #[command(
+        after_help = "Examples:\n  agentform state restore\n  agentform state restore 20261125T101500.123Z-7.json --auto-approve\n\nThe state as it was is backed up first. A database that cannot be opened is moved aside."
+    )]
+    Restore {
+        /// A file name in `STATE/backups`, or a path
+        backup: Option<String>,
+        /// Skip the confirmation prompt
+        #[arg(long)]
+        auto_approve: bool,
+        /// Restore a backup of another state (another lineage)
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -72,6 +93,109 @@ pub async fn exec(g: &Global, cmd: StateCommand, printer: &Printer) -> Result<Ex
                 record.version.map(|v| format!(" (version {v})")).unwrap_or_default()
             ));
         }
+        StateCommand::Backups => {
+            let backups = state::backups(&g.state)?;
+            if backups.is_empty() {
+                printer.info("No backups yet: `agentform apply` and `agentform destroy` write one before they change anything.");
+            }
+            for (file, read) in backups {
+                match read {
+                    Ok(b) => printer.out(&format!(
+                        "{}\tserial {}\t{}\t{} resources, {} transcripts",
+                        file.name,
+                        b.serial,
+                        b.created_at,
+                        b.resources.len(),
+                        b.transcripts.len()
+                    )),
+                    Err(e) => printer.out(&format!("{}\tunreadable: {e}", file.name)),
+                }
+            }
+        }
+        StateCommand::Restore {
+            backup,
+            auto_approve,
+            force,
+        } => return restore(g, backup.as_deref(), auto_approve, force, printer),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Shows what the backup holds and what it replaces, asks, restores.
+fn restore(
+    g: &Global,
+    name: Option<&str>,
+    auto_approve: bool,
+    force: bool,
+    printer: &Printer,
+) -> Result<ExitCode> {
+    let options = g.open_options();
+    let pending = match state::prepare_restore(&g.state, &options, name, force) {
+        Err(state::StateOpError::State(e @ StateError::Open { .. })) => {
+            printer.error(&format!("{e}"));
+            if !confirm(
+                printer,
+                auto_approve,
+                "move the damaged database aside and restore",
+            )? {
+                printer.out("Restore cancelled; nothing was changed.");
+                return Ok(ExitCode::FAILURE);
+            }
+            let aside = state::set_aside_database(&g.state)?;
+            printer.info(&format!(
+                "Moved the damaged database to {}",
+                aside.display()
+            ));
+            state::prepare_restore(&g.state, &options, name, force)?
+        }
+        other => other?,
+    };
+    let b = &pending.backup;
+    printer.out(&format!(
+        "Backup {} (serial {}, taken {}): {} resources, {} intents, {} transcripts.",
+        pending.file.name,
+        b.serial,
+        b.created_at,
+        b.resources.len(),
+        b.intents.len(),
+        b.transcripts.len()
+    ));
+    for r in &b.resources {
+        printer.out(&format!("  {}\t{}\t{}", r.address, r.provider, r.remote_id));
+    }
+    let c = &pending.current;
+    match &pending.refusal {
+        Some(refusal) => printer.out(&format!(
+            "It replaces a state that was refused:\n  {}",
+            refusal.explain(&g.state).lines().next().unwrap_or_default()
+        )),
+        None => printer.out(&format!(
+            "It replaces the state at serial {}: {} resources, {} transcripts (backed up first).",
+            c.serial, c.resources, c.transcripts
+        )),
+    }
+    if !ask(printer, auto_approve, "restore this backup")? {
+        printer.out("Restore cancelled; nothing was changed.");
+        return Ok(ExitCode::FAILURE);
+    }
+    let restored = pending.execute()?;
+    if let Some(path) = &restored.previous {
+        printer.info(&format!(
+            "Backed up the state as it was to {}",
+            path.display()
+        ));
+    }
+    printer.out(&format!(
+        "Restored; the state is at serial {}. `agentform plan --refresh` shows how it compares with what is deployed.",
+        restored.meta.serial
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Apply's confirmation, with a hint that fits a restore.
+fn ask(printer: &Printer, auto_approve: bool, verb: &str) -> Result<bool> {
+    if !auto_approve && !std::io::stdin().is_terminal() {
+        bail!("refusing to {verb} without confirmation: standard input is not a terminal\nhint: review what it replaces above and pass `--auto-approve`");
+    }
+    confirm(printer, auto_approve, verb)
 }

@@ -111,6 +111,7 @@ impl Loader {
             return None;
         }
         let settings = settings::settle(&mut self.problems, &typed, &root, self.allow_empty);
+        let retention = validate::settle_retention(&mut self.problems, &typed);
         let mut declared = declare::declare(&mut self.problems, typed, &settings.default_provider);
         validate::validate(&mut self.problems, &parsed, &mut declared);
         if !self.problems.is_empty() {
@@ -122,6 +123,7 @@ impl Loader {
             root,
             sources: self.sources.clone(),
             providers: settings.providers,
+            retention,
             resources,
             graph,
             templater,

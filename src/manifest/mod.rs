@@ -69,6 +69,8 @@ pub struct Manifest {
     pub root: PathBuf,
     pub sources: Sources,
     pub providers: spec::ProvidersSpec,
+    /// What `run` keeps after each run.
+    pub retention: spec::RetentionSpec,
     /// Resources sorted by address.
     pub resources: Vec<Resource>,
     pub graph: ResourceGraph,

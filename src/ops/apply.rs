@@ -1,6 +1,7 @@
-//! `apply`: plan, then (after the command line's confirmation) execute the
-//! plan with a reporter and bring `agentform.lock` up to date. The two steps
-//! are [`plan`] and [`Pending::execute`]; `destroy` shares them.
+//! `apply`: plan, then (after the command line's confirmation) back up the
+//! state, execute the plan with a reporter and bring `agentform.lock` up to
+//! date. The two steps are [`plan`] and [`Pending::execute`]; `destroy`
+//! shares them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use crate::graph::Address;
 use crate::lockfile::{LockFile, LockFileError};
 use crate::manifest::Manifest;
 use crate::plan::{self, Plan, PlanOptions};
+use crate::runtime::local::HISTORY_TREES;
 use crate::runtime::Providers;
 use crate::state::{StateError, StateStore};
 
@@ -38,6 +40,9 @@ pub enum LockError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
+    /// Nothing was changed: a change is not made without its backup.
+    #[error("backing up the state before changing it; nothing was changed")]
+    Backup(#[source] StateError),
     #[error(transparent)]
     Lock(#[from] LockError),
     /// After an apply, the error names the lock file it was writing.
@@ -72,6 +77,8 @@ pub struct Executed {
     pub report: ApplyReport,
     /// The lock file, when it was written.
     pub lock_written: Option<PathBuf>,
+    /// The backup written before the first change, unless backups are off.
+    pub backup: Option<PathBuf>,
 }
 
 /// The plan that makes the deployment match `manifest`; refused like
@@ -114,9 +121,17 @@ impl Pending {
         }
     }
 
-    /// Applies the plan, reporting each change to `reporter`, then updates
-    /// the lock file. Failed changes are in the report, not an error.
+    /// Backs up the state (when the plan changes something), applies the
+    /// plan, reporting each change to `reporter`, then updates the lock
+    /// file. Failed changes are in the report, not an error.
     pub async fn execute(self, reporter: Arc<dyn Reporter>) -> Result<Executed, ExecuteError> {
+        let backup = if self.plan.has_changes() {
+            self.state
+                .backup(&HISTORY_TREES)
+                .map_err(ExecuteError::Backup)?
+        } else {
+            None
+        };
         let state = Arc::new(self.state);
         let manifest = self.manifest.map(Arc::new);
         let report = apply::apply(
@@ -145,6 +160,7 @@ impl Pending {
         Ok(Executed {
             report,
             lock_written,
+            backup,
         })
     }
 }

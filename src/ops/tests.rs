@@ -210,6 +210,7 @@ fn entry(run: &str, session: &str) -> TranscriptEntry {
         started_at: "2026-01-01T00:00:00Z".into(),
         events: 3,
         duration_ms: 10,
+        session_id: None,
     }
 }
 

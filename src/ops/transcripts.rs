@@ -1,11 +1,14 @@
 //! `transcripts`: the recorded runs, one transcript found by `RUN/SESSION`
-//! (`RUN` may be `latest`), read, and exported as text, Markdown or HTML.
+//! (`RUN` may be `latest`), read, exported as text, Markdown or HTML, and
+//! pruned (by [`super::retention`]).
 
 use std::path::{Path, PathBuf};
 
 use crate::runner::export;
 use crate::runner::transcript::{self, Transcript};
 use crate::state::{StateError, StateStore, TranscriptEntry};
+
+pub use super::retention::{PruneError, Pruned, Selection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptsError {
@@ -60,10 +63,9 @@ pub fn find(state: &StateStore, reference: &str) -> Result<TranscriptEntry, Tran
         None => (reference, None),
     };
     let run = if run == "latest" {
-        entries
-            .iter()
-            .map(|e| e.run_id.clone())
-            .max()
+        super::retention::runs_oldest_first(&entries)
+            .last()
+            .map(|r| r.to_string())
             .unwrap_or_default()
     } else {
         run.to_string()
@@ -115,4 +117,14 @@ pub fn write(path: &Path, text: &str) -> Result<(), TranscriptsError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Removes the transcripts `selection` names, their index entries and the
+/// archived local sessions they recorded; with `dry_run`, only says which.
+pub async fn prune(
+    state: &StateStore,
+    selection: &Selection,
+    dry_run: bool,
+) -> Result<Pruned, PruneError> {
+    super::retention::prune(state, selection, dry_run).await
 }

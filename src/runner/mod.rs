@@ -249,6 +249,7 @@ pub async fn run(
                 started_at: now(),
                 events: o.footer.events,
                 duration_ms: o.footer.duration_ms,
+                session_id: Some(o.session_id.clone()).filter(|id| !id.is_empty()),
             });
         }
         if let Err(e) = state.put_transcripts(&entries) {

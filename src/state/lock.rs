@@ -14,9 +14,9 @@ pub struct StateLock {
 impl StateLock {
     pub fn acquire(dir: &Path, command: &str) -> Result<Self, StateError> {
         let path = dir.join("lock");
-        let io = |source| StateError::Io {
+        let io = |error| StateError::Io {
             dir: dir.to_path_buf(),
-            source,
+            error,
         };
         let mut file = OpenOptions::new()
             .read(true)

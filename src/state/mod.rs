@@ -1,46 +1,55 @@
 //! The state store: one sled database per state directory, guarded by a lock
 //! file so that a second agentform process fails at once instead of corrupting it.
 //!
-//! It owns records, their history, intents, the lock and the transcript
-//! index; it must not know manifest syntax nor hold operations (those are
-//! `ops`).
+//! Every write that changes records, intents or the transcript index raises
+//! the state's serial, in the database and in the marker beside it
+//! (`marker.rs`); on opening, the two are compared (`integrity.rs`) so that
+//! a database that lost its content is refused rather than read as empty.
+//! Backups of the records live in `backup.rs`, the transcript index in
+//! `transcripts.rs`, errors in `error.rs`.
+//!
+//! It owns records, their history, intents, the lock, the serial and the
+//! transcript index; it must not know manifest syntax nor hold operations
+//! (those are `ops`).
 
+pub mod backup;
+mod error;
+mod integrity;
 mod lock;
+mod marker;
+mod transcripts;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::graph::Address;
+pub use backup::{Backup, BackupFile, BACKUPS_DIR, DEFAULT_KEEP as DEFAULT_BACKUPS};
+pub use error::StateError;
+pub use integrity::Refusal;
 pub use lock::StateLock;
+pub use marker::{Meta, MARKER_FILE};
+
+/// The marker of the state in `dir`: absent, or why it cannot be read.
+pub fn read_marker(dir: &Path) -> Result<Option<Meta>, String> {
+    marker::read(dir)
+}
+pub use transcripts::Removed;
 
 const RESOURCES: &str = "state.resources";
 const INTENTS: &str = "state.intents";
 const TRANSCRIPTS: &str = "state.transcripts";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error(
-        "state at `{dir}` is locked by pid {pid} ({holder}); wait for it to finish, or stop it"
-    )]
-    Locked {
-        dir: PathBuf,
-        pid: String,
-        holder: String,
-    },
-    #[error("cannot open state at `{dir}`: {source}")]
-    Io {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("state database error: {0}")]
-    Db(#[from] sled::Error),
-    #[error("state record `{key}` is corrupt: {message}")]
-    Corrupt { key: String, message: String },
-}
+/// The serial and lineage, under [`META_KEY`].
+const META: &str = "state.meta";
+const META_KEY: &[u8] = b"meta";
+/// The trees this module owns; backups copy them as records.
+const OWN_TREES: [&str; 4] = [RESOURCES, INTENTS, TRANSCRIPTS, META];
+/// The database's directory inside the state directory.
+pub const DB_DIR: &str = "db";
 
 /// What agentform knows about one deployed resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +108,15 @@ pub struct StateStore {
     resources: sled::Tree,
     intents: sled::Tree,
     transcripts: sled::Tree,
+    meta_tree: sled::Tree,
+    /// The serial, lineage and counts as last written; held while a change
+    /// is written (not flushed), so serials follow the order of the writes.
+    meta: Mutex<Meta>,
+    /// What is durable, in the database and in the marker; held while
+    /// flushing, so that one flush serves every change made before it.
+    durable: Mutex<Durable>,
+    /// Backups kept by [`StateStore::backup`].
+    backups: usize,
     _lock: StateLock,
 }
 
@@ -113,6 +131,48 @@ pub struct TranscriptEntry {
     pub started_at: String,
     pub events: usize,
     pub duration_ms: u64,
+    /// The session the run drove (the provider's id); absent in entries
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// How to open a state.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Backups kept by [`StateStore::backup`]; 0 writes none.
+    pub backups: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            backups: DEFAULT_BACKUPS,
+        }
+    }
+}
+
+/// How far the database and the marker are durable.
+struct Durable {
+    /// The meta as of the last finished flush.
+    flushed: Meta,
+    /// The serial in `marker.json`.
+    marked: u64,
+    marked_at: Option<Instant>,
+}
+
+/// How often a busy store brings its marker up to date.
+const MARKER_EVERY: Duration = Duration::from_millis(500);
+
+impl Drop for StateStore {
+    /// Leaves the marker at the last serial: a command's last change is
+    /// recorded outside the database before the lock is released.
+    fn drop(&mut self) {
+        let serial = self.meta().serial;
+        if let Err(e) = self.make_durable(serial, true) {
+            tracing::warn!("bringing the state marker up to date: {e}");
+        }
+    }
 }
 
 impl std::fmt::Debug for StateStore {
@@ -124,31 +184,127 @@ impl std::fmt::Debug for StateStore {
 }
 
 impl StateStore {
-    /// Opens (creating if needed) the state in `dir`, holding its lock until dropped.
+    /// Opens (creating if needed) the state in `dir`, holding its lock until
+    /// dropped; refuses a database that lost what its marker records.
     pub fn open(dir: &Path, command: &str) -> Result<Self, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+        Self::open_with(dir, command, &OpenOptions::default())
+    }
+
+    /// [`open`](Self::open) with options.
+    pub fn open_with(dir: &Path, command: &str, options: &OpenOptions) -> Result<Self, StateError> {
+        match Self::open_for_restore(dir, command, options)? {
+            (store, None) => Ok(store),
+            (_, Some(refusal)) => Err(StateError::Refused {
+                dir: dir.to_path_buf(),
+                refusal: Box::new(refusal),
+            }),
+        }
+    }
+
+    /// Opens the state even when the check refuses it, to restore a backup
+    /// into it; with the refusal. Nothing is written to a refused state.
+    pub fn open_for_restore(
+        dir: &Path,
+        command: &str,
+        options: &OpenOptions,
+    ) -> Result<(Self, Option<Refusal>), StateError> {
+        std::fs::create_dir_all(dir).map_err(|error| StateError::Io {
             dir: dir.to_path_buf(),
-            source,
+            error,
         })?;
         let lock = StateLock::acquire(dir, command)?;
+        let damaged = |e: sled::Error| StateError::Open {
+            dir: dir.to_path_buf(),
+            path: dir.join(DB_DIR),
+            reason: e.to_string(),
+        };
         let db = sled::Config::new()
-            .path(dir.join("db"))
+            .path(dir.join(DB_DIR))
             .flush_every_ms(None)
             // sled's default cache is 1 GiB; the state and the local runtime
             // need far less, and a CI machine has other work.
             .cache_capacity(64 * 1024 * 1024)
-            .open()?;
-        let resources = db.open_tree(RESOURCES)?;
-        let intents = db.open_tree(INTENTS)?;
-        let transcripts = db.open_tree(TRANSCRIPTS)?;
-        Ok(StateStore {
+            .open()
+            .map_err(damaged)?;
+        let tree = |name: &str| db.open_tree(name).map_err(damaged);
+        let resources = tree(RESOURCES)?;
+        let intents = tree(INTENTS)?;
+        let transcripts = tree(TRANSCRIPTS)?;
+        let meta_tree = tree(META)?;
+        let on_record: Option<Meta> = match meta_tree.get(META_KEY).map_err(damaged)? {
+            Some(bytes) => Some(decode("state meta", &bytes)?),
+            None => None,
+        };
+        let found = integrity::Found {
+            marker: marker::read(dir),
+            db: on_record.clone(),
+            resources: resources.len() as u64,
+            transcripts: transcripts.len() as u64,
+        };
+        let marker_lineage = found.marker.clone().ok().flatten().map(|m| m.lineage);
+        let (meta, refusal) = match integrity::check(found) {
+            integrity::Verdict::Refuse(refusal) => {
+                // Kept in memory only, for a restore to count above.
+                let meta = on_record.unwrap_or_else(|| Meta {
+                    lineage: marker_lineage.unwrap_or_default(),
+                    ..Meta::new()
+                });
+                (meta, Some(refusal))
+            }
+            integrity::Verdict::Use {
+                meta,
+                write_db,
+                write_marker,
+                migrated,
+            } => {
+                if write_db {
+                    meta_tree.insert(META_KEY, encode("state meta", &meta)?)?;
+                    flush(&db)?;
+                }
+                if write_marker {
+                    marker::write(dir, &meta)?;
+                }
+                if migrated {
+                    tracing::info!(
+                        "the state at `{}` had no serial: it now has lineage {} at serial {}",
+                        dir.display(),
+                        meta.lineage,
+                        meta.serial
+                    );
+                }
+                (meta, None)
+            }
+        };
+        let store = StateStore {
             dir: dir.to_path_buf(),
             db,
             resources,
             intents,
             transcripts,
+            meta_tree,
+            durable: Mutex::new(Durable {
+                flushed: meta.clone(),
+                marked: meta.serial,
+                marked_at: None,
+            }),
+            meta: Mutex::new(meta),
+            backups: options.backups,
             _lock: lock,
-        })
+        };
+        Ok((store, refusal))
+    }
+
+    /// Moves the database of the state in `dir` aside (to `db.damaged-TIME`),
+    /// so that a restore can start from an empty one; where it went.
+    pub fn set_aside_database(dir: &Path, command: &str) -> Result<PathBuf, StateError> {
+        let _lock = StateLock::acquire(dir, command)?;
+        let stamp = now().replace([':', '-'], "");
+        let to = dir.join(format!("{DB_DIR}.damaged-{stamp}"));
+        std::fs::rename(dir.join(DB_DIR), &to).map_err(|error| StateError::Write {
+            path: to.clone(),
+            error,
+        })?;
+        Ok(to)
     }
 
     pub fn dir(&self) -> &Path {
@@ -158,6 +314,76 @@ impl StateStore {
     /// The database, shared with the local runtime's trees.
     pub fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// The lineage, serial and counts as last written.
+    pub fn meta(&self) -> Meta {
+        self.lock_meta().clone()
+    }
+
+    /// How many backups [`backup`](Self::backup) keeps.
+    pub fn backups_kept(&self) -> usize {
+        self.backups
+    }
+
+    fn lock_meta(&self) -> MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes a change under the next serial: `write` changes the trees and
+    /// the counts in the meta it is given (as it goes, so a write that
+    /// fails halfway is still counted); the serial is raised, then the
+    /// database flushed and the marker brought up to date.
+    ///
+    /// Only the in-memory part holds the meta's lock: concurrent changes
+    /// share a flush and a marker write (as a group commit).
+    fn change<T>(
+        &self,
+        write: impl FnOnce(&mut Meta) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let (out, serial) = {
+            let mut meta = self.lock_meta();
+            let mut next = meta.clone();
+            let out = write(&mut next);
+            next.serial += 1;
+            let serial = next.serial;
+            self.record(&mut meta, next)?;
+            (out?, serial)
+        };
+        self.make_durable(serial, false)?;
+        Ok(out)
+    }
+
+    /// Writes `next` to the database (not yet durable) and makes it current.
+    fn record(&self, meta: &mut MutexGuard<'_, Meta>, next: Meta) -> Result<(), StateError> {
+        self.meta_tree
+            .insert(META_KEY, encode("state meta", &next)?)?;
+        **meta = next;
+        Ok(())
+    }
+
+    /// Makes the change at `serial` durable: unless a flush that covered it
+    /// has finished meanwhile, flushes everything written so far. Then the
+    /// marker is brought up to what is flushed — never ahead of it — at
+    /// most every [`MARKER_EVERY`] (and when the store is dropped, or
+    /// whenever `now`): a marker behind the database is accepted, and an
+    /// fsync'd file per change would double the cost of every write.
+    fn make_durable(&self, serial: u64, now: bool) -> Result<(), StateError> {
+        let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        if durable.flushed.serial < serial {
+            let covered = self.meta();
+            flush(&self.db)?;
+            durable.flushed = covered;
+        }
+        let due = durable
+            .marked_at
+            .is_none_or(|at| at.elapsed() >= MARKER_EVERY);
+        if durable.marked < durable.flushed.serial && (now || due) {
+            marker::write(&self.dir, &durable.flushed)?;
+            durable.marked = durable.flushed.serial;
+            durable.marked_at = Some(Instant::now());
+        }
+        Ok(())
     }
 
     pub fn get(&self, addr: &Address) -> Result<Option<ResourceRecord>, StateError> {
@@ -179,17 +405,25 @@ impl StateStore {
     pub fn put(&self, record: &ResourceRecord) -> Result<(), StateError> {
         let key = record.address.to_string();
         let bytes = encode(&key, record)?;
-        self.resources.insert(key.as_bytes(), bytes)?;
-        self.intents.remove(key.as_bytes())?;
-        flush(&self.db)?;
-        Ok(())
+        self.change(|meta| {
+            if self.resources.insert(key.as_bytes(), bytes)?.is_none() {
+                meta.resources += 1;
+            }
+            self.intents.remove(key.as_bytes())?;
+            Ok(())
+        })
     }
 
     pub fn remove(&self, addr: &Address) -> Result<Option<ResourceRecord>, StateError> {
         let key = addr.to_string();
-        let old = self.resources.remove(key.as_bytes())?;
-        self.intents.remove(key.as_bytes())?;
-        flush(&self.db)?;
+        let old = self.change(|meta| {
+            let old = self.resources.remove(key.as_bytes())?;
+            if old.is_some() {
+                meta.resources = meta.resources.saturating_sub(1);
+            }
+            self.intents.remove(key.as_bytes())?;
+            Ok(old)
+        })?;
         match old {
             Some(bytes) => decode(&key, &bytes).map(Some),
             None => Ok(None),
@@ -199,22 +433,16 @@ impl StateStore {
     pub fn put_intent(&self, intent: &Intent) -> Result<(), StateError> {
         let key = intent.address.to_string();
         let bytes = encode(&key, intent)?;
-        self.intents.insert(key.as_bytes(), bytes)?;
-        flush(&self.db)?;
-        Ok(())
+        self.change(|_| {
+            self.intents.insert(key.as_bytes(), bytes)?;
+            Ok(())
+        })
     }
 
     pub fn intent(&self, addr: &Address) -> Result<Option<Intent>, StateError> {
         let key = addr.to_string();
         match self.intents.get(key.as_bytes())? {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StateError::Corrupt {
-                        key,
-                        message: e.to_string(),
-                    })
-            }
+            Some(bytes) => decode(&key, &bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -224,27 +452,10 @@ impl StateStore {
     }
 
     pub fn clear_intent(&self, addr: &Address) -> Result<(), StateError> {
-        self.intents.remove(addr.to_string().as_bytes())?;
-        flush(&self.db)?;
-        Ok(())
-    }
-}
-
-impl StateStore {
-    /// Indexes a run's transcripts, durable on return.
-    pub fn put_transcripts(&self, entries: &[TranscriptEntry]) -> Result<(), StateError> {
-        for entry in entries {
-            let key = format!("{}/{}", entry.run_id, entry.session);
-            let bytes = encode(&key, entry)?;
-            self.transcripts.insert(key.as_bytes(), bytes)?;
-        }
-        flush(&self.db)?;
-        Ok(())
-    }
-
-    /// Every transcript, oldest run first.
-    pub fn transcripts(&self) -> Result<Vec<TranscriptEntry>, StateError> {
-        read_all(&self.transcripts)
+        self.change(|_| {
+            self.intents.remove(addr.to_string().as_bytes())?;
+            Ok(())
+        })
     }
 }
 
@@ -353,5 +564,128 @@ mod tests {
         assert!(s.intent(&addr).unwrap().is_some());
         s.put(&record("agent.a")).unwrap();
         assert!(s.intent(&addr).unwrap().is_none());
+    }
+
+    #[test]
+    fn every_change_raises_the_serial_in_the_database_and_the_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path(), "test").unwrap();
+        let lineage = s.meta().lineage;
+        assert_eq!(s.meta().serial, 0);
+        s.put(&record("agent.a")).unwrap();
+        // The first change reaches the marker at once; later ones within
+        // half a second of it only in the database, until the store closes.
+        assert_eq!(read_marker(dir.path()).unwrap().unwrap().serial, 1);
+        s.put(&record("agent.a")).unwrap();
+        s.put(&record("agent.b")).unwrap();
+        s.remove(&"agent.b".parse().unwrap()).unwrap();
+        let meta = s.meta();
+        assert_eq!((meta.serial, meta.resources), (4, 1));
+        assert_eq!(meta.lineage, lineage);
+        assert!(read_marker(dir.path()).unwrap().unwrap().serial <= 4);
+        drop(s);
+        assert_eq!(read_marker(dir.path()), Ok(Some(meta.clone())));
+        assert_eq!(reopen(dir.path()).meta(), meta);
+    }
+
+    /// Opens a state that was just closed: sled's I/O threads may hold its
+    /// file lock a moment after the last handle is dropped.
+    fn reopen(dir: &Path) -> StateStore {
+        for _ in 0..500 {
+            match StateStore::open(dir, "test") {
+                Err(StateError::Open { reason, .. })
+                    if reason.contains("could not acquire lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("the state at {} stays locked", dir.display())
+    }
+
+    #[test]
+    fn a_state_whose_database_was_lost_is_refused_until_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OpenOptions { backups: 2 };
+        {
+            let s = StateStore::open_with(dir.path(), "test", &options).unwrap();
+            s.put(&record("agent.a")).unwrap();
+            s.db()
+                .open_tree("local.agents")
+                .unwrap()
+                .insert(b"agent_1", &b"{\"id\":1}"[..])
+                .unwrap();
+            s.db()
+                .open_tree("local.events")
+                .unwrap()
+                .insert(b"e", &b"{}"[..])
+                .unwrap();
+            assert!(s.backup(&["local.events"]).unwrap().is_some());
+            s.put(&record("agent.b")).unwrap();
+        }
+        std::fs::remove_dir_all(dir.path().join(DB_DIR)).unwrap();
+        let err = StateStore::open(dir.path(), "test").unwrap_err();
+        match &err {
+            StateError::Refused { refusal, .. } => {
+                assert!(matches!(**refusal, Refusal::Lost { .. }), "{err}")
+            }
+            other => panic!("not refused: {other}"),
+        }
+
+        let (s, refusal) = StateStore::open_for_restore(dir.path(), "test", &options).unwrap();
+        assert!(refusal.is_some());
+        let file = backup::list(dir.path()).unwrap().pop().unwrap();
+        let meta = s.restore(&backup::read(&file.path).unwrap()).unwrap();
+        assert_eq!(meta.serial, 3, "above the 2 writes the marker counted");
+        assert_eq!(s.list().unwrap().len(), 1);
+        let agent = s
+            .db()
+            .open_tree("local.agents")
+            .unwrap()
+            .get(b"agent_1")
+            .unwrap();
+        assert_eq!(agent.unwrap(), &b"{\"id\":1}"[..]);
+        assert!(
+            s.db().open_tree("local.events").unwrap().is_empty(),
+            "history is not backed up"
+        );
+        drop(s);
+        assert_eq!(reopen(dir.path()).meta(), meta);
+    }
+
+    #[test]
+    fn backups_keep_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open_with(dir.path(), "test", &OpenOptions { backups: 2 }).unwrap();
+        assert_eq!(s.backup(&[]).unwrap(), None, "nothing to back up yet");
+        let mut written = Vec::new();
+        for name in ["agent.a", "agent.b", "agent.c"] {
+            s.put(&record(name)).unwrap();
+            written.push(s.backup(&[]).unwrap().unwrap());
+        }
+        let kept: Vec<_> = backup::list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|b| b.path)
+            .collect();
+        assert_eq!(kept, written[1..]);
+        let newest = backup::read(&written[2]).unwrap();
+        assert_eq!((newest.serial, newest.resources.len()), (3, 3));
+        let other = tempfile::tempdir().unwrap();
+        let off = StateStore::open_with(other.path(), "t", &OpenOptions { backups: 0 }).unwrap();
+        off.put(&record("agent.a")).unwrap();
+        assert_eq!(off.backup(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_sled_error_is_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_DIR), "not a directory").unwrap();
+        let err = StateStore::open(dir.path(), "test").unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::new(err));
+        assert_eq!(chain.matches("Not a directory").count(), 1, "{chain}");
+        assert!(chain.contains("cannot open the state database"), "{chain}");
+        assert!(chain.contains("hint: there are no backups"), "{chain}");
     }
 }

@@ -10,6 +10,7 @@
 mod agent;
 mod environment;
 mod providers;
+mod retention;
 mod session;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use serde_json::Value;
 pub use agent::*;
 pub use environment::*;
 pub use providers::*;
+pub use retention::*;
 pub use session::*;
 
 /// One manifest file. Several files combine into one manifest.
@@ -53,4 +55,7 @@ pub struct FileSpec {
     /// Sessions: an agent running in an environment.
     #[serde(default)]
     pub sessions: BTreeMap<String, SessionSpec>,
+    /// What `agentform run` keeps after each run: transcripts and archived
+    /// sessions. Unset: everything.
+    pub retention: Option<RetentionSpec>,
 }

@@ -9,6 +9,7 @@ mod environments;
 mod metadata;
 mod providers;
 mod references;
+mod retention;
 mod scripts;
 mod sessions;
 
@@ -27,6 +28,7 @@ pub(super) use agents::check as check_agent;
 pub(super) use environments::check as check_environment;
 pub(super) use metadata::check as check_metadata;
 pub(super) use providers::{unknown_provider, validate_anthropic, validate_e2b};
+pub(super) use retention::settle as settle_retention;
 
 /// Finds the position of a field of one resource, or falls back to a place
 /// that is always known.

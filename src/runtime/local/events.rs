@@ -37,6 +37,9 @@ use crate::engine::{Queued, SessionChange, SessionStore};
 
 pub(super) const EVENTS_TREE: &str = "local.events";
 pub(super) const INBOX_TREE: &str = "local.inbox";
+/// The trees of sessions' events: history, not records, so a backup of the
+/// state leaves them out.
+pub const HISTORY_TREES: [&str; 2] = [EVENTS_TREE, INBOX_TREE];
 
 /// The trees the engine and the runtime share.
 #[derive(Clone)]

@@ -45,6 +45,7 @@ use store::Records;
 use vault::Vault;
 
 pub use crate::engine::{ModelResolver, NoModels, DEFAULT_TOOL_DEADLINE};
+pub use events::HISTORY_TREES;
 pub use paging::{ListFilter, TimeRange};
 
 #[derive(Clone)]
