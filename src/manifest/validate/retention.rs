@@ -78,7 +78,7 @@ mod tests {
     fn retention_set_differently_in_two_files_is_refused() {
         let d = refusals(&[
             ("a.yaml", "version: 1\nretention: { transcripts: 2 }\n"),
-            ("b.yaml", "retention: { transcripts: 3 }\n"),
+            ("b.yaml", "version: 1\nretention: { transcripts: 3 }\n"),
         ]);
         assert_eq!(d.len(), 1, "{d:#?}");
         assert_eq!(
