@@ -24,7 +24,9 @@ const STREAM_CAPACITY: usize = 256;
 /// What the engine keeps in memory for a session.
 pub(super) struct Slot {
     pub(super) id: String,
-    events: broadcast::Sender<Event>,
+    /// Shared events: a channel preallocates its capacity per session, and
+    /// every receiver gets a copy, so a pointer keeps both small.
+    events: broadcast::Sender<Arc<Event>>,
     /// `user.interrupt` events waiting in the inbox; the worker cancels what
     /// it is doing while this is above zero.
     pub(super) interrupts: watch::Sender<u64>,
@@ -67,10 +69,10 @@ impl Slot {
     /// Sends to the live streams; an event must be persisted first.
     pub(super) fn broadcast(&self, event: Event) {
         // No receivers is fine: nobody is streaming.
-        let _ = self.events.send(event);
+        let _ = self.events.send(Arc::new(event));
     }
 
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
     }
 }
@@ -131,25 +133,25 @@ impl Hub {
 
 /// A live stream of one session's events; nothing is replayed.
 pub struct Subscription {
-    rx: broadcast::Receiver<Event>,
+    rx: broadcast::Receiver<Arc<Event>>,
     ended: bool,
 }
 
 impl Subscription {
-    pub(super) fn new(rx: broadcast::Receiver<Event>) -> Self {
+    pub(super) fn new(rx: broadcast::Receiver<Arc<Event>>) -> Self {
         Subscription { rx, ended: false }
     }
 
     /// The next event; `None` once the session is deleted or the engine is
     /// gone; an error when this stream fell too far behind and lost events
     /// (the caller reconnects and merges the history).
-    pub async fn next(&mut self) -> Option<Result<Event>> {
+    pub async fn next(&mut self) -> Option<Result<Arc<Event>>> {
         if self.ended {
             return None;
         }
         match self.rx.recv().await {
             Ok(event) => {
-                if matches!(event, Event::SessionDeleted(_)) {
+                if matches!(*event, Event::SessionDeleted(_)) {
                     self.ended = true;
                 }
                 Some(Ok(event))

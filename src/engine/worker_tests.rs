@@ -99,8 +99,10 @@ async fn a_lagging_stream_says_to_reconnect() {
     let (tx, rx) = tokio::sync::broadcast::channel(2);
     let mut stream = Subscription::new(rx);
     for i in 0..5 {
-        tx.send(Event::Other(json!({"id": i, "type": "agent.message"})))
-            .expect("send");
+        tx.send(std::sync::Arc::new(Event::Other(
+            json!({"id": i, "type": "agent.message"}),
+        )))
+        .expect("send");
     }
     let err = stream.next().await.expect("item").expect_err("lagged");
     assert!(err.message.contains("reconnect"), "{}", err.message);
