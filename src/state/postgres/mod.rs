@@ -1,0 +1,266 @@
+//! The PostgreSQL backend of [`Db`]: the same trees as sled, as rows of one
+//! table `entries (tree, key, value)` in a schema of its own, for a state
+//! that a team and its CI share.
+//!
+//! One connection per process, opened by [`PgDb::open`]: connect
+//! (`connect.rs`, which also says what went wrong in words), take the
+//! state's session-level advisory lock and record who holds it
+//! (`lock.rs`), create or migrate the tables (`schema.rs`). The lock lives
+//! as long as the connection: should the connection die, the lock is gone
+//! and every later call fails, so nothing is written without it.
+//!
+//! The client is async (tokio-postgres) and the state's calls are not:
+//! the connection runs on a runtime of its own (one thread), and each call
+//! waits for its answer. A call never runs on that runtime's thread, so
+//! waiting cannot deadlock, whatever runtime the caller is on.
+//!
+//! Rows are read and written in `tree.rs`; the password never leaves
+//! `url.rs` and `connect.rs`.
+
+mod connect;
+mod lock;
+mod schema;
+mod tls;
+mod tree;
+pub mod url;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use super::db::{Db, DbError, DbResult, Group, Tree};
+use super::StateError;
+pub use schema::LATEST_VERSION;
+use url::PgUrl;
+
+/// A parameter of a query, owned so the query can run on the connection's runtime.
+pub(crate) type Param = Box<dyn ToSql + Send + Sync>;
+
+/// How many ids one round trip reserves (the sequence's increment).
+const ID_BLOCK: u64 = 64;
+
+/// A PostgreSQL state's database: the connection, holding the state's lock.
+pub struct PgDb {
+    conn: Arc<Conn>,
+    /// Ids reserved and not yet handed out: (next, end).
+    ids: Mutex<(u64, u64)>,
+}
+
+/// The connection and what runs it.
+pub(crate) struct Conn {
+    client: Arc<Client>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The server, for messages (`host:port`).
+    server: String,
+    /// The state's lock, held by this connection.
+    lock_key: (i32, i32),
+    statements: Mutex<HashMap<String, Statement>>,
+}
+
+/// How long closing waits for the server to release the lock.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Dropped from async code as often as not: the runtime is shut down
+        // without waiting, once the lock is released (or given up on).
+        if let Some(runtime) = self.runtime.take() {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let client = Arc::clone(&self.client);
+            let key = self.lock_key;
+            runtime.spawn(async move {
+                lock::release(&client, key).await;
+                let _ = tx.send(());
+            });
+            let _ = rx.recv_timeout(RELEASE_WAIT);
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl PgDb {
+    /// Connects, takes the state's lock for `command` (waiting up to
+    /// `lock_timeout`), and creates or migrates the tables; every failure
+    /// is said in words, naming the server, before anything is changed.
+    pub fn open(
+        url: &PgUrl,
+        command: &str,
+        lock_timeout: Duration,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PgDb, StateError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("agentform-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StateError::Postgres {
+                message: format!("cannot start the PostgreSQL client: {e}"),
+                hint: "the machine is out of threads or memory".into(),
+            })?;
+        let target = connect::Target::new(url, env);
+        let holder = lock::Holder::of_this_process(command);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let handle = runtime.handle().clone();
+        handle.spawn(async move {
+            let _ = tx.send(connect::open(target, holder, lock_timeout).await);
+        });
+        let opened = rx.recv().unwrap_or_else(|_| {
+            Err(StateError::Postgres {
+                message: format!(
+                    "the PostgreSQL client stopped while connecting to {}",
+                    url.server()
+                ),
+                hint: "run again with `-vv` to see why".into(),
+            })
+        });
+        let client = match opened {
+            Ok(client) => client,
+            Err(e) => {
+                // Opened from async code as often as not: without waiting.
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        Ok(PgDb {
+            conn: Arc::new(Conn {
+                client: Arc::new(client),
+                runtime: Some(runtime),
+                server: url.server(),
+                lock_key: lock::key_of(&url.schema),
+                statements: Mutex::default(),
+            }),
+            ids: Mutex::new((0, 0)),
+        })
+    }
+}
+
+impl Conn {
+    /// Runs `f` with the client on the connection's runtime and waits for it.
+    fn call<T, F>(&self, f: impl FnOnce(Arc<Client>) -> F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    {
+        let Some(runtime) = &self.runtime else {
+            return Err(self.lost());
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let future = f(Arc::clone(&self.client));
+        runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        match rx.recv() {
+            Ok(result) => result.map_err(|e| self.error(&e)),
+            Err(_) => Err(self.lost()),
+        }
+    }
+
+    fn lost(&self) -> DbError {
+        DbError(format!(
+            "the connection to PostgreSQL at {} was lost; nothing more was written",
+            self.server
+        ))
+    }
+
+    fn error(&self, e: &tokio_postgres::Error) -> DbError {
+        if e.is_closed() || self.client.is_closed() {
+            return self.lost();
+        }
+        DbError(format!(
+            "PostgreSQL at {}: {}",
+            self.server,
+            connect::describe(e)
+        ))
+    }
+
+    /// `sql`, prepared once per connection.
+    fn statement(&self, sql: &str) -> DbResult<Statement> {
+        if let Some(s) = self
+            .statements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sql)
+        {
+            return Ok(s.clone());
+        }
+        let text = sql.to_string();
+        let prepared = self.call(move |c| async move { c.prepare(&text).await })?;
+        self.statements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sql.to_string(), prepared.clone());
+        Ok(prepared)
+    }
+
+    /// The rows `sql` returns for `params`.
+    pub(crate) fn query(&self, sql: &str, params: Vec<Param>) -> DbResult<Vec<Row>> {
+        let statement = self.statement(sql)?;
+        self.call(move |c| async move {
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+            c.query(&statement, &refs).await
+        })
+    }
+
+    /// Statements in one message, run as one transaction: all or none.
+    pub(crate) fn batch(&self, sql: String) -> DbResult<()> {
+        self.call(move |c| async move { c.batch_execute(&sql).await })
+    }
+}
+
+impl Db for PgDb {
+    fn open_tree(&self, name: &str) -> DbResult<Tree> {
+        Ok(Arc::new(tree::PgTree::new(Arc::clone(&self.conn), name)))
+    }
+
+    fn tree_names(&self) -> DbResult<Vec<String>> {
+        let rows = self
+            .conn
+            .query("SELECT DISTINCT tree FROM entries ORDER BY tree", vec![])?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    fn generate_id(&self) -> DbResult<u64> {
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if ids.0 >= ids.1 {
+            let rows = self.conn.query("SELECT nextval('ids')", vec![])?;
+            let start = rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64;
+            *ids = (start, start + ID_BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    fn advance_ids(&self, at_least: u64) -> DbResult<()> {
+        let at_least = i64::try_from(at_least).unwrap_or(i64::MAX - ID_BLOCK as i64);
+        self.conn.query(
+            "SELECT setval('ids', GREATEST($1, (SELECT last_value FROM ids)))",
+            vec![Box::new(at_least)],
+        )?;
+        *self.ids.lock().unwrap_or_else(PoisonError::into_inner) = (0, 0);
+        Ok(())
+    }
+
+    fn flush(&self) -> DbResult<()> {
+        Ok(())
+    }
+
+    fn durable_writes(&self) -> bool {
+        true
+    }
+
+    fn group(&self, writes: &mut dyn FnMut(&dyn Group) -> DbResult<()>) -> DbResult<()> {
+        let group = tree::PgGroup::new(&self.conn);
+        writes(&group)?;
+        group.commit()
+    }
+
+    fn atomic_groups(&self) -> bool {
+        true
+    }
+}
