@@ -5,6 +5,10 @@
 //! that test what a server refuses. One cluster per test process; each
 //! test takes a database of its own. A watchdog stops the server and
 //! removes its files when the test process is gone.
+//!
+//! The tests' cluster skips fsync (they kill agentform, not the server);
+//! the benchmark starts one that keeps it (`Cluster::start(true)`), to
+//! compare with a sled state that flushes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,7 +32,7 @@ static DATABASES: AtomicU32 = AtomicU32::new(0);
 
 /// The cluster of this test process, started on first use.
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(Cluster::start)
+    CLUSTER.get_or_init(|| Cluster::start(false))
 }
 
 fn is_root() -> bool {
@@ -58,7 +62,8 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// A new cluster; `fsync` as a production server has it.
+    pub fn start(fsync: bool) -> Cluster {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-postgresql.sh");
         let out = Command::new("bash")
             .arg(script)
@@ -114,7 +119,7 @@ impl Cluster {
         assert!(write.wait().expect("tee").success());
         for _ in 0..5 {
             let port = free_port();
-            if let Some(cluster) = Self::launch(&bin, &base, &data, port) {
+            if let Some(cluster) = Self::launch(&bin, &base, &data, port, fsync) {
                 cluster.setup();
                 return cluster;
             }
@@ -124,12 +129,12 @@ impl Cluster {
 
     /// Starts the server on `port` under a watchdog; the cluster once it
     /// answers, `None` when it stopped (the port was taken meanwhile).
-    fn launch(bin: &Path, base: &Path, data: &Path, port: u16) -> Option<Cluster> {
+    fn launch(bin: &Path, base: &Path, data: &Path, port: u16, fsync: bool) -> Option<Cluster> {
         let postgres = bin.join("postgres");
         let parent = std::process::id();
         let script = format!(
             "'{postgres}' -D '{data}' -p {port} -k '{base}' -c listen_addresses=127.0.0.1 \
-             -c fsync=off -c max_connections=300 -c shared_buffers=32MB >>'{base}/log' 2>&1 &\n\
+             -c fsync={fsync} -c max_connections=300 -c shared_buffers=32MB >>'{base}/log' 2>&1 &\n\
              pg=$!\n\
              while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 1; done\n\
              kill -INT $pg 2>/dev/null; wait $pg\n\
@@ -137,6 +142,7 @@ impl Cluster {
             postgres = postgres.display(),
             data = data.display(),
             base = base.display(),
+            fsync = if fsync { "on" } else { "off" },
         );
         let mut watchdog = as_owner(Path::new("sh"))
             .args(["-c", &script])
