@@ -61,6 +61,34 @@ pub trait Db: Send + Sync + 'static {
 
     /// Whether a [`group`](Db::group) that fails leaves nothing behind.
     fn atomic_groups(&self) -> bool;
+
+    /// [`group`](Db::group), but returning once the writes are on their way
+    /// rather than once they are committed: groups sent one after another
+    /// are committed in that order, and reads made after the call see them.
+    /// The caller waits with [`Committing::wait`] (outside its own locks,
+    /// so that concurrent groups share the wait).
+    fn send_group(
+        &self,
+        writes: &mut dyn FnMut(&dyn Group) -> DbResult<()>,
+    ) -> DbResult<Box<dyn Committing>> {
+        self.group(writes)?;
+        Ok(Box::new(Committed))
+    }
+}
+
+/// A group sent by [`Db::send_group`].
+pub trait Committing: Send {
+    /// Waits until the group is committed, or says why it was not.
+    fn wait(self: Box<Self>) -> DbResult<()>;
+}
+
+/// A group already committed when sent.
+pub struct Committed;
+
+impl Committing for Committed {
+    fn wait(self: Box<Self>) -> DbResult<()> {
+        Ok(())
+    }
 }
 
 /// The writes of a group, by tree name.

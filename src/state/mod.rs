@@ -239,18 +239,20 @@ impl StateStore {
     /// backend keeps what was written); the serial is raised and written
     /// in the same group, then made durable.
     ///
-    /// Only the in-memory part holds the meta's lock: concurrent changes
-    /// share a flush and a marker write (as a group commit).
+    /// Only the in-memory part and the sending of the group hold the
+    /// meta's lock: concurrent changes share a flush and a marker write
+    /// (sled), or have their commits in flight together (PostgreSQL), as a
+    /// group commit.
     fn change<T>(
         &self,
         mut write: impl FnMut(&dyn Group, &mut Meta) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let (out, serial) = {
+        let (out, serial, committing) = {
             let mut meta = self.lock_meta();
             let mut next = meta.clone();
             let mut out = None;
             let mut recorded = None;
-            let grouped = self.db.group(&mut |group| {
+            let grouped = self.db.send_group(&mut |group| {
                 let mut attempt = meta.clone();
                 let written = write(group, &mut attempt);
                 attempt.serial += 1;
@@ -270,12 +272,14 @@ impl StateStore {
             }
             let serial = next.serial;
             *meta = next;
-            grouped?;
-            match out {
-                Some(out) => (out?, serial),
-                None => return Err(StateError::Db("the change was not written".into())),
+            match (grouped, out) {
+                (Ok(committing), Some(out)) => (out, serial, committing),
+                (Err(e), _) => return Err(e.into()),
+                (Ok(_), None) => return Err(StateError::Db("the change was not written".into())),
             }
         };
+        committing.wait()?;
+        let out = out?;
         self.make_durable(serial, false)?;
         Ok(out)
     }

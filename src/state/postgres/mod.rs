@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-use super::db::{Db, DbError, DbResult, Group, Tree};
+use super::db::{Committing, Db, DbError, DbResult, Group, Tree};
 use super::StateError;
 pub use schema::LATEST_VERSION;
 use url::PgUrl;
@@ -59,7 +59,15 @@ pub(crate) struct Conn {
     /// The state's lock, held by this connection.
     lock_key: (i32, i32),
     statements: Mutex<HashMap<String, Statement>>,
+    /// The trees that groups read, whole, as of the groups sent so far:
+    /// this connection holds the state's lock, so no one else writes them.
+    /// A tree is loaded the first time a group reads it, and dropped when
+    /// written outside a group or when a commit fails.
+    cache: Mutex<HashMap<String, Cached>>,
 }
+
+/// One tree's entries.
+pub(crate) type Cached = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// How long closing waits for the server to release the lock.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
@@ -132,6 +140,7 @@ impl PgDb {
                 server: url.server(),
                 lock_key: lock::key_of(&url.schema),
                 statements: Mutex::default(),
+                cache: Mutex::default(),
             }),
             ids: Mutex::new((0, 0)),
         })
@@ -206,9 +215,99 @@ impl Conn {
         })
     }
 
-    /// Statements in one message, run as one transaction: all or none.
-    pub(crate) fn batch(&self, sql: String) -> DbResult<()> {
-        self.call(move |c| async move { c.batch_execute(&sql).await })
+    /// Sends statements run as one transaction, without waiting for their
+    /// answer: they reach the server after every request sent before, and
+    /// before every request sent after.
+    pub(crate) fn send_batch(self: &Arc<Self>, sql: String) -> DbResult<Box<dyn Committing>> {
+        let Some(runtime) = &self.runtime else {
+            return Err(self.lost());
+        };
+        let client = Arc::clone(&self.client);
+        let mut future: Pending = Box::pin(async move { client.batch_execute(&sql).await });
+        // The client queues the request on the first poll, here, in order.
+        let waker = std::task::Waker::noop();
+        let early = match future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        {
+            std::task::Poll::Ready(result) => Some(result),
+            std::task::Poll::Pending => None,
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        match early {
+            Some(result) => {
+                let _ = tx.send(result);
+            }
+            None => {
+                runtime.spawn(async move {
+                    let _ = tx.send(future.await);
+                });
+            }
+        }
+        Ok(Box::new(SentBatch {
+            conn: Arc::clone(self),
+            answer: rx,
+        }))
+    }
+
+    /// The entries of `tree` as of the groups sent so far, loaded once.
+    pub(crate) fn with_cached<T>(&self, tree: &str, f: impl FnOnce(&Cached) -> T) -> DbResult<T> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entries) = cache.get(tree) {
+                return Ok(f(entries));
+            }
+        }
+        let rows = self.query(
+            "SELECT key, value FROM entries WHERE tree = $1",
+            vec![Box::new(tree.to_string())],
+        )?;
+        let entries: Cached = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let out = f(&entries);
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tree.to_string(), entries);
+        Ok(out)
+    }
+
+    /// Applies a group's writes to the trees cached.
+    pub(crate) fn update_cache(&self, update: impl FnOnce(&mut HashMap<String, Cached>)) {
+        update(&mut self.cache.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Forgets `tree` (written outside a group), or every tree.
+    pub(crate) fn forget_cached(&self, tree: Option<&str>) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        match tree {
+            Some(tree) => {
+                cache.remove(tree);
+            }
+            None => cache.clear(),
+        }
+    }
+}
+
+type Pending =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static>>;
+
+/// A group on its way to the server.
+struct SentBatch {
+    conn: Arc<Conn>,
+    answer: std::sync::mpsc::Receiver<Result<(), tokio_postgres::Error>>,
+}
+
+impl Committing for SentBatch {
+    fn wait(self: Box<Self>) -> DbResult<()> {
+        let result = match self.answer.recv() {
+            Ok(result) => result.map_err(|e| self.conn.error(&e)),
+            Err(_) => Err(self.conn.lost()),
+        };
+        if result.is_err() {
+            // What the cache holds may not have been written.
+            self.conn.forget_cached(None);
+        }
+        result
     }
 }
 
@@ -255,9 +354,16 @@ impl Db for PgDb {
     }
 
     fn group(&self, writes: &mut dyn FnMut(&dyn Group) -> DbResult<()>) -> DbResult<()> {
+        self.send_group(writes)?.wait()
+    }
+
+    fn send_group(
+        &self,
+        writes: &mut dyn FnMut(&dyn Group) -> DbResult<()>,
+    ) -> DbResult<Box<dyn Committing>> {
         let group = tree::PgGroup::new(&self.conn);
         writes(&group)?;
-        group.commit()
+        group.send()
     }
 
     fn atomic_groups(&self) -> bool {

@@ -12,7 +12,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::{Conn, Param};
-use crate::db::{DbResult, Entries, Entry, Group, TreeOps};
+use crate::db::{Committed, Committing, DbResult, Entries, Entry, Group, TreeOps};
 
 /// The first chunk of a range; each next one is twice as large, up to
 /// [`LAST_CHUNK`]: a page of 20 costs one round trip, a list of 10,000 few.
@@ -51,6 +51,7 @@ impl TreeOps for PgTree {
     }
 
     fn insert(&self, key: &[u8], value: &[u8]) -> DbResult<Option<Vec<u8>>> {
+        self.conn.forget_cached(Some(&self.name));
         // The old value is read in the statement's snapshot, before the upsert.
         let rows = self.conn.query(
             "WITH old AS (SELECT value FROM entries WHERE tree = $1 AND key = $2), \
@@ -67,6 +68,7 @@ impl TreeOps for PgTree {
     }
 
     fn remove(&self, key: &[u8]) -> DbResult<Option<Vec<u8>>> {
+        self.conn.forget_cached(Some(&self.name));
         let rows = self.conn.query(
             "DELETE FROM entries WHERE tree = $1 AND key = $2 RETURNING value",
             vec![Box::new(self.name.clone()), Box::new(key.to_vec())],
@@ -96,6 +98,7 @@ impl TreeOps for PgTree {
     }
 
     fn clear(&self) -> DbResult<()> {
+        self.conn.forget_cached(Some(&self.name));
         self.conn.query(
             "DELETE FROM entries WHERE tree = $1",
             vec![Box::new(self.name.clone())],
@@ -171,7 +174,7 @@ impl Iterator for Range<'_> {
 /// A group's writes, kept until [`commit`](PgGroup::commit): each key's
 /// last value (or its removal), after the trees cleared.
 pub(super) struct PgGroup<'a> {
-    conn: &'a Conn,
+    conn: &'a Arc<Conn>,
     writes: RefCell<Writes>,
 }
 
@@ -183,14 +186,14 @@ struct Writes {
 }
 
 impl<'a> PgGroup<'a> {
-    pub(super) fn new(conn: &'a Conn) -> Self {
+    pub(super) fn new(conn: &'a Arc<Conn>) -> Self {
         PgGroup {
             conn,
             writes: RefCell::default(),
         }
     }
 
-    /// The value `key` has as of the writes so far.
+    /// The value `key` has as of the writes so far (the tree's cache).
     fn current(&self, tree: &str, key: &[u8]) -> DbResult<Option<Vec<u8>>> {
         {
             let writes = self.writes.borrow();
@@ -201,7 +204,8 @@ impl<'a> PgGroup<'a> {
                 return Ok(None);
             }
         }
-        get(self.conn, tree, key)
+        self.conn
+            .with_cached(tree, |entries| entries.get(key).cloned())
     }
 
     fn set(&self, tree: &str, key: &[u8], value: Option<Vec<u8>>) -> DbResult<Option<Vec<u8>>> {
@@ -213,15 +217,30 @@ impl<'a> PgGroup<'a> {
         Ok(old)
     }
 
-    /// Sends every write in one message: the server commits them together
-    /// or, on any error, none.
-    pub(super) fn commit(self) -> DbResult<()> {
+    /// Sends every write in one message, which the server commits whole
+    /// or, on any error, not at all; the trees cached are brought up to it.
+    pub(super) fn send(self) -> DbResult<Box<dyn Committing>> {
         let writes = self.writes.into_inner();
         let sql = sql(&writes);
         if sql.is_empty() {
-            return Ok(());
+            return Ok(Box::new(Committed));
         }
-        self.conn.batch(sql)
+        self.conn.update_cache(|cache| {
+            for tree in &writes.cleared {
+                if let Some(entries) = cache.get_mut(tree) {
+                    entries.clear();
+                }
+            }
+            for ((tree, key), value) in &writes.changes {
+                if let Some(entries) = cache.get_mut(tree) {
+                    match value {
+                        Some(value) => entries.insert(key.clone(), value.clone()),
+                        None => entries.remove(key),
+                    };
+                }
+            }
+        });
+        self.conn.send_batch(sql)
     }
 }
 
