@@ -69,7 +69,11 @@ impl StateStore {
         let next = self.db.generate_id()?;
         to.db.advance_ids(next)?;
         let (transcripts, missing) = self.copy_transcripts(to)?;
-        let meta = self.meta();
+        // The counts as the trees hold them (a directory's marker is checked
+        // against them when the copy is opened).
+        let mut meta = self.meta();
+        meta.resources = self.list()?.len() as u64;
+        meta.transcripts = self.transcripts()?.len() as u64;
         let bytes = encode("state meta", &meta)?;
         to.db.group(&mut |g| g.put(META, META_KEY, &bytes))?;
         *to.lock_meta() = meta.clone();
@@ -169,4 +173,63 @@ fn copy_tree(from: &dyn Db, to: &dyn Db, name: &str) -> Result<u64, StateError> 
         write(&mut batch)?;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{OpenOptions, ResourceRecord, TranscriptEntry};
+
+    fn record(addr: &str) -> ResourceRecord {
+        serde_json::from_value(serde_json::json!({
+            "address": addr, "provider": "local", "remote_id": "agent_1", "version": 1,
+            "digest": "d", "config": {"name": "x"}, "sensitive": {}, "outputs": {},
+            "depends_on": [], "created_at": "t", "updated_at": "t"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_copy_holds_everything_and_a_full_target_needs_force() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let options = OpenOptions::default();
+        let from = StateStore::open_with(a.path(), "test", &options).unwrap();
+        from.put(&record("agent.a")).unwrap();
+        from.put(&record("agent.b")).unwrap();
+        std::fs::create_dir_all(a.path().join("transcripts/r1")).unwrap();
+        std::fs::write(a.path().join("transcripts/r1/chat.jsonl"), "{}\n").unwrap();
+        let entry = TranscriptEntry {
+            run_id: "r1".into(),
+            session: "session.chat".parse().unwrap(),
+            path: "transcripts/r1/chat.jsonl".into(),
+            passed: true,
+            started_at: "t".into(),
+            events: 1,
+            duration_ms: 1,
+            session_id: None,
+        };
+        from.put_transcripts(std::slice::from_ref(&entry)).unwrap();
+        from.db()
+            .open_tree("local.agents")
+            .unwrap()
+            .insert(b"agent_1", b"{}")
+            .unwrap();
+        let to = StateStore::open_with(b.path(), "test", &options).unwrap();
+        assert!(to.is_empty().unwrap());
+        let copied = from.copy_to(&to, false).unwrap();
+        assert_eq!((copied.transcripts, copied.serial), (1, from.meta().serial));
+        assert_eq!(copied.trees.get("local.agents"), Some(&1));
+        assert_eq!(to.list().unwrap(), from.list().unwrap());
+        assert_eq!(to.transcript_contents(&entry).unwrap(), b"{}\n");
+        assert_eq!(to.meta().lineage, from.meta().lineage);
+        assert!(matches!(
+            from.copy_to(&to, false),
+            Err(StateError::NotEmpty { .. })
+        ));
+        from.copy_to(&to, true).unwrap();
+        drop(to);
+        // The copy opens: its marker agrees with its database.
+        let reopened = StateStore::open_with(b.path(), "test", &options).unwrap();
+        assert_eq!(reopened.list().unwrap().len(), 2);
+    }
 }

@@ -162,7 +162,8 @@ pub struct StateStore {
 enum Backend {
     /// A marker beside the database, and the directory's lock file.
     Sled { _lock: StateLock },
-    /// Every write is committed; the lock is the connection's.
+    /// Every change is a commit that waits for the WAL; the lock is the
+    /// connection's.
     Postgres,
 }
 

@@ -60,13 +60,22 @@ impl Target {
     }
 }
 
-/// Connects, locks, migrates: the client of a state ready for use.
+/// The connections of an open state.
+pub(super) struct Clients {
+    /// Everything but flushes; holds the state's lock.
+    pub(super) main: Client,
+    /// Flushes only: commits that wait for the WAL (`commit.rs`), so that
+    /// the main connection never waits for the disk.
+    pub(super) flusher: Client,
+}
+
+/// Connects, locks, migrates: the clients of a state ready for use.
 pub(super) async fn open(
     target: Target,
     holder: Holder,
     lock_timeout: Duration,
-) -> Result<Client, StateError> {
-    let mut client = connect(&target).await?;
+) -> Result<Clients, StateError> {
+    let mut client = connect(&target, "agentform").await?;
     let schema = &target.url.schema;
     client
         .batch_execute(&format!("SET search_path TO \"{schema}\""))
@@ -77,11 +86,26 @@ pub(super) async fn open(
     lock::record(&client, &holder)
         .await
         .map_err(|e| classify(&target, &e, "recording the lock's holder"))?;
-    Ok(client)
+    // Writes commit without waiting for the WAL flush; a flush on the
+    // other connection waits for it, making everything before durable.
+    client
+        .batch_execute("SET synchronous_commit TO off")
+        .await
+        .map_err(|e| classify(&target, &e, "setting up the session"))?;
+    let flusher = connect(&target, "agentform (flush)").await?;
+    flusher
+        .batch_execute(&format!("SET search_path TO \"{schema}\""))
+        .await
+        .map_err(|e| classify(&target, &e, "setting the schema"))?;
+    Ok(Clients {
+        main: client,
+        flusher,
+    })
 }
 
-async fn connect(target: &Target) -> Result<Client, StateError> {
-    let config = target.config();
+async fn connect(target: &Target, application: &str) -> Result<Client, StateError> {
+    let mut config = target.config();
+    config.application_name(application);
     let connection_failed = |e: tokio_postgres::Error| classify(target, &e, "connecting");
     let client = match target.url.sslmode {
         SslMode::Disable => {

@@ -17,6 +17,7 @@
 //! Rows are read and written in `tree.rs`; the password never leaves
 //! `url.rs` and `connect.rs`.
 
+mod commit;
 mod connect;
 mod lock;
 mod schema;
@@ -40,6 +41,9 @@ use url::PgUrl;
 /// A parameter of a query, owned so the query can run on the connection's runtime.
 pub(crate) type Param = Box<dyn ToSql + Send + Sync>;
 
+/// The smallest write whose synchronous commit flushes the WAL.
+const FLUSH: &str = "UPDATE lock_holder SET since = since WHERE id = 1;";
+
 /// How many ids one round trip reserves (the sequence's increment).
 const ID_BLOCK: u64 = 64;
 
@@ -58,6 +62,10 @@ pub(crate) struct Conn {
     server: String,
     /// The state's lock, held by this connection.
     lock_key: (i32, i32),
+    /// The commits of groups, grouped.
+    committer: Arc<commit::Committer>,
+    /// The flushes, on the second connection.
+    flusher: Arc<commit::Committer>,
     statements: Mutex<HashMap<String, Statement>>,
     /// The trees that groups read, whole, as of the groups sent so far:
     /// this connection holds the state's lock, so no one else writes them.
@@ -125,20 +133,33 @@ impl PgDb {
                 hint: "run again with `-vv` to see why".into(),
             })
         });
-        let client = match opened {
-            Ok(client) => client,
+        let clients = match opened {
+            Ok(clients) => clients,
             Err(e) => {
                 // Opened from async code as often as not: without waiting.
                 runtime.shutdown_background();
                 return Err(e);
             }
         };
+        let server = url.server();
+        let committer_of = |client: &Arc<Client>| {
+            let word = {
+                let (client, server) = (Arc::clone(client), server.clone());
+                Box::new(move |e: &tokio_postgres::Error| error(&client, &server, e))
+            };
+            commit::Committer::new(Arc::clone(client), runtime.handle().clone(), word)
+        };
+        let client = Arc::new(clients.main);
+        let committer = committer_of(&client);
+        let flusher = committer_of(&Arc::new(clients.flusher));
         Ok(PgDb {
             conn: Arc::new(Conn {
-                client: Arc::new(client),
+                client,
                 runtime: Some(runtime),
-                server: url.server(),
+                server,
                 lock_key: lock::key_of(&url.schema),
+                committer,
+                flusher,
                 statements: Mutex::default(),
                 cache: Mutex::default(),
             }),
@@ -169,21 +190,11 @@ impl Conn {
     }
 
     fn lost(&self) -> DbError {
-        DbError(format!(
-            "the connection to PostgreSQL at {} was lost; nothing more was written",
-            self.server
-        ))
+        lost(&self.server)
     }
 
     fn error(&self, e: &tokio_postgres::Error) -> DbError {
-        if e.is_closed() || self.client.is_closed() {
-            return self.lost();
-        }
-        DbError(format!(
-            "PostgreSQL at {}: {}",
-            self.server,
-            connect::describe(e)
-        ))
+        error(&self.client, &self.server, e)
     }
 
     /// `sql`, prepared once per connection.
@@ -215,39 +226,30 @@ impl Conn {
         })
     }
 
-    /// Sends statements run as one transaction, without waiting for their
-    /// answer: they reach the server after every request sent before, and
-    /// before every request sent after.
+    /// Sends a group's statements to be committed after every group sent
+    /// before (together with those sent while a commit is in flight),
+    /// without waiting for the answer.
     pub(crate) fn send_batch(self: &Arc<Self>, sql: String) -> DbResult<Box<dyn Committing>> {
-        let Some(runtime) = &self.runtime else {
+        if self.runtime.is_none() {
             return Err(self.lost());
-        };
-        let client = Arc::clone(&self.client);
-        let mut future: Pending = Box::pin(async move { client.batch_execute(&sql).await });
-        // The client queues the request on the first poll, here, in order.
-        let waker = std::task::Waker::noop();
-        let early = match future
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(waker))
-        {
-            std::task::Poll::Ready(result) => Some(result),
-            std::task::Poll::Pending => None,
-        };
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        match early {
-            Some(result) => {
-                let _ = tx.send(result);
-            }
-            None => {
-                runtime.spawn(async move {
-                    let _ = tx.send(future.await);
-                });
-            }
         }
         Ok(Box::new(SentBatch {
             conn: Arc::clone(self),
-            answer: rx,
+            answer: self.committer.send(&sql),
         }))
+    }
+
+    /// Makes every commit that returned before the call durable: a commit
+    /// on the flushing connection that waits for the WAL, which covers
+    /// them (`commit.rs`).
+    fn flush(&self) -> DbResult<()> {
+        if self.runtime.is_none() {
+            return Err(self.lost());
+        }
+        match self.flusher.send_once(FLUSH).recv() {
+            Ok(result) => result,
+            Err(_) => Err(self.lost()),
+        }
     }
 
     /// The entries of `tree` as of the groups sent so far, loaded once.
@@ -288,19 +290,32 @@ impl Conn {
     }
 }
 
-type Pending =
-    std::pin::Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static>>;
+fn lost(server: &str) -> DbError {
+    DbError(format!(
+        "the connection to PostgreSQL at {server} was lost; nothing more was written"
+    ))
+}
+
+/// An error of the client, in words: a lost connection, or what the
+/// server said.
+fn error(client: &Client, server: &str, e: &tokio_postgres::Error) -> DbError {
+    if e.is_closed() || client.is_closed() {
+        return lost(server);
+    }
+    DbError(format!("PostgreSQL at {server}: {}", connect::describe(e)))
+}
 
 /// A group on its way to the server.
 struct SentBatch {
     conn: Arc<Conn>,
-    answer: std::sync::mpsc::Receiver<Result<(), tokio_postgres::Error>>,
+    answer: std::sync::mpsc::Receiver<DbResult<()>>,
 }
 
 impl Committing for SentBatch {
     fn wait(self: Box<Self>) -> DbResult<()> {
         let result = match self.answer.recv() {
-            Ok(result) => result.map_err(|e| self.conn.error(&e)),
+            Ok(Ok(())) => self.conn.flush(),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(self.conn.lost()),
         };
         if result.is_err() {
@@ -346,11 +361,11 @@ impl Db for PgDb {
     }
 
     fn flush(&self) -> DbResult<()> {
-        Ok(())
+        self.conn.flush()
     }
 
     fn durable_writes(&self) -> bool {
-        true
+        false
     }
 
     fn group(&self, writes: &mut dyn FnMut(&dyn Group) -> DbResult<()>) -> DbResult<()> {
