@@ -2,20 +2,23 @@
 //! table `entries (tree, key, value)` in a schema of its own, for a state
 //! that a team and its CI share.
 //!
-//! One connection per process, opened by [`PgDb::open`]: connect
+//! One main connection per process, opened by [`PgDb::open`]: connect
 //! (`connect.rs`, which also says what went wrong in words), take the
 //! state's session-level advisory lock and record who holds it
 //! (`lock.rs`), create or migrate the tables (`schema.rs`). The lock lives
 //! as long as the connection: should the connection die, the lock is gone
-//! and every later call fails, so nothing is written without it.
+//! and every later call fails, so nothing is written without it. A second
+//! connection only flushes: commits are grouped and made durable in
+//! `commit.rs`, and the trees a group reads are cached (this process holds
+//! the lock, so no one else writes them).
 //!
 //! The client is async (tokio-postgres) and the state's calls are not:
-//! the connection runs on a runtime of its own (one thread), and each call
-//! waits for its answer. A call never runs on that runtime's thread, so
-//! waiting cannot deadlock, whatever runtime the caller is on.
+//! the connections run on a runtime of their own (one thread), and each
+//! call waits for its answer. A call never runs on that runtime's thread,
+//! so waiting cannot deadlock, whatever runtime the caller is on.
 //!
 //! Rows are read and written in `tree.rs`; the password never leaves
-//! `url.rs` and `connect.rs`.
+//! `url.rs` and `connect.rs`. It must not interpret the trees' contents.
 
 mod commit;
 mod connect;
