@@ -7,6 +7,7 @@
 //!   cargo run --release --example bench -- sweep   # validate and plan at 1k … 20k resources, per resource
 //!   cargo run --release --example bench -- profile=1000  # a load/plan loop for `perf record`
 //!   cargo run --release --example bench -- growth  # 20 runs on one state, with and without retention
+//!   cargo run --release --example bench -- backends  # the PostgreSQL state against sled: apply 300, plan 10,000
 //!
 //! Everything runs in temporary directories on the embedded local runtime.
 
@@ -35,6 +36,14 @@ mod critical_path;
 
 #[path = "bench_support/growth.rs"]
 mod growth;
+
+#[path = "bench_support/backends.rs"]
+mod backends;
+
+/// The tests' throwaway PostgreSQL cluster, for `backends`.
+#[path = "../tests/postgres/cluster.rs"]
+#[allow(dead_code)]
+mod pg_cluster;
 use critical_path::bound;
 
 const FILES: usize = 10;
@@ -81,7 +90,7 @@ fn main() -> ExitCode {
             "plan" | "apply" | "phases" | "sweep" | "run" | "sandbox" if size.is_none() => {
                 sections.push((name.to_string(), None))
             }
-            "profile" | "growth" => sections.push((name.to_string(), size)),
+            "profile" | "growth" | "backends" => sections.push((name.to_string(), size)),
             "all" if size.is_none() => {
                 sections.extend(["plan", "apply", "phases"].map(|s| (s.to_string(), None)))
             }
@@ -97,12 +106,13 @@ fn main() -> ExitCode {
                 println!("  run         1,000 sessions x 5 scripted turns at concurrency 200 (issue: the runner)");
                 println!("  sandbox     100 bash calls per session, confined vs unconfined");
                 println!("  growth[=N]  N (20) runs on one state: first and last round, state size, with and without retention");
+                println!("  backends[=N] the PostgreSQL state vs sled: apply 300 at 20 ms, open + plan N (10,000)");
                 println!("  all         plan, apply and phases (the default)");
                 return ExitCode::SUCCESS;
             }
             _ => {
                 eprintln!(
-                    "error: unknown section `{a}`; expected plan, apply, phases, sweep, run, sandbox, growth[=N], profile[=N] or all"
+                    "error: unknown section `{a}`; expected plan, apply, phases, sweep, run, sandbox, growth[=N], backends[=N], profile[=N] or all"
                 );
                 return ExitCode::FAILURE;
             }
@@ -146,6 +156,9 @@ fn main() -> ExitCode {
                 "sweep" => sweep_section().await?,
                 "profile" => profile_section(size.unwrap_or(PLAN_SIZES[1].0)).await?,
                 "growth" => missed.extend(growth::section(size.unwrap_or(20)).await?),
+                "backends" => {
+                    missed.extend(backends::section(size.unwrap_or(PLAN_SIZES[1].0)).await?)
+                }
                 _ => {}
             }
         }
@@ -161,7 +174,7 @@ fn main() -> ExitCode {
             println!();
             let judged = sections
                 .iter()
-                .any(|(n, _)| ["plan", "apply", "run", "growth"].contains(&n.as_str()));
+                .any(|(n, _)| ["plan", "apply", "run", "growth", "backends"].contains(&n.as_str()));
             if missed.is_empty() {
                 if judged {
                     println!("All targets met.");

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod db;
 pub mod digest;
 pub mod engine;
 pub mod graph;

@@ -12,6 +12,7 @@ mod e2b;
 mod examples;
 mod lifecycle;
 mod locking;
+mod postgres;
 mod run;
 mod sandbox;
 mod schema;

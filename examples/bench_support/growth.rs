@@ -138,7 +138,7 @@ async fn pass(rounds: usize, retain: bool) -> Result<Pass> {
                 pruned.problems
             );
         }
-        agentform::state::flush(state.db()).map_err(|e| anyhow!("flush: {e}"))?;
+        state.db().flush().map_err(|e| anyhow!("flush: {e}"))?;
         out.push((elapsed, size_on_disk(&state_dir)));
     }
     Ok(Pass {

@@ -11,7 +11,7 @@ use clap::Args;
 use agentform::graph::Address;
 use agentform::manifest::{self, LoadOptions, Manifest};
 use agentform::runtime::Providers;
-use agentform::state::{OpenOptions, StateStore, DEFAULT_BACKUPS};
+use agentform::state::{Location, OpenOptions, StateStore, DEFAULT_BACKUPS};
 
 use super::output::Printer;
 
@@ -20,15 +20,29 @@ pub struct Global {
     /// Manifest file or directory (every `*.yaml` in it); repeatable
     #[arg(short = 'f', long = "file", global = true, value_name = "PATH")]
     pub files: Vec<PathBuf>,
-    /// State directory
+    /// State directory, or PostgreSQL:
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…&schema=…]`
+    /// (the password may also come from `PGPASSWORD` or `~/.pgpass`)
     #[arg(
         long,
         global = true,
         env = "AGENTFORM_STATE",
+        hide_env_values = true,
         default_value = "state",
-        value_name = "DIR"
+        value_name = "DIR|URL"
     )]
-    pub state: PathBuf,
+    pub state: StateArg,
+    /// Wait this long for another process's lock on the state instead of
+    /// failing at once (e.g. `30s`, `5m`)
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTFORM_LOCK_TIMEOUT",
+        default_value = "0s",
+        value_parser = parse_duration_arg,
+        value_name = "DURATION"
+    )]
+    pub lock_timeout: Duration,
     /// Backups of the state kept in `STATE/backups` (written before each
     /// apply or destroy that changes something); 0 writes none
     #[arg(
@@ -85,16 +99,64 @@ impl Global {
 
     /// The state, locked for `command` until dropped.
     pub fn open_state(&self, command: &str) -> Result<StateStore> {
-        Ok(StateStore::open_with(
-            &self.state,
+        Ok(StateStore::open_at(
+            &self.location()?,
             command,
             &self.open_options(),
         )?)
     }
 
+    /// Where the state is.
+    pub fn location(&self) -> Result<Location> {
+        self.state.location()
+    }
+
+    /// The state's directory, for what only a directory has (backups).
+    pub fn state_dir(&self, what: &str) -> Result<PathBuf> {
+        match self.location()? {
+            Location::Dir(dir) => Ok(dir),
+            Location::Postgres(url) => anyhow::bail!(
+                "the state at {url} is in PostgreSQL, which keeps no {what} of agentform's own\n\
+                 hint: back it up with PostgreSQL's tools (`pg_dump --schema={}`), or copy it \
+                 with `agentform state migrate --to DIR`",
+                url.schema
+            ),
+        }
+    }
+
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {
             backups: self.state_backups,
+            lock_timeout: self.lock_timeout,
+        }
+    }
+}
+
+/// `--state` as given: a directory or a URL that may hold a password, so
+/// it is parsed (and reported) by agentform, never echoed by the parser,
+/// and its `Debug` shows no password.
+#[derive(Clone)]
+pub struct StateArg(pub String);
+
+impl StateArg {
+    pub fn location(&self) -> Result<Location> {
+        Location::parse(&self.0).map_err(anyhow::Error::msg)
+    }
+}
+
+impl std::str::FromStr for StateArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(StateArg(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for StateArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Location::parse(&self.0) {
+            Ok(location) => write!(f, "{location}"),
+            Err(_) => f.write_str("(an invalid state URL)"),
         }
     }
 }

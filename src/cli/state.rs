@@ -1,5 +1,5 @@
 //! `agentform state`: list, show, forget and import records; list and
-//! restore backups.
+//! restore backups; copy the state to another place.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use agentform::ops::state;
 use agentform::state::StateError;
 
 use super::apply::confirm;
-use super::args::{parse_address, providers, Global};
+use super::args::{parse_address, providers, Global, StateArg};
 use super::output::Printer;
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +55,18 @@ pub enum StateCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Copy the state to another place: a directory, or PostgreSQL
+    #[command(
+        after_help = "Examples:\n  agentform state migrate --to postgres://ci@db.example.com/agents\n  agentform --state postgres://ci@db.example.com/agents state migrate --to ./state\n\nThe copy is exact (records, history, serial and lineage, transcripts, the local runtime's objects) and counted against the original; the original is not changed."
+    )]
+    Migrate {
+        /// Where to copy the state: a directory, or `postgres://…`
+        #[arg(long, value_name = "DIR|URL")]
+        to: StateArg,
+        /// Replace what the target holds
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub async fn exec(g: &Global, cmd: StateCommand, printer: &Printer) -> Result<ExitCode> {
@@ -94,7 +106,7 @@ pub async fn exec(g: &Global, cmd: StateCommand, printer: &Printer) -> Result<Ex
             ));
         }
         StateCommand::Backups => {
-            let backups = state::backups(&g.state)?;
+            let backups = state::backups(&g.state_dir("backups")?)?;
             if backups.is_empty() {
                 printer.info("No backups yet: `agentform apply` and `agentform destroy` write one before they change anything.");
             }
@@ -117,6 +129,26 @@ pub async fn exec(g: &Global, cmd: StateCommand, printer: &Printer) -> Result<Ex
             auto_approve,
             force,
         } => return restore(g, backup.as_deref(), auto_approve, force, printer),
+        StateCommand::Migrate { to, force } => {
+            let from = g.location()?;
+            let to = to.location()?;
+            let copied = state::migrate(&from, &to, force, &g.open_options())?;
+            let entries: u64 = copied.trees.values().sum();
+            printer.out(&format!(
+                "Copied the state from {from} to {to}: serial {}, lineage {}, {entries} entries in {} trees, {} transcripts; the counts match.",
+                copied.serial,
+                copied.lineage,
+                copied.trees.len(),
+                copied.transcripts
+            ));
+            if !copied.missing.is_empty() {
+                printer.info(&format!(
+                    "{} transcripts of the index had no contents to copy: {}",
+                    copied.missing.len(),
+                    copied.missing.join(", ")
+                ));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -130,7 +162,8 @@ fn restore(
     printer: &Printer,
 ) -> Result<ExitCode> {
     let options = g.open_options();
-    let pending = match state::prepare_restore(&g.state, &options, name, force) {
+    let dir = g.state_dir("backups")?;
+    let pending = match state::prepare_restore(&dir, &options, name, force) {
         Err(state::StateOpError::State(e @ StateError::Open { .. })) => {
             printer.error(&format!("{e}"));
             if !confirm(
@@ -141,12 +174,12 @@ fn restore(
                 printer.out("Restore cancelled; nothing was changed.");
                 return Ok(ExitCode::FAILURE);
             }
-            let aside = state::set_aside_database(&g.state)?;
+            let aside = state::set_aside_database(&dir)?;
             printer.info(&format!(
                 "Moved the damaged database to {}",
                 aside.display()
             ));
-            state::prepare_restore(&g.state, &options, name, force)?
+            state::prepare_restore(&dir, &options, name, force)?
         }
         other => other?,
     };
@@ -167,7 +200,7 @@ fn restore(
     match &pending.refusal {
         Some(refusal) => printer.out(&format!(
             "It replaces a state that was refused:\n  {}",
-            refusal.explain(&g.state).lines().next().unwrap_or_default()
+            refusal.explain(&dir).lines().next().unwrap_or_default()
         )),
         None => printer.out(&format!(
             "It replaces the state at serial {}: {} resources, {} transcripts (backed up first).",

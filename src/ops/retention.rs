@@ -177,7 +177,7 @@ async fn prune_entries(
         let id = entry
             .session_id
             .clone()
-            .or_else(|| header_session_id(&state.dir().join(&entry.path)));
+            .or_else(|| header_session_id(state, entry));
         if let Some(id) = id {
             if !sessions.contains(&id) {
                 sessions.push(id);
@@ -258,12 +258,10 @@ fn current_sessions(state: &StateStore) -> Result<HashSet<String>, StateError> {
 
 /// The session id in a transcript's header line, for entries indexed
 /// before the index recorded it.
-fn header_session_id(path: &std::path::Path) -> Option<String> {
-    use std::io::BufRead;
-    let file = std::fs::File::open(path).ok()?;
-    let mut first = String::new();
-    std::io::BufReader::new(file).read_line(&mut first).ok()?;
-    let header: serde_json::Value = serde_json::from_str(&first).ok()?;
+fn header_session_id(state: &StateStore, entry: &TranscriptEntry) -> Option<String> {
+    let bytes = state.transcript_contents(entry).ok()?;
+    let first = bytes.split(|b| *b == b'\n').next()?;
+    let header: serde_json::Value = serde_json::from_slice(first).ok()?;
     (header["kind"] == "header")
         .then(|| header["session_id"].as_str().map(str::to_string))
         .flatten()

@@ -63,7 +63,7 @@ pub enum ServeError {
     #[error("flushing the data: {0}")]
     FlushTask(tokio::task::JoinError),
     #[error("flushing the data")]
-    Flush(#[source] sled::Error),
+    Flush(#[source] crate::db::DbError),
 }
 
 impl ServeOptions {
@@ -172,7 +172,7 @@ impl Bound {
         let served = server.run(self.listener, shutdown).await;
         runtime.shutdown().await;
         let db = store.db().clone();
-        let flushed = tokio::task::spawn_blocking(move || crate::state::flush(&db)).await;
+        let flushed = tokio::task::spawn_blocking(move || db.flush()).await;
         served.map_err(ServeError::Serving)?;
         flushed
             .map_err(ServeError::FlushTask)?

@@ -2,13 +2,15 @@
 //! [`super::import`]), and list and restore backups. Forgetting never
 //! touches the remote object; restoring is split into [`prepare_restore`]
 //! and [`PendingRestore::execute`] so the command line can ask between.
+//! [`migrate`] copies a state to another place (a directory or PostgreSQL).
 
 use std::path::{Path, PathBuf};
 
 use crate::graph::Address;
 use crate::runtime::local::HISTORY_TREES;
 use crate::state::backup::{self, Backup, BackupFile};
-use crate::state::{Meta, OpenOptions, Refusal, ResourceRecord, StateError, StateStore};
+use crate::state::migrate::Copied;
+use crate::state::{Location, Meta, OpenOptions, Refusal, ResourceRecord, StateError, StateStore};
 
 pub use super::import::{import, ImportError};
 
@@ -29,8 +31,28 @@ pub enum StateOpError {
         backup: String,
         state: String,
     },
+    #[error("the state is already at {0}\nhint: `--to` names where to copy it, another place")]
+    SamePlace(String),
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// Copies the state at `from` to `to` exactly (records, history, intents,
+/// serial and lineage, transcripts, the local runtime's objects), both
+/// locked meanwhile; `to` must be empty unless `force`. The copy is counted
+/// against the original before this returns.
+pub fn migrate(
+    from: &Location,
+    to: &Location,
+    force: bool,
+    options: &OpenOptions,
+) -> Result<Copied, StateOpError> {
+    if from == to {
+        return Err(StateOpError::SamePlace(to.to_string()));
+    }
+    let source = StateStore::open_at(from, "state migrate", options)?;
+    let target = StateStore::open_at(to, "state migrate", options)?;
+    Ok(source.copy_to(&target, force)?)
 }
 
 /// Every record, by address.

@@ -91,10 +91,18 @@ pub fn find(state: &StateStore, reference: &str) -> Result<TranscriptEntry, Tran
     }
 }
 
-/// The transcript `reference` names, read from the state directory.
+/// The transcript `reference` names, read from the state (its directory,
+/// or what a PostgreSQL state keeps).
 pub fn read(state: &StateStore, reference: &str) -> Result<Transcript, TranscriptsError> {
     let entry = find(state, reference)?;
-    transcript::read(&state.dir().join(&entry.path)).map_err(TranscriptsError::Read)
+    let bytes = state
+        .transcript_contents(&entry)
+        .map_err(TranscriptsError::Read)?;
+    transcript::parse(
+        &bytes,
+        &format!("`{}`", state.dir().join(&entry.path).display()),
+    )
+    .map_err(TranscriptsError::Read)
 }
 
 /// The transcript `reference` names, rendered in `format`.

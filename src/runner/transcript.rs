@@ -222,16 +222,22 @@ pub struct Transcript {
 }
 
 pub fn read(path: &Path) -> Result<Transcript, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    parse(&bytes, &format!("`{}`", path.display()))
+}
+
+/// A transcript from its JSONL bytes (a file's, or what a PostgreSQL state
+/// keeps); `name` says where they came from in errors.
+pub fn parse(bytes: &[u8], name: &str) -> Result<Transcript, String> {
     let mut t = Transcript::default();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("`{}`: {e}", path.display()))?;
+    for (i, line) in bytes.lines().enumerate() {
+        let line = line.map_err(|e| format!("{name}: {e}"))?;
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line)
-            .map_err(|e| format!("`{}` line {}: {e}", path.display(), i + 1))?;
+        let parsed: Line =
+            serde_json::from_str(&line).map_err(|e| format!("{name} line {}: {e}", i + 1))?;
         match parsed {
             Line::Header(h) => t.header = Some(h),
             Line::Event { event } => t.events.push(event),

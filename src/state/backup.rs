@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::db::Group;
 use super::marker::{self, Meta};
-use super::{Intent, ResourceRecord, StateError, StateStore, TranscriptEntry};
+use super::{Intent, ResourceRecord, StateError, StateStore, TranscriptEntry, META, META_KEY};
 
 pub const BACKUPS_DIR: &str = "backups";
 /// Backups kept unless told otherwise.
@@ -153,11 +154,9 @@ impl StateStore {
     /// Every tree of the database but the state's own, sled's and `skip`.
     fn copy_trees(&self, skip: &[&str]) -> Result<BTreeMap<String, Vec<TreeEntry>>, StateError> {
         let mut out = BTreeMap::new();
-        for name in self.db.tree_names() {
-            let Ok(text) = std::str::from_utf8(&name) else {
-                continue;
-            };
-            if &*name == SLED_DEFAULT_TREE
+        for name in self.db.tree_names()? {
+            let text = name.as_str();
+            if name.as_bytes() == SLED_DEFAULT_TREE
                 || super::OWN_TREES.contains(&text)
                 || skip.contains(&text)
             {
@@ -189,14 +188,41 @@ impl StateStore {
                 .ok()
                 .flatten()
                 .map_or(0, |m| m.serial);
-            self.replace_trees(backup)?;
+            let count = |keys: Vec<String>| {
+                keys.into_iter()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len() as u64
+            };
             let next = Meta {
                 lineage: backup.lineage.clone(),
                 serial: meta.serial.max(on_disk).max(backup.serial) + 1,
-                resources: self.resources.len() as u64,
-                transcripts: self.transcripts.len() as u64,
+                resources: count(
+                    backup
+                        .resources
+                        .iter()
+                        .map(|r| r.address.to_string())
+                        .collect(),
+                ),
+                transcripts: count(
+                    backup
+                        .transcripts
+                        .iter()
+                        .map(super::transcripts::key)
+                        .collect(),
+                ),
             };
-            self.record(&mut meta, next.clone())?;
+            let bytes = super::encode("state meta", &next)?;
+            let mut failed = None;
+            self.db
+                .group(&mut |group| {
+                    if let Err(e) = self.replace_trees(group, backup) {
+                        failed = Some(e);
+                        return Err(super::db::DbError("the backup was not restored".into()));
+                    }
+                    group.put(META, META_KEY, &bytes)
+                })
+                .map_err(|e| failed.take().unwrap_or(e.into()))?;
+            *meta = next.clone();
             next
         };
         self.make_durable(restored.serial, true)?;
@@ -204,28 +230,24 @@ impl StateStore {
     }
 
     /// The records and the copied trees, as the backup holds them.
-    fn replace_trees(&self, backup: &Backup) -> Result<(), StateError> {
-        self.resources.clear()?;
+    fn replace_trees(&self, group: &dyn Group, backup: &Backup) -> Result<(), StateError> {
+        group.clear(super::RESOURCES)?;
         for r in &backup.resources {
             let key = r.address.to_string();
-            self.resources
-                .insert(key.as_bytes(), super::encode(&key, r)?)?;
+            group.put(super::RESOURCES, key.as_bytes(), &super::encode(&key, r)?)?;
         }
-        self.intents.clear()?;
+        group.clear(super::INTENTS)?;
         for i in &backup.intents {
             let key = i.address.to_string();
-            self.intents
-                .insert(key.as_bytes(), super::encode(&key, i)?)?;
+            group.put(super::INTENTS, key.as_bytes(), &super::encode(&key, i)?)?;
         }
-        self.transcripts.clear()?;
+        group.clear(super::TRANSCRIPTS)?;
         for t in &backup.transcripts {
             let key = super::transcripts::key(t);
-            self.transcripts
-                .insert(key.as_bytes(), super::encode(&key, t)?)?;
+            group.put(super::TRANSCRIPTS, key.as_bytes(), &super::encode(&key, t)?)?;
         }
         for (name, entries) in &backup.trees {
-            let tree = self.db.open_tree(name)?;
-            tree.clear()?;
+            group.clear(name)?;
             for e in entries {
                 let bad = |what: &str| StateError::Corrupt {
                     key: format!("{name}/{}", e.key),
@@ -237,7 +259,7 @@ impl StateStore {
                     (None, Some(h)) => unhex(h).ok_or_else(|| bad("value"))?,
                     (None, None) => Vec::new(),
                 };
-                tree.insert(key, value)?;
+                group.put(name, &key, &value)?;
             }
         }
         Ok(())

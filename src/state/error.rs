@@ -8,14 +8,24 @@ use super::integrity::Refusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// `location` is shown as is: a directory in backticks, or a URL.
     #[error(
-        "state at `{dir}` is locked by pid {pid} ({holder}); wait for it to finish, or stop it"
+        "state at {location} is locked by pid {pid}{} ({holder}){}; wait for it to finish, or stop it",
+        host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default(),
+        waited.map(|w| format!(" after waiting {w:?}")).unwrap_or_default()
     )]
     Locked {
-        dir: PathBuf,
+        location: String,
         pid: String,
+        host: Option<String>,
         holder: String,
+        /// How long `--lock-timeout` waited.
+        waited: Option<std::time::Duration>,
     },
+    /// A PostgreSQL state cannot be used: what happened, on which server,
+    /// and what to check.
+    #[error("{message}\nhint: {hint}")]
+    Postgres { message: String, hint: String },
     #[error("cannot open state at `{dir}`: {error}")]
     Io { dir: PathBuf, error: std::io::Error },
     /// sled could not open the database: damaged or unreadable files.
@@ -33,7 +43,7 @@ pub enum StateError {
         reason: String,
     },
     #[error("state database error: {0}")]
-    Db(sled::Error),
+    Db(String),
     #[error("state record `{key}` is corrupt: {message}")]
     Corrupt { key: String, message: String },
     /// The store lost what its marker says it had, or is another state's.
@@ -44,13 +54,26 @@ pub enum StateError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error(
+        "the state at {location} is not empty\nhint: pass `--force` to replace what it holds, or \
+         choose an empty target"
+    )]
+    NotEmpty { location: String },
+    #[error("copying the state: {0}")]
+    Copy(String),
     #[error("backup `{}` cannot be read: {message}", path.display())]
     BadBackup { path: PathBuf, message: String },
 }
 
 impl From<sled::Error> for StateError {
     fn from(e: sled::Error) -> Self {
-        StateError::Db(e)
+        StateError::Db(e.to_string())
+    }
+}
+
+impl From<super::db::DbError> for StateError {
+    fn from(e: super::db::DbError) -> Self {
+        StateError::Db(e.0)
     }
 }
 

@@ -1,9 +1,11 @@
 //! An advisory lock on the state directory, held for the life of the process.
 //! The kernel releases it when the process dies, so a crash never leaves a stale lock.
+//! A caller may wait for it a while (`--lock-timeout`) instead of failing at once.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::StateError;
 
@@ -11,8 +13,47 @@ pub struct StateLock {
     _file: File,
 }
 
+/// How often a waiting process tries the lock again.
+pub(super) const RETRY_EVERY: Duration = Duration::from_millis(100);
+
 impl StateLock {
     pub fn acquire(dir: &Path, command: &str) -> Result<Self, StateError> {
+        Self::acquire_within(dir, command, Duration::ZERO)
+    }
+
+    /// Takes the lock, waiting up to `timeout` for its holder to let go.
+    pub fn acquire_within(
+        dir: &Path,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<Self, StateError> {
+        let started = Instant::now();
+        loop {
+            match Self::try_acquire(dir, command) {
+                Err(StateError::Locked { .. }) if started.elapsed() + RETRY_EVERY <= timeout => {
+                    std::thread::sleep(RETRY_EVERY)
+                }
+                Err(StateError::Locked {
+                    location,
+                    pid,
+                    host,
+                    holder,
+                    ..
+                }) => {
+                    return Err(StateError::Locked {
+                        location,
+                        pid,
+                        host,
+                        holder,
+                        waited: (!timeout.is_zero()).then_some(timeout),
+                    })
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_acquire(dir: &Path, command: &str) -> Result<Self, StateError> {
         let path = dir.join("lock");
         let io = |error| StateError::Io {
             dir: dir.to_path_buf(),
@@ -38,9 +79,11 @@ impl StateLock {
                     .map(|s| format!(", since {s}"))
                     .unwrap_or_default();
                 return Err(StateError::Locked {
-                    dir: dir.to_path_buf(),
+                    location: format!("`{}`", dir.display()),
                     pid,
+                    host: None,
                     holder: format!("`{what}`{since}"),
+                    waited: None,
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),

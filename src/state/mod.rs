@@ -1,38 +1,49 @@
-//! The state store: one sled database per state directory, guarded by a lock
-//! file so that a second agentform process fails at once instead of corrupting it.
+//! The state store: records, their history, intents, the serial and
+//! lineage, and the transcript index, kept in a [`Db`] — a sled database
+//! in a state directory (the default), or tables in PostgreSQL
+//! (`postgres/`, for a team and its CI) — and locked for one command at
+//! a time (a lock file, or an advisory lock).
 //!
 //! Every write that changes records, intents or the transcript index raises
-//! the state's serial, in the database and in the marker beside it
+//! the state's serial, in the database and (sled) in the marker beside it
 //! (`marker.rs`); on opening, the two are compared (`integrity.rs`) so that
 //! a database that lost its content is refused rather than read as empty.
-//! Backups of the records live in `backup.rs`, the transcript index in
-//! `transcripts.rs`, errors in `error.rs`.
+//! Opening is `open.rs`, the storage trait `crate::db`, backups `backup.rs`, the
+//! transcript index `transcripts.rs`, copying a state `migrate.rs`, errors
+//! `error.rs`.
 //!
-//! It owns records, their history, intents, the lock, the serial and the
-//! transcript index; it must not know manifest syntax nor hold operations
-//! (those are `ops`).
+//! It must not know manifest syntax nor hold operations (those are `ops`).
 
 pub mod backup;
 mod error;
 mod integrity;
+mod location;
 mod lock;
 mod marker;
+pub mod migrate;
+mod open;
+pub mod postgres;
 mod transcripts;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::db;
+pub use crate::db::flush;
 use crate::graph::Address;
 pub use backup::{Backup, BackupFile, BACKUPS_DIR, DEFAULT_KEEP as DEFAULT_BACKUPS};
+use db::{Db, Group, Tree};
 pub use error::StateError;
 pub use integrity::Refusal;
+pub use location::Location;
 pub use lock::StateLock;
 pub use marker::{Meta, MARKER_FILE};
+pub use open::OpenOptions;
 
 /// The marker of the state in `dir`: absent, or why it cannot be read.
 pub fn read_marker(dir: &Path) -> Result<Option<Meta>, String> {
@@ -43,13 +54,19 @@ pub use transcripts::Removed;
 const RESOURCES: &str = "state.resources";
 const INTENTS: &str = "state.intents";
 const TRANSCRIPTS: &str = "state.transcripts";
+/// The contents of transcripts, by path, where the state keeps them
+/// (PostgreSQL); a directory's are files beside it.
+const TRANSCRIPT_FILES: &str = "state.transcript_files";
 /// The serial and lineage, under [`META_KEY`].
 const META: &str = "state.meta";
 const META_KEY: &[u8] = b"meta";
 /// The trees this module owns; backups copy them as records.
-const OWN_TREES: [&str; 4] = [RESOURCES, INTENTS, TRANSCRIPTS, META];
+const OWN_TREES: [&str; 5] = [RESOURCES, INTENTS, TRANSCRIPTS, META, TRANSCRIPT_FILES];
 /// The database's directory inside the state directory.
 pub const DB_DIR: &str = "db";
+/// Where a PostgreSQL state keeps what stays on the machine (session
+/// workspaces, transcripts being written), in the working directory.
+pub const LOCAL_DIR: &str = ".agentform";
 
 /// What agentform knows about one deployed resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,30 +119,13 @@ pub struct Intent {
     pub pid: u32,
 }
 
-pub struct StateStore {
-    dir: PathBuf,
-    db: sled::Db,
-    resources: sled::Tree,
-    intents: sled::Tree,
-    transcripts: sled::Tree,
-    meta_tree: sled::Tree,
-    /// The serial, lineage and counts as last written; held while a change
-    /// is written (not flushed), so serials follow the order of the writes.
-    meta: Mutex<Meta>,
-    /// What is durable, in the database and in the marker; held while
-    /// flushing, so that one flush serves every change made before it.
-    durable: Mutex<Durable>,
-    /// Backups kept by [`StateStore::backup`].
-    backups: usize,
-    _lock: StateLock,
-}
-
 /// Where a run's transcript of one session is, and how it went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TranscriptEntry {
     pub run_id: String,
     pub session: Address,
-    /// Relative to the state directory.
+    /// Relative to the state directory (a PostgreSQL state: the key of its
+    /// contents in the state).
     pub path: String,
     pub passed: bool,
     pub started_at: String,
@@ -137,19 +137,34 @@ pub struct TranscriptEntry {
     pub session_id: Option<String>,
 }
 
-/// How to open a state.
-#[derive(Debug, Clone)]
-pub struct OpenOptions {
-    /// Backups kept by [`StateStore::backup`]; 0 writes none.
-    pub backups: usize,
+pub struct StateStore {
+    location: Location,
+    /// The state directory; for PostgreSQL, [`LOCAL_DIR`]: what stays on
+    /// this machine.
+    dir: PathBuf,
+    db: Arc<dyn Db>,
+    resources: Tree,
+    intents: Tree,
+    transcripts: Tree,
+    transcript_files: Tree,
+    /// The serial, lineage and counts as last written; held while a change
+    /// is written (not flushed), so serials follow the order of the writes.
+    meta: Mutex<Meta>,
+    /// What is durable, in the database and in the marker; held while
+    /// flushing, so that one flush serves every change made before it.
+    durable: Mutex<Durable>,
+    /// Backups kept by [`StateStore::backup`].
+    backups: usize,
+    backend: Backend,
 }
 
-impl Default for OpenOptions {
-    fn default() -> Self {
-        OpenOptions {
-            backups: DEFAULT_BACKUPS,
-        }
-    }
+/// What differs between the backends beyond the [`Db`].
+enum Backend {
+    /// A marker beside the database, and the directory's lock file.
+    Sled { _lock: StateLock },
+    /// Every change is a commit that waits for the WAL; the lock is the
+    /// connection's.
+    Postgres,
 }
 
 /// How far the database and the marker are durable.
@@ -178,141 +193,30 @@ impl Drop for StateStore {
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateStore")
-            .field("dir", &self.dir)
+            .field("location", &self.location)
             .finish()
     }
 }
 
 impl StateStore {
-    /// Opens (creating if needed) the state in `dir`, holding its lock until
-    /// dropped; refuses a database that lost what its marker records.
-    pub fn open(dir: &Path, command: &str) -> Result<Self, StateError> {
-        Self::open_with(dir, command, &OpenOptions::default())
-    }
-
-    /// [`open`](Self::open) with options.
-    pub fn open_with(dir: &Path, command: &str, options: &OpenOptions) -> Result<Self, StateError> {
-        match Self::open_for_restore(dir, command, options)? {
-            (store, None) => Ok(store),
-            (_, Some(refusal)) => Err(StateError::Refused {
-                dir: dir.to_path_buf(),
-                refusal: Box::new(refusal),
-            }),
-        }
-    }
-
-    /// Opens the state even when the check refuses it, to restore a backup
-    /// into it; with the refusal. Nothing is written to a refused state.
-    pub fn open_for_restore(
-        dir: &Path,
-        command: &str,
-        options: &OpenOptions,
-    ) -> Result<(Self, Option<Refusal>), StateError> {
-        std::fs::create_dir_all(dir).map_err(|error| StateError::Io {
-            dir: dir.to_path_buf(),
-            error,
-        })?;
-        let lock = StateLock::acquire(dir, command)?;
-        let damaged = |e: sled::Error| StateError::Open {
-            dir: dir.to_path_buf(),
-            path: dir.join(DB_DIR),
-            reason: e.to_string(),
-        };
-        let db = sled::Config::new()
-            .path(dir.join(DB_DIR))
-            .flush_every_ms(None)
-            // sled's default cache is 1 GiB; the state and the local runtime
-            // need far less, and a CI machine has other work.
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(damaged)?;
-        let tree = |name: &str| db.open_tree(name).map_err(damaged);
-        let resources = tree(RESOURCES)?;
-        let intents = tree(INTENTS)?;
-        let transcripts = tree(TRANSCRIPTS)?;
-        let meta_tree = tree(META)?;
-        let on_record: Option<Meta> = match meta_tree.get(META_KEY).map_err(damaged)? {
-            Some(bytes) => Some(decode("state meta", &bytes)?),
-            None => None,
-        };
-        let found = integrity::Found {
-            marker: marker::read(dir),
-            db: on_record.clone(),
-            resources: resources.len() as u64,
-            transcripts: transcripts.len() as u64,
-        };
-        let marker_lineage = found.marker.clone().ok().flatten().map(|m| m.lineage);
-        let (meta, refusal) = match integrity::check(found) {
-            integrity::Verdict::Refuse(refusal) => {
-                // Kept in memory only, for a restore to count above.
-                let meta = on_record.unwrap_or_else(|| Meta {
-                    lineage: marker_lineage.unwrap_or_default(),
-                    ..Meta::new()
-                });
-                (meta, Some(refusal))
-            }
-            integrity::Verdict::Use {
-                meta,
-                write_db,
-                write_marker,
-                migrated,
-            } => {
-                if write_db {
-                    meta_tree.insert(META_KEY, encode("state meta", &meta)?)?;
-                    flush(&db)?;
-                }
-                if write_marker {
-                    marker::write(dir, &meta)?;
-                }
-                if migrated {
-                    tracing::info!(
-                        "the state at `{}` had no serial: it now has lineage {} at serial {}",
-                        dir.display(),
-                        meta.lineage,
-                        meta.serial
-                    );
-                }
-                (meta, None)
-            }
-        };
-        let store = StateStore {
-            dir: dir.to_path_buf(),
-            db,
-            resources,
-            intents,
-            transcripts,
-            meta_tree,
-            durable: Mutex::new(Durable {
-                flushed: meta.clone(),
-                marked: meta.serial,
-                marked_at: None,
-            }),
-            meta: Mutex::new(meta),
-            backups: options.backups,
-            _lock: lock,
-        };
-        Ok((store, refusal))
-    }
-
-    /// Moves the database of the state in `dir` aside (to `db.damaged-TIME`),
-    /// so that a restore can start from an empty one; where it went.
-    pub fn set_aside_database(dir: &Path, command: &str) -> Result<PathBuf, StateError> {
-        let _lock = StateLock::acquire(dir, command)?;
-        let stamp = now().replace([':', '-'], "");
-        let to = dir.join(format!("{DB_DIR}.damaged-{stamp}"));
-        std::fs::rename(dir.join(DB_DIR), &to).map_err(|error| StateError::Write {
-            path: to.clone(),
-            error,
-        })?;
-        Ok(to)
-    }
-
+    /// The state directory; for a PostgreSQL state, the directory of what
+    /// stays on this machine (session workspaces).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Where the state is.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Whether the state is in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres)
+    }
+
     /// The database, shared with the local runtime's trees.
-    pub fn db(&self) -> &sled::Db {
+    pub fn db(&self) -> &Arc<dyn Db> {
         &self.db
     }
 
@@ -330,36 +234,55 @@ impl StateStore {
         self.meta.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Makes a change under the next serial: `write` changes the trees and
-    /// the counts in the meta it is given (as it goes, so a write that
-    /// fails halfway is still counted); the serial is raised, then the
-    /// database flushed and the marker brought up to date.
+    /// Makes a change under the next serial: `write` changes the trees
+    /// through the group and the counts in the meta it is given (as it
+    /// goes, so a write that fails halfway is still counted where the
+    /// backend keeps what was written); the serial is raised and written
+    /// in the same group, then made durable.
     ///
-    /// Only the in-memory part holds the meta's lock: concurrent changes
-    /// share a flush and a marker write (as a group commit).
+    /// Only the in-memory part and the sending of the group hold the
+    /// meta's lock: concurrent changes share a flush and a marker write
+    /// (sled), or have their commits in flight together (PostgreSQL), as a
+    /// group commit.
     fn change<T>(
         &self,
-        write: impl FnOnce(&mut Meta) -> Result<T, StateError>,
+        mut write: impl FnMut(&dyn Group, &mut Meta) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let (out, serial) = {
+        let (out, serial, committing) = {
             let mut meta = self.lock_meta();
             let mut next = meta.clone();
-            let out = write(&mut next);
-            next.serial += 1;
+            let mut out = None;
+            let mut recorded = None;
+            let grouped = self.db.send_group(&mut |group| {
+                let mut attempt = meta.clone();
+                let written = write(group, &mut attempt);
+                attempt.serial += 1;
+                let bytes =
+                    encode("state meta", &attempt).map_err(|e| db::DbError(e.to_string()))?;
+                group.put(META, META_KEY, &bytes)?;
+                recorded = Some(attempt);
+                out = Some(written);
+                Ok(())
+            });
+            // A backend that keeps a group cut short (sled) counts it; one
+            // that drops it whole keeps the meta as it was.
+            if let Some(attempt) = recorded {
+                if grouped.is_ok() || !self.db.atomic_groups() {
+                    next = attempt;
+                }
+            }
             let serial = next.serial;
-            self.record(&mut meta, next)?;
-            (out?, serial)
+            *meta = next;
+            match (grouped, out) {
+                (Ok(committing), Some(out)) => (out, serial, committing),
+                (Err(e), _) => return Err(e.into()),
+                (Ok(_), None) => return Err(StateError::Db("the change was not written".into())),
+            }
         };
+        committing.wait()?;
+        let out = out?;
         self.make_durable(serial, false)?;
         Ok(out)
-    }
-
-    /// Writes `next` to the database (not yet durable) and makes it current.
-    fn record(&self, meta: &mut MutexGuard<'_, Meta>, next: Meta) -> Result<(), StateError> {
-        self.meta_tree
-            .insert(META_KEY, encode("state meta", &next)?)?;
-        **meta = next;
-        Ok(())
     }
 
     /// Makes the change at `serial` durable: unless a flush that covered it
@@ -368,11 +291,16 @@ impl StateStore {
     /// most every [`MARKER_EVERY`] (and when the store is dropped, or
     /// whenever `now`): a marker behind the database is accepted, and an
     /// fsync'd file per change would double the cost of every write.
+    ///
+    /// PostgreSQL commits every change: nothing to do.
     fn make_durable(&self, serial: u64, now: bool) -> Result<(), StateError> {
+        if !matches!(self.backend, Backend::Sled { .. }) {
+            return Ok(());
+        }
         let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
         if durable.flushed.serial < serial {
             let covered = self.meta();
-            flush(&self.db)?;
+            self.db.flush()?;
             durable.flushed = covered;
         }
         let due = durable
@@ -405,23 +333,23 @@ impl StateStore {
     pub fn put(&self, record: &ResourceRecord) -> Result<(), StateError> {
         let key = record.address.to_string();
         let bytes = encode(&key, record)?;
-        self.change(|meta| {
-            if self.resources.insert(key.as_bytes(), bytes)?.is_none() {
+        self.change(|group, meta| {
+            if group.insert(RESOURCES, key.as_bytes(), &bytes)?.is_none() {
                 meta.resources += 1;
             }
-            self.intents.remove(key.as_bytes())?;
+            group.remove(INTENTS, key.as_bytes())?;
             Ok(())
         })
     }
 
     pub fn remove(&self, addr: &Address) -> Result<Option<ResourceRecord>, StateError> {
         let key = addr.to_string();
-        let old = self.change(|meta| {
-            let old = self.resources.remove(key.as_bytes())?;
+        let old = self.change(|group, meta| {
+            let old = group.remove(RESOURCES, key.as_bytes())?;
             if old.is_some() {
                 meta.resources = meta.resources.saturating_sub(1);
             }
-            self.intents.remove(key.as_bytes())?;
+            group.remove(INTENTS, key.as_bytes())?;
             Ok(old)
         })?;
         match old {
@@ -433,8 +361,8 @@ impl StateStore {
     pub fn put_intent(&self, intent: &Intent) -> Result<(), StateError> {
         let key = intent.address.to_string();
         let bytes = encode(&key, intent)?;
-        self.change(|_| {
-            self.intents.insert(key.as_bytes(), bytes)?;
+        self.change(|group, _| {
+            group.insert(INTENTS, key.as_bytes(), &bytes)?;
             Ok(())
         })
     }
@@ -452,8 +380,9 @@ impl StateStore {
     }
 
     pub fn clear_intent(&self, addr: &Address) -> Result<(), StateError> {
-        self.change(|_| {
-            self.intents.remove(addr.to_string().as_bytes())?;
+        let key = addr.to_string();
+        self.change(|group, _| {
+            group.remove(INTENTS, key.as_bytes())?;
             Ok(())
         })
     }
@@ -474,24 +403,13 @@ fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StateError> {
 }
 
 /// Every value of a tree, in key order.
-fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, StateError> {
+fn read_all<T: serde::de::DeserializeOwned>(tree: &Tree) -> Result<Vec<T>, StateError> {
     let mut out = Vec::new();
     for item in tree.iter() {
         let (key, bytes) = item?;
         out.push(decode(&String::from_utf8_lossy(&key), &bytes)?);
     }
     Ok(out)
-}
-
-/// Flushes `db`, one flush at a time in the whole process: sled 0.34's
-/// flushes can hang for good when several run at once (spacejam/sled#1308).
-/// Every flush of a sled database in agentform goes through here.
-pub fn flush(db: &sled::Db) -> sled::Result<usize> {
-    static FLUSH: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = FLUSH
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    db.flush()
 }
 
 /// The current time as RFC 3339 UTC.
@@ -607,7 +525,10 @@ mod tests {
     #[test]
     fn a_state_whose_database_was_lost_is_refused_until_restored() {
         let dir = tempfile::tempdir().unwrap();
-        let options = OpenOptions { backups: 2 };
+        let options = OpenOptions {
+            backups: 2,
+            ..Default::default()
+        };
         {
             let s = StateStore::open_with(dir.path(), "test", &options).unwrap();
             s.put(&record("agent.a")).unwrap();
@@ -647,7 +568,11 @@ mod tests {
             .unwrap();
         assert_eq!(agent.unwrap(), &b"{\"id\":1}"[..]);
         assert!(
-            s.db().open_tree("local.events").unwrap().is_empty(),
+            s.db()
+                .open_tree("local.events")
+                .unwrap()
+                .is_empty()
+                .unwrap(),
             "history is not backed up"
         );
         drop(s);
@@ -657,7 +582,15 @@ mod tests {
     #[test]
     fn backups_keep_the_newest() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open_with(dir.path(), "test", &OpenOptions { backups: 2 }).unwrap();
+        let s = StateStore::open_with(
+            dir.path(),
+            "test",
+            &OpenOptions {
+                backups: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s.backup(&[]).unwrap(), None, "nothing to back up yet");
         let mut written = Vec::new();
         for name in ["agent.a", "agent.b", "agent.c"] {
@@ -673,7 +606,15 @@ mod tests {
         let newest = backup::read(&written[2]).unwrap();
         assert_eq!((newest.serial, newest.resources.len()), (3, 3));
         let other = tempfile::tempdir().unwrap();
-        let off = StateStore::open_with(other.path(), "t", &OpenOptions { backups: 0 }).unwrap();
+        let off = StateStore::open_with(
+            other.path(),
+            "t",
+            &OpenOptions {
+                backups: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         off.put(&record("agent.a")).unwrap();
         assert_eq!(off.backup(&[]).unwrap(), None);
     }

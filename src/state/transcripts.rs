@@ -1,10 +1,17 @@
 //! The transcript index: one entry per run and session, pointing at the
 //! transcript file under the state directory; and removing entries with
 //! their files. Which entries to remove is the caller's choice.
+//!
+//! A PostgreSQL state keeps the contents too (so a teammate reads a CI
+//! run's transcripts): the files written on this machine are moved into
+//! the state with their entries, in the same commit.
 
 use std::path::PathBuf;
 
-use super::{encode, read_all, StateError, StateStore, TranscriptEntry};
+use super::{
+    encode, read_all, Backend, StateError, StateStore, TranscriptEntry, TRANSCRIPTS,
+    TRANSCRIPT_FILES,
+};
 
 /// An entry's key: `RUN/session.NAME`, so the index lists oldest run first.
 pub(super) fn key(entry: &TranscriptEntry) -> String {
@@ -22,20 +29,60 @@ pub struct Removed {
 
 impl StateStore {
     /// Indexes a run's transcripts, durable on return.
+    ///
+    /// In a PostgreSQL state, the files the entries point at (written under
+    /// [`dir`](Self::dir) on this machine) are stored with them, then removed.
     pub fn put_transcripts(&self, entries: &[TranscriptEntry]) -> Result<(), StateError> {
         if entries.is_empty() {
             return Ok(());
         }
-        self.change(|meta| {
+        let keeps_contents = matches!(self.backend, Backend::Postgres);
+        let mut contents = Vec::new();
+        if keeps_contents {
+            for entry in entries {
+                let path = self.dir.join(&entry.path);
+                match std::fs::read(&path) {
+                    Ok(bytes) => contents.push((entry.path.clone(), bytes, path)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(StateError::Write { path, error }),
+                }
+            }
+        }
+        self.change(|group, meta| {
             for entry in entries {
                 let key = key(entry);
                 let bytes = encode(&key, entry)?;
-                if self.transcripts.insert(key.as_bytes(), bytes)?.is_none() {
+                if group.insert(TRANSCRIPTS, key.as_bytes(), &bytes)?.is_none() {
                     meta.transcripts += 1;
                 }
             }
+            for (path, bytes, _) in &contents {
+                group.insert(TRANSCRIPT_FILES, path.as_bytes(), bytes)?;
+            }
             Ok(())
-        })
+        })?;
+        for (_, _, file) in &contents {
+            let _ = std::fs::remove_file(file);
+            if let Some(run) = file.parent() {
+                let _ = std::fs::remove_dir(run);
+            }
+        }
+        Ok(())
+    }
+
+    /// The contents of a transcript: its file, or what the state keeps.
+    pub fn transcript_contents(&self, entry: &TranscriptEntry) -> Result<Vec<u8>, String> {
+        if matches!(self.backend, Backend::Postgres) {
+            if let Some(bytes) = self
+                .transcript_files
+                .get(entry.path.as_bytes())
+                .map_err(|e| e.to_string())?
+            {
+                return Ok(bytes);
+            }
+        }
+        let path = self.dir.join(&entry.path);
+        std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
     }
 
     /// Every transcript, oldest run first.
@@ -49,16 +96,26 @@ impl StateStore {
         if entries.is_empty() {
             return Ok(Removed::default());
         }
-        let removed = self.change(|meta| {
+        let keeps_contents = matches!(self.backend, Backend::Postgres);
+        let removed = self.change(|group, meta| {
             let mut removed = Vec::new();
             for entry in entries {
-                if self.transcripts.remove(key(entry).as_bytes())?.is_some() {
+                if group.remove(TRANSCRIPTS, key(entry).as_bytes())?.is_some() {
                     meta.transcripts = meta.transcripts.saturating_sub(1);
                     removed.push(entry.clone());
+                }
+                if keeps_contents {
+                    group.remove(TRANSCRIPT_FILES, entry.path.as_bytes())?;
                 }
             }
             Ok(removed)
         })?;
+        if keeps_contents {
+            return Ok(Removed {
+                entries: removed,
+                problems: Vec::new(),
+            });
+        }
         let mut problems = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
         for entry in &removed {

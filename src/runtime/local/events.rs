@@ -1,9 +1,10 @@
-//! Session events of the local runtime in sled: the engine's
-//! [`SessionStore`] over the runtime's trees, and the pages of a session's
-//! history that `GET /v1/sessions/{id}/events` lists.
+//! Session events of the local runtime in the state's trees (sled's or
+//! PostgreSQL's): the engine's [`SessionStore`] over the runtime's trees,
+//! and the pages of a session's history that `GET /v1/sessions/{id}/events`
+//! lists.
 //!
 //! Two trees hold a session's events, both keyed by session id + big-endian
-//! sequence (`sled::Db::generate_id`, monotonic across restarts):
+//! sequence (the database's `generate_id`, monotonic across restarts):
 //!
 //! * `local.inbox`: events users sent that the session's worker has not
 //!   processed yet, as accepted (`processed_at: null`);
@@ -33,6 +34,7 @@ use super::store::{
 use super::vault::Vault;
 use crate::api::event::Event;
 use crate::api::{Environment, ListQuery, Page, Result, RuntimeError, Session};
+use crate::db::{Db, Entries, Tree};
 use crate::engine::{Queued, SessionChange, SessionStore};
 
 pub(super) const EVENTS_TREE: &str = "local.events";
@@ -44,19 +46,19 @@ pub const HISTORY_TREES: [&str; 2] = [EVENTS_TREE, INBOX_TREE];
 /// The trees the engine and the runtime share.
 #[derive(Clone)]
 pub(super) struct SessionTrees {
-    db: sled::Db,
+    db: Arc<dyn Db>,
     vault: Vault,
     flushes: Arc<Flushes>,
-    events: sled::Tree,
-    inbox: sled::Tree,
-    sessions: sled::Tree,
-    environments: sled::Tree,
+    events: Tree,
+    inbox: Tree,
+    sessions: Tree,
+    environments: Tree,
 }
 
 impl SessionTrees {
-    pub(super) fn open(db: &sled::Db, vault: Vault) -> Result<Self> {
+    pub(super) fn open(db: &Arc<dyn Db>, vault: Vault) -> Result<Self> {
         Ok(SessionTrees {
-            db: db.clone(),
+            db: Arc::clone(db),
             vault,
             flushes: Arc::default(),
             events: db.open_tree(EVENTS_TREE).map_err(store_err)?,
@@ -74,7 +76,7 @@ impl SessionTrees {
     fn append_now(&self, session_id: &str, event: &Event) -> Result<()> {
         let key = self.key(session_id)?;
         self.events
-            .insert(key, self.vault.encode(event)?)
+            .insert(&key, &self.vault.encode(event)?)
             .map_err(store_err)?;
         Ok(())
     }
@@ -100,20 +102,18 @@ impl SessionTrees {
         };
         let first = Bound::Included(version_key(session_id, 0));
         let last = Bound::Included(version_key(session_id, u64::MAX));
-        let items: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
-            match (cursor, descending) {
-                (None, false) => Box::new(self.events.range((first, last))),
-                (None, true) => Box::new(self.events.range((first, last)).rev()),
-                (Some(after), false) => Box::new(
-                    self.events
-                        .range((Bound::Excluded(version_key(session_id, after)), last)),
-                ),
-                (Some(before), true) => Box::new(
-                    self.events
-                        .range((first, Bound::Excluded(version_key(session_id, before))))
-                        .rev(),
-                ),
-            };
+        let items: Entries<'_> = match (cursor, descending) {
+            (None, descending) => self.events.range(first, last, descending),
+            (Some(after), false) => {
+                self.events
+                    .range(Bound::Excluded(version_key(session_id, after)), last, false)
+            }
+            (Some(before), true) => self.events.range(
+                first,
+                Bound::Excluded(version_key(session_id, before)),
+                true,
+            ),
+        };
         let mut data = Vec::new();
         let mut last_seq = None;
         let mut more = false;
@@ -137,13 +137,17 @@ impl SessionTrees {
         Ok(Page { data, next_page })
     }
 
-    /// Makes every write done before the call durable.
+    /// Makes every write done before the call durable (a backend whose
+    /// writes are durable at once has nothing to do).
     ///
     /// sled 0.34's flushes can hang for good when several run at once
     /// (spacejam/sled#1308, fixed after its last release), so this
     /// runtime's flushes run one at a time in the whole process; the wait is
     /// short because one flush covers every write made before it started.
     pub(super) async fn flush_now(&self) -> Result<()> {
+        if self.db.durable_writes() {
+            return Ok(());
+        }
         let ticket = self.flushes.requested.fetch_add(1, SeqCst) + 1;
         let turn = Arc::clone(&FLUSHING).lock_owned().await;
         if self.flushes.done.load(SeqCst) >= ticket {
@@ -154,7 +158,7 @@ impl SessionTrees {
         // The turn is held until the flush ends, even if this future is dropped.
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            crate::state::flush(&db)
+            db.flush()
         })
         .await
         .map_err(store_err)?
@@ -164,10 +168,9 @@ impl SessionTrees {
     }
 }
 
-/// No sled transaction or batch here or anywhere in this runtime: in sled
-/// 0.34 they take a process-wide lock that deadlocks with a concurrent
-/// flush. Hence [`take`](SessionStore::take) is two steps, which the
-/// engine tolerates.
+/// No group of writes here or anywhere in this runtime: in sled 0.34 they
+/// take a process-wide lock that deadlocks with a concurrent flush. Hence
+/// [`take`](SessionStore::take) is two steps, which the engine tolerates.
 #[async_trait]
 impl SessionStore for SessionTrees {
     async fn session(&self, id: &str) -> Result<Session> {
@@ -195,7 +198,7 @@ impl SessionStore for SessionTrees {
         for event in events {
             let key = self.key(session_id)?;
             self.inbox
-                .insert(key, self.vault.encode(event)?)
+                .insert(&key, &self.vault.encode(event)?)
                 .map_err(store_err)?;
         }
         Ok(())
@@ -216,7 +219,7 @@ impl SessionStore for SessionTrees {
 
     async fn discard(&self, session_id: &str, seq: u64) -> Result<()> {
         self.inbox
-            .remove(version_key(session_id, seq))
+            .remove(&version_key(session_id, seq))
             .map_err(store_err)?;
         Ok(())
     }
@@ -228,7 +231,7 @@ impl SessionStore for SessionTrees {
     async fn take(&self, session_id: &str, seq: u64, event: &Event) -> Result<()> {
         self.append_now(session_id, event)?;
         self.inbox
-            .remove(version_key(session_id, seq))
+            .remove(&version_key(session_id, seq))
             .map_err(store_err)?;
         Ok(())
     }
@@ -241,8 +244,12 @@ impl SessionStore for SessionTrees {
 
     async fn clear(&self, session_id: &str) -> Result<()> {
         for tree in [&self.events, &self.inbox] {
-            for item in tree.scan_prefix(session_id.as_bytes()).keys() {
-                tree.remove(item.map_err(store_err)?).map_err(store_err)?;
+            let keys: Vec<Vec<u8>> = tree
+                .scan_prefix(session_id.as_bytes())
+                .map(|item| item.map(|(key, _)| key).map_err(store_err))
+                .collect::<Result<_>>()?;
+            for key in keys {
+                tree.remove(&key).map_err(store_err)?;
             }
         }
         Ok(())
@@ -267,7 +274,7 @@ struct Flushes {
 /// A session's entries of `tree` with their sequence numbers, oldest first.
 fn scan<'a, T: DeserializeOwned>(
     vault: &'a Vault,
-    tree: &'a sled::Tree,
+    tree: &'a Tree,
     session_id: &str,
 ) -> impl Iterator<Item = Result<(u64, T)>> + 'a {
     tree.scan_prefix(session_id.as_bytes()).map(move |item| {

@@ -1,5 +1,6 @@
 //! The embedded local runtime: the Managed Agents API's objects and rules,
-//! persisted in a caller-provided `sled::Db`, for offline use and tests.
+//! persisted in a caller-provided database (a state's: sled or PostgreSQL,
+//! [`crate::db`]), for offline use and tests.
 //!
 //! Request bodies are validated and resolved the way the API does it (see
 //! `rules/`: toolsets get every tool's config, models the object form, …),
@@ -11,7 +12,7 @@
 //! Sessions run for real: the runtime hands them to the [`Engine`] (the
 //! agent loop, `crate::engine`), which calls the model the options resolve
 //! and runs tools in the sandbox they provide; `events.rs` keeps their
-//! events for the engine in sled, `live.rs` is the glue.
+//! events for the engine in the database, `live.rs` is the glue.
 //!
 //! This file holds the runtime, its options and the [`Runtime`] impl, which
 //! only hands each call to the rule or the engine that serves it.
@@ -35,6 +36,7 @@ use serde_json::Value;
 use crate::api::{body, ids};
 
 use super::{Agent, Deleted, Environment, EventStream, ListQuery, Page, Result, Runtime, Session};
+use crate::db::AsDb;
 use crate::engine::{Engine, EngineOptions};
 use crate::redact::Secrets;
 use crate::sandbox::{NoSandboxes, SandboxProvider};
@@ -103,8 +105,8 @@ impl LocalOptions {
     }
 }
 
-/// The `local` provider: the Managed Agents API emulated over sled trees
-/// named `local.*`.
+/// The `local` provider: the Managed Agents API emulated over a database's
+/// trees named `local.*`.
 pub struct LocalRuntime {
     records: Records,
     options: LocalOptions,
@@ -115,12 +117,14 @@ pub struct LocalRuntime {
 }
 
 impl LocalRuntime {
-    pub fn open(db: &sled::Db, options: LocalOptions) -> Result<Self> {
+    /// Over `db`: a state's database, or a `sled::Db` of the caller's.
+    pub fn open(db: &impl AsDb, options: LocalOptions) -> Result<Self> {
+        let db = db.as_db();
         let vault = Vault::new(options.secrets.clone());
-        let events = SessionTrees::open(db, vault.clone())?;
+        let events = SessionTrees::open(&db, vault.clone())?;
         let engine = Engine::new(Arc::new(events.clone()), options.engine());
         Ok(LocalRuntime {
-            records: Records::open(db, vault)?,
+            records: Records::open(&*db, vault)?,
             options,
             events,
             engine,

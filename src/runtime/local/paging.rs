@@ -14,6 +14,7 @@ use super::store::{store_err, version_key};
 use super::vault::Vault;
 use crate::api::limits::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use crate::api::{event, Agent, Environment, ListQuery, Page, Result, Session, SessionResource};
+use crate::db::{Entries, Tree};
 
 pub(super) const PAGE_PREFIX: &str = "page_";
 
@@ -155,7 +156,7 @@ impl Listed for Session {
 /// returned.
 pub(super) fn page_by_id<T: Listed>(
     vault: &Vault,
-    tree: &sled::Tree,
+    tree: &Tree,
     query: &ListQuery,
 ) -> Result<Page<T>> {
     page_where(vault, tree, query, false, |_| true)
@@ -166,7 +167,7 @@ pub(super) fn page_by_id<T: Listed>(
 /// returned, and the next page continues after it in the same direction.
 pub(super) fn page_where<T: Listed>(
     vault: &Vault,
-    tree: &sled::Tree,
+    tree: &Tree,
     query: &ListQuery,
     descending: bool,
     keep: impl Fn(&T) -> bool,
@@ -181,18 +182,19 @@ pub(super) fn page_where<T: Listed>(
                 .ok_or_else(|| invalid("`page`: invalid page cursor"))?,
         ),
     };
-    let items: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
-        match (after, descending) {
-            (None, false) => Box::new(tree.iter()),
-            (None, true) => Box::new(tree.iter().rev()),
-            (Some(after), false) => Box::new(
-                tree.range::<&[u8], _>((Bound::Excluded(after.as_bytes()), Bound::Unbounded)),
-            ),
-            (Some(after), true) => Box::new(
-                tree.range::<&[u8], _>((Bound::Unbounded, Bound::Excluded(after.as_bytes())))
-                    .rev(),
-            ),
-        };
+    let items: Entries<'_> = match after {
+        None => tree.range(Bound::Unbounded, Bound::Unbounded, descending),
+        Some(after) if !descending => tree.range(
+            Bound::Excluded(after.as_bytes().to_vec()),
+            Bound::Unbounded,
+            false,
+        ),
+        Some(after) => tree.range(
+            Bound::Unbounded,
+            Bound::Excluded(after.as_bytes().to_vec()),
+            true,
+        ),
+    };
     let mut data: Vec<T> = Vec::new();
     let mut more = false;
     for item in items {
@@ -218,7 +220,7 @@ pub(super) fn page_where<T: Listed>(
 /// current archival state; the cursor is the last version returned.
 pub(super) fn page_versions(
     vault: &Vault,
-    versions: &sled::Tree,
+    versions: &Tree,
     current: &Agent,
     query: &ListQuery,
 ) -> Result<Page<Agent>> {
@@ -238,7 +240,7 @@ pub(super) fn page_versions(
     let lower = Bound::Included(version_key(id, 0));
     let mut data = Vec::new();
     let mut more = false;
-    for item in versions.range((lower, upper)).rev() {
+    for item in versions.range(lower, upper, true) {
         let (_, bytes) = item.map_err(store_err)?;
         if data.len() == limit {
             more = true;

@@ -1,6 +1,7 @@
 //! The local runtime's object store: agents (with every version),
-//! environments and sessions as JSON records in sled trees named `local.*`,
-//! and the one write lock their read-modify-writes take.
+//! environments and sessions as JSON records in the state's trees named
+//! `local.*` (sled's, or PostgreSQL's rows: [`crate::db`]), and the
+//! one write lock their read-modify-writes take.
 //!
 //! Storage only: which changes are allowed is decided in `rules/`; session
 //! events live in `events.rs`. Records pass through the [`Vault`], which
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use super::vault::Vault;
 use crate::api::{Agent, Environment, ErrorKind, Result, RuntimeError, Session};
+use crate::db::{Db, Tree};
 
 pub(super) const AGENTS_TREE: &str = "local.agents";
 pub(super) const VERSIONS_TREE: &str = "local.agent_versions";
@@ -27,7 +29,7 @@ pub(super) fn store_err(e: impl Display) -> RuntimeError {
 /// A record as stored, placeholders and all: for read-modify-writes that
 /// change no string (a session's status), so nothing is resolved and
 /// nothing can be lost.
-pub(super) fn get_sealed<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
+pub(super) fn get_sealed<T: DeserializeOwned>(tree: &Tree, key: &[u8]) -> Result<Option<T>> {
     match tree.get(key).map_err(store_err)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
@@ -37,10 +39,10 @@ pub(super) fn get_sealed<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> 
 }
 
 /// Writes back what [`get_sealed`] read.
-pub(super) fn put_sealed<T: Serialize>(tree: &sled::Tree, id: &str, value: &T) -> Result<()> {
+pub(super) fn put_sealed<T: Serialize>(tree: &Tree, id: &str, value: &T) -> Result<()> {
     let bytes =
         serde_json::to_vec(value).map_err(|e| store_err(format!("cannot encode record: {e}")))?;
-    tree.insert(id.as_bytes(), bytes).map_err(store_err)?;
+    tree.insert(id.as_bytes(), &bytes).map_err(store_err)?;
     Ok(())
 }
 
@@ -54,7 +56,8 @@ pub(super) fn version_key(id: &str, version: u64) -> Vec<u8> {
 }
 
 /// One lock for the process rather than per runtime: several runtimes may
-/// share a Db, and mutations are read-modify-writes across trees.
+/// share a Db, and mutations are read-modify-writes across trees. Other
+/// processes are kept out by the state's lock.
 static WRITE_LOCK: Mutex<()> = Mutex::new(());
 
 pub(super) fn write_lock() -> MutexGuard<'static, ()> {
@@ -66,15 +69,15 @@ pub(super) fn write_lock() -> MutexGuard<'static, ()> {
 #[derive(Clone)]
 pub(super) struct Records {
     pub(super) vault: Vault,
-    pub(super) agents: sled::Tree,
+    pub(super) agents: Tree,
     /// Every agent version, append-only, keyed by [`version_key`].
-    pub(super) versions: sled::Tree,
-    pub(super) environments: sled::Tree,
-    pub(super) sessions: sled::Tree,
+    pub(super) versions: Tree,
+    pub(super) environments: Tree,
+    pub(super) sessions: Tree,
 }
 
 impl Records {
-    pub(super) fn open(db: &sled::Db, vault: Vault) -> Result<Self> {
+    pub(super) fn open(db: &dyn Db, vault: Vault) -> Result<Self> {
         Ok(Records {
             vault,
             agents: db.open_tree(AGENTS_TREE).map_err(store_err)?,
@@ -115,7 +118,7 @@ impl Records {
 
     /// Writes the agent's version record, then its current record.
     ///
-    /// Not a sled transaction: sled 0.34's transactions and batches take a
+    /// Not a group: in sled 0.34, transactions and batches take a
     /// process-wide write lock that deadlocks with a concurrent flush (which
     /// the session workers do often). A version record past the current
     /// version, left by a crash between the two writes, is never shown and
@@ -123,10 +126,10 @@ impl Records {
     pub(super) fn put_agent_version(&self, agent: &Agent) -> Result<()> {
         let bytes = self.vault.encode(agent)?;
         self.versions
-            .insert(version_key(&agent.id, agent.version), bytes.as_slice())
+            .insert(&version_key(&agent.id, agent.version), &bytes)
             .map_err(store_err)?;
         self.agents
-            .insert(agent.id.as_bytes(), bytes)
+            .insert(agent.id.as_bytes(), &bytes)
             .map_err(store_err)?;
         Ok(())
     }

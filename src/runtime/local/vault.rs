@@ -1,5 +1,5 @@
 //! What the local runtime stores in place of a secret: every record and
-//! event goes through [`Vault::encode`] on its way into sled and through
+//! event goes through [`Vault::encode`] on its way into the state and through
 //! [`Vault::decode`] on its way out, so the state never holds a secret and
 //! readers get what was sent.
 //!
@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use super::store::store_err;
 use crate::api::Result;
+use crate::db::Tree;
 use crate::redact::{Secrets, SENSITIVE};
 
 /// Opens and closes a placeholder; doubled, it is itself.
@@ -63,19 +64,15 @@ impl Vault {
         serde_json::from_value(tree).map_err(corrupt)
     }
 
-    pub(super) fn get<T: DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        key: &[u8],
-    ) -> Result<Option<T>> {
+    pub(super) fn get<T: DeserializeOwned>(&self, tree: &Tree, key: &[u8]) -> Result<Option<T>> {
         match tree.get(key).map_err(store_err)? {
             None => Ok(None),
             Some(bytes) => self.decode(&bytes).map(Some),
         }
     }
 
-    pub(super) fn put<T: Serialize>(&self, tree: &sled::Tree, id: &str, value: &T) -> Result<()> {
-        tree.insert(id.as_bytes(), self.encode(value)?)
+    pub(super) fn put<T: Serialize>(&self, tree: &Tree, id: &str, value: &T) -> Result<()> {
+        tree.insert(id.as_bytes(), &self.encode(value)?)
             .map_err(store_err)?;
         Ok(())
     }
