@@ -7,6 +7,7 @@
 
 pub mod e2b;
 pub mod local;
+pub mod modal;
 pub mod tools;
 
 use std::sync::Arc;
