@@ -502,6 +502,29 @@ fn a_sandbox_terminated_mid_run_fails_clearly_and_the_next_call_gets_a_new_one()
 }
 
 #[test]
+fn a_failed_image_build_fails_the_tool_call_with_the_end_of_its_logs() {
+    let fake = FakeModal::start(Options::default());
+    let environment = format!(
+        "    config:\n      type: cloud\n      packages: {{ pip: [{}] }}\n",
+        crate::fake_modal::FAILING_PACKAGE
+    );
+    let t = test_with(&fake, &manifest(&fake, &[bash("echo never")], &environment));
+    t.run(&["apply", "--auto-approve"]).success();
+    t.run(&["run"]);
+    let results = tool_results(&t);
+    assert!(results[0].1, "{results:?}");
+    let text = &results[0].0;
+    assert!(text.contains("Modal image build `im-"), "{text}");
+    assert!(text.contains("failed: Image build failed"), "{text}");
+    assert!(
+        text.contains("No matching distribution found for agentform-fail-build"),
+        "{text}"
+    );
+    assert!(!text.contains("never"), "{text}");
+    assert!(fake.created().is_empty(), "{:?}", fake.created());
+}
+
+#[test]
 fn plan_without_the_tokens_stops_before_any_call_and_names_them() {
     let fake = FakeModal::start(Options::default());
     let t = Test::new();

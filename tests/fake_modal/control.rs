@@ -24,6 +24,9 @@ use server::modal_client_server::{ModalClient, ModalClientServer};
 type Stream<T> = tonic::codegen::BoxStream<T>;
 type Answer<T> = Result<Response<T>, Status>;
 
+/// A package whose image never builds.
+pub const FAILING_PACKAGE: &str = "agentform-fail-build";
+
 pub fn service(shared: Arc<Shared>) -> ModalClientServer<Control> {
     ModalClientServer::new(Control { shared })
 }
@@ -161,13 +164,31 @@ impl ModalClient for Control {
         let Some(commands) = self.shared.lock().images.get(&id).cloned() else {
             return Err(Status::not_found(format!("Image {id} not found")));
         };
-        let logs = commands
+        let logs: Vec<pb::TaskLogs> = commands
             .iter()
             .map(|c| pb::TaskLogs {
                 data: format!("=> {c}\n"),
                 ..Default::default()
             })
             .collect();
+        // A package named `agentform-fail-build` fails the build, as pip
+        // fails on a package that does not exist.
+        let result = if commands.iter().any(|c| c.contains(FAILING_PACKAGE)) {
+            pb::GenericResult {
+                status: pb::generic_result::GenericStatus::Failure as i32,
+                exception: "Image build failed: the RUN step exited with 1".into(),
+                ..Default::default()
+            }
+        } else {
+            success()
+        };
+        let mut logs = logs;
+        if result.status != success().status {
+            logs.push(pb::TaskLogs {
+                data: format!("ERROR: No matching distribution found for {FAILING_PACKAGE}\n"),
+                ..Default::default()
+            });
+        }
         let items = vec![
             Ok(pb::ImageJoinStreamingResponse {
                 task_logs: logs,
@@ -175,7 +196,7 @@ impl ModalClient for Control {
                 ..Default::default()
             }),
             Ok(pb::ImageJoinStreamingResponse {
-                result: Some(success()),
+                result: Some(result),
                 entry_id: "2-0".into(),
                 eof: true,
                 ..Default::default()

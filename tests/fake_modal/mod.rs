@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
+pub use control::FAILING_PACKAGE;
 pub use router::Exec;
 
 /// How the fake behaves.
