@@ -367,7 +367,8 @@ fn faults_a_lost_create_and_a_cut_stream_converge_without_a_duplicate_sandbox() 
     let run = t.run(&["run"]).success();
     assert!(run.stderr.contains("retrying"), "{}", run.stderr);
     let results = tool_results(&t);
-    assert!(fake.faults_injected() > 0);
+    // Both kinds: `UNAVAILABLE` and `RESOURCE_EXHAUSTED` alternate.
+    assert!(fake.faults_injected() >= 2, "{}", fake.faults_injected());
     assert_eq!(fake.streams_cut(), 1, "{:?}", fake.log());
     // Resumed from the offset reached: nothing lost, nothing twice.
     assert_eq!(results[0], ("one\ntwo\n".to_owned(), false), "{results:?}");
@@ -382,6 +383,35 @@ fn faults_a_lost_create_and_a_cut_stream_converge_without_a_duplicate_sandbox() 
     let destroy = t.run(&["destroy", "--auto-approve"]).success();
     assert!(fake.alive().is_empty(), "{:?}", fake.alive());
     assert_no_secret(&fake, &everything(&t, &[&run, &destroy]));
+}
+
+#[test]
+fn duplicates_left_by_a_crash_are_adopted_newest_first_and_the_rest_terminated() {
+    let fake = FakeModal::start(Options {
+        page_size: 1,
+        ..Options::default()
+    });
+    let t = test_with(
+        &fake,
+        &manifest(&fake, &[bash("echo here > where.txt")], OPEN),
+    );
+    t.run(&["apply", "--auto-approve"]).success();
+    let session = remote_id(&t, "session.chat");
+    // Earlier attempts made two sandboxes for the session; another
+    // session's sandbox is not this one's to touch.
+    let older = fake.plant("agentform-test", &[("agentform.session", &session)]);
+    let newer = fake.plant("agentform-test", &[("agentform.session", &session)]);
+    let other = fake.plant("agentform-test", &[("agentform.session", "sesn_other")]);
+    t.run(&["run", "--continue"]).success();
+    let mut alive = fake.alive();
+    alive.sort();
+    let mut expected = vec![newer.clone(), other];
+    expected.sort();
+    assert_eq!(alive, expected, "the older duplicate was terminated");
+    assert!(!alive.contains(&older));
+    assert!(fake.workspace(&newer).join("where.txt").is_file());
+    assert_eq!(fake.created().len(), 3, "nothing new was created");
+    assert!(fake.calls_of("ModalClient/SandboxListV2") >= 2, "paged");
 }
 
 /// Processes on this machine whose command line holds `marker`.

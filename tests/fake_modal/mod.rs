@@ -445,6 +445,48 @@ impl FakeModal {
         all
     }
 
+    /// A sandbox made behind agentform's back (by a crashed earlier
+    /// attempt) in app `app`, with `tags` and a `/workspace`.
+    pub fn plant(&self, app: &str, tags: &[(&str, &str)]) -> String {
+        let id = random_id("sb-", 26).to_lowercase();
+        let root = self.shared.dir.join(&id);
+        std::fs::create_dir_all(root.join("workspace")).unwrap();
+        std::fs::create_dir_all(root.join("root")).unwrap();
+        let mut inner = self.shared.lock();
+        let app_id = inner
+            .apps
+            .entry(app.to_owned())
+            .or_insert_with(|| random_id("ap-", 22))
+            .clone();
+        let created_at = self.shared.created_at(&mut inner);
+        let sandbox = Sandbox {
+            id: id.clone(),
+            task_id: format!("{}V", random_id("ta-", 21)),
+            app_id,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            definition: pb::Sandbox {
+                workdir: Some("/workspace".into()),
+                timeout_secs: 600,
+                ..Default::default()
+            },
+            env: BTreeMap::new(),
+            sandbox_token: random_id("st-", 32),
+            router_jwt: jwt(&id),
+            root,
+            created_at,
+            end_at: Instant::now() + Duration::from_secs(600),
+            result: None,
+            execs: HashMap::new(),
+            finished: watch::channel(false).0,
+        };
+        inner.sandboxes.insert(id.clone(), sandbox);
+        inner.created.push(id.clone());
+        id
+    }
+
     /// Terminates a sandbox behind the client's back.
     pub fn terminate(&self, id: &str) -> bool {
         finish(
