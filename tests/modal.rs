@@ -314,6 +314,7 @@ fn a_session_runs_its_tools_in_a_modal_sandbox_and_destroy_terminates_it() {
     let tags = fake.tags(&id);
     assert_eq!(tags["agentform.session"], session_id);
     assert_eq!(tags["agentform.manifest"], "modaltest");
+    assert_eq!(tags["agentform.address"], "session.chat");
     assert_eq!(tags["agentform.environment"], "environment.box");
     let definition = fake.definition(&id).unwrap();
     assert_eq!(definition.timeout_secs, 600);

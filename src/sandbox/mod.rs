@@ -109,6 +109,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxSpec {
     pub session_id: String,
+    /// The session's `agentform.address` metadata, when agentform made it:
+    /// remote sandboxes carry it as a tag.
+    pub session_address: Option<String>,
     pub environment_id: String,
     /// The environment's `agentform.address` metadata, when agentform made
     /// it: how providers find settings the manifest gives per environment.

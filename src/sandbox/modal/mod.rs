@@ -56,6 +56,8 @@ use crate::api::META_MANIFEST;
 pub const TAG_SESSION: &str = "agentform.session";
 /// The tag naming the environment a sandbox was made for.
 pub const TAG_ENVIRONMENT: &str = "agentform.environment";
+/// The tag naming the session's address in the manifest (`session.chat`).
+pub const TAG_ADDRESS: &str = crate::api::META_ADDRESS;
 
 /// Sandboxes on Modal, one per session.
 #[derive(Debug, Clone)]
@@ -94,6 +96,9 @@ impl Shared {
             .clone()
             .unwrap_or_else(|| spec.environment_id.clone());
         tags.insert(TAG_ENVIRONMENT.to_owned(), environment);
+        if let Some(address) = &spec.session_address {
+            tags.insert(TAG_ADDRESS.to_owned(), address.clone());
+        }
         if let Some(project) = &self.api.config().project {
             tags.insert(META_MANIFEST.to_owned(), project.clone());
         }
