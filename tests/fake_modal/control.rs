@@ -235,7 +235,9 @@ impl ModalClient for Control {
         // sandbox (`_is_v1_sandbox_id`) and any other shape for V2.
         let id = random_id("sb-", 26).to_lowercase();
         let root = self.shared.dir.join(&id);
-        std::fs::create_dir_all(root.join("root")).map_err(|e| Status::internal(e.to_string()))?;
+        std::fs::create_dir_all(root.join("tmp"))
+            .and_then(|()| std::fs::create_dir_all(root.join("root")))
+            .map_err(|e| Status::internal(e.to_string()))?;
         let workdirs = commands
             .iter()
             .filter_map(|c| c.strip_prefix("WORKDIR "))

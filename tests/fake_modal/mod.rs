@@ -451,7 +451,9 @@ impl FakeModal {
         let id = random_id("sb-", 26).to_lowercase();
         let root = self.shared.dir.join(&id);
         std::fs::create_dir_all(root.join("workspace")).unwrap();
-        std::fs::create_dir_all(root.join("root")).unwrap();
+        std::fs::create_dir_all(root.join("tmp"))
+            .and_then(|()| std::fs::create_dir_all(root.join("root")))
+            .unwrap();
         let mut inner = self.shared.lock();
         let app_id = inner
             .apps

@@ -165,6 +165,8 @@ impl Router {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", sandbox.root.join("root"))
+            // The sandbox's own `/tmp`, as a container has.
+            .env("TMPDIR", sandbox.root.join("tmp"))
             .env("LANG", "C.UTF-8")
             .envs(env)
             .stdin(Stdio::piped())

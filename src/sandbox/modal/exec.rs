@@ -28,8 +28,9 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stdin is written in pieces of this size (the official client's
 /// `STREAMING_STDIN_CHUNK_SIZE`).
 const STDIN_CHUNK: usize = 256 * 1024;
-/// Where a wrapped command records its process group.
-const PGID_DIR: &str = "/tmp/.agentform-exec";
+/// Where a wrapped command records its process group (a shell word: the
+/// sandbox's temporary directory).
+const PGID_DIR: &str = "\"${TMPDIR:-/tmp}/.agentform-exec\"";
 
 /// Which output a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,7 +318,10 @@ mod tests {
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("out "));
         assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
         assert!(
-            !std::path::Path::new(&format!("{PGID_DIR}/{id}")).exists(),
+            !std::env::temp_dir()
+                .join(".agentform-exec")
+                .join(&id)
+                .exists(),
             "cleaned up"
         );
     }
