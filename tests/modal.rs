@@ -53,7 +53,11 @@ fn the_official_client_runs_its_lifecycle_against_the_fake() {
         setup.status,
         String::from_utf8_lossy(&setup.stderr)
     );
-    let fake = FakeModal::start(Options::default());
+    // Scheduled late, as a busy Modal does: the client polls for the task.
+    let fake = FakeModal::start(Options {
+        scheduling_polls: 1,
+        ..Options::default()
+    });
     let home = tempfile::tempdir().unwrap();
     let out = Command::new(venv.join("bin/python"))
         .arg(repo().join("tests/sdk/modal_lifecycle.py"))
@@ -84,6 +88,8 @@ fn the_official_client_runs_its_lifecycle_against_the_fake() {
     assert_eq!(fake.created().len(), 1, "{:?}", fake.created());
     for method in [
         "ModalClient/SandboxCreateV2",
+        "ModalClient/SandboxGetTaskIdV2",
+        "ModalClient/SandboxGetCommandRouterAccess",
         "TaskCommandRouter/TaskExecStart",
         "TaskCommandRouter/TaskExecStdioRead",
         "TaskCommandRouter/TaskExecStdinWrite",
@@ -239,7 +245,11 @@ fn test_again(t: &Test, fake: &FakeModal, calls: &[Value], environment: &str) ->
 
 #[test]
 fn a_session_runs_its_tools_in_a_modal_sandbox_and_destroy_terminates_it() {
-    let fake = FakeModal::start(Options::default());
+    // Scheduled late: the create answers no task, which is polled for.
+    let fake = FakeModal::start(Options {
+        scheduling_polls: 1,
+        ..Options::default()
+    });
     let environment = "    config:\n      type: cloud\n      packages: { pip: [fakepkg] }\n      \
                        networking: { type: limited, allowed_hosts: [api.example.com], allow_package_managers: true }\n";
     let calls = [
@@ -261,6 +271,7 @@ fn a_session_runs_its_tools_in_a_modal_sandbox_and_destroy_terminates_it() {
         id.starts_with("sb-") && id.len() == 29,
         "the V2 shape: {id}"
     );
+    assert!(fake.calls_of("ModalClient/SandboxGetTaskIdV2") >= 2);
     let workspace = fake.workspace(&id);
 
     // bash and the file tools work in the sandbox's workspace.
@@ -355,6 +366,7 @@ fn faults_a_lost_create_and_a_cut_stream_converge_without_a_duplicate_sandbox() 
         lose_creates: 1,
         cut_streams: 1,
         page_size: 1,
+        scheduling_polls: 2,
         ..Options::default()
     });
     let calls = [
@@ -375,6 +387,9 @@ fn faults_a_lost_create_and_a_cut_stream_converge_without_a_duplicate_sandbox() 
     assert_eq!(results[0], ("one\ntwo\n".to_owned(), false), "{results:?}");
     assert!(fake.calls_of("TaskCommandRouter/TaskExecStdioRead") >= 3);
     assert!(results[2].0.contains("written"), "{results:?}");
+    // Created before it was scheduled: its task was polled for.
+    assert!(fake.calls_of("ModalClient/SandboxGetTaskIdV2") >= 3);
+    assert!(fake.calls_of("ModalClient/SandboxGetCommandRouterAccess") >= 1);
     assert_eq!(
         fake.created().len(),
         1,

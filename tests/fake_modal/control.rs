@@ -269,18 +269,25 @@ impl ModalClient for Control {
             end_at: Instant::now() + Duration::from_secs(u64::from(timeout)),
             result: None,
             execs: Default::default(),
+            polls_left: self.shared.options.scheduling_polls,
             finished,
         };
+        let scheduled = sandbox.polls_left == 0;
         let url = self.shared.router_url.lock().unwrap().clone();
         let response = pb::SandboxCreateV2Response {
             sandbox_id: id.clone(),
             tunnels: sandbox.tunnels(),
-            task_id: sandbox.task_id.clone(),
+            // Not scheduled yet: the client asks for its task and router.
+            task_id: if scheduled {
+                sandbox.task_id.clone()
+            } else {
+                String::new()
+            },
             metadata: Some(pb::SandboxHandleMetadata {
                 result: None,
                 app_id: message.app_id,
             }),
-            command_router_access: Some(pb::CommandRouterAccess {
+            command_router_access: scheduled.then(|| pb::CommandRouterAccess {
                 jwt: sandbox.router_jwt.clone(),
                 url,
             }),
@@ -340,6 +347,10 @@ impl ModalClient for Control {
         let id = request.into_inner().sandbox_id;
         self.with(&id, |s| {
             Response::new(match &s.result {
+                None if s.polls_left > 0 => {
+                    s.polls_left -= 1;
+                    pb::SandboxGetTaskIdResponse::default()
+                }
                 None => pb::SandboxGetTaskIdResponse {
                     task_id: Some(s.task_id.clone()),
                     task_result: None,

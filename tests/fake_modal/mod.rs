@@ -44,6 +44,9 @@ pub struct Options {
     pub cut_streams: usize,
     /// Sandboxes per page of a list.
     pub page_size: usize,
+    /// A new sandbox is scheduled only after this many `SandboxGetTaskIdV2`
+    /// calls: until then its create answers no task and no command router.
+    pub scheduling_polls: u32,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             lose_creates: 0,
             cut_streams: 0,
             page_size: 100,
+            scheduling_polls: 0,
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct Sandbox {
     /// Set when it finished (terminated, or past its timeout).
     pub result: Option<pb::GenericResult>,
     pub execs: HashMap<String, Arc<Exec>>,
+    /// `SandboxGetTaskIdV2` calls still answered "not scheduled yet".
+    pub polls_left: u32,
     /// Flips to `true` when the sandbox finishes.
     pub finished: watch::Sender<bool>,
 }
@@ -482,6 +488,7 @@ impl FakeModal {
             end_at: Instant::now() + Duration::from_secs(600),
             result: None,
             execs: HashMap::new(),
+            polls_left: 0,
             finished: watch::channel(false).0,
         };
         inner.sandboxes.insert(id.clone(), sandbox);
