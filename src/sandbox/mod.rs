@@ -1,7 +1,7 @@
 //! Where tools run. The agent loop reaches files and commands only through
 //! [`Sandbox`], opened by a [`SandboxProvider`]; the local workspace
-//! ([`local`]) is its first implementation, E2B ([`e2b`]) the second; more
-//! (Modal) can come without changing the loop. [`tools`] holds the built-in tools
+//! ([`local`]) is its first implementation, E2B ([`e2b`]) the second, Modal
+//! ([`modal`]) the third; none changes the loop. [`tools`] holds the built-in tools
 //! over any sandbox. This module must not know the agent loop, models or
 //! runtimes, and must not trust the commands it runs.
 
