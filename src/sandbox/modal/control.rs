@@ -9,6 +9,7 @@
 //! for is the caller's.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -76,7 +77,9 @@ pub struct ModalApi {
     /// The auth token and when to fetch a new one.
     auth: Mutex<Option<(String, SystemTime)>>,
     /// Image ids by their dockerfile commands: built once per process.
-    images: Mutex<BTreeMap<Vec<String>, String>>,
+    /// One cell per image, so that different images build at once and one
+    /// image builds once.
+    images: Mutex<BTreeMap<Vec<String>, Arc<OnceCell<String>>>>,
 }
 
 impl std::fmt::Debug for ModalApi {
@@ -335,10 +338,19 @@ impl ModalApi {
     /// none yet (`ImageGetOrCreate`, then `ImageJoinStreaming` until its
     /// result).
     pub async fn image(&self, commands: Vec<String>) -> Result<String, ModalError> {
-        let mut images = self.images.lock().await;
-        if let Some(id) = images.get(&commands) {
-            return Ok(id.clone());
-        }
+        let cell = Arc::clone(
+            self.images
+                .lock()
+                .await
+                .entry(commands.clone())
+                .or_default(),
+        );
+        let id = cell.get_or_try_init(|| self.build(commands)).await?;
+        Ok(id.clone())
+    }
+
+    /// Builds the image of `commands` (or finds it built).
+    async fn build(&self, commands: Vec<String>) -> Result<String, ModalError> {
         let app_id = self.app_id().await?;
         let builder_version = self.builder_version().await?;
         let request = pb::ImageGetOrCreateRequest {
@@ -364,7 +376,6 @@ impl ModalApi {
         };
         check_build(&image_id, &result, &logs)?;
         tracing::info!(image = %image_id, "Modal image ready");
-        images.insert(commands, image_id.clone());
         Ok(image_id)
     }
 
