@@ -3,6 +3,7 @@
 
 mod common;
 mod fake_e2b;
+mod fake_modal;
 
 mod anthropic;
 mod bad_manifests;
@@ -12,6 +13,7 @@ mod e2b;
 mod examples;
 mod lifecycle;
 mod locking;
+mod modal;
 mod postgres;
 mod run;
 mod sandbox;

@@ -143,7 +143,8 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("tools cannot run: environment `{env_id}` no longer exists"))?;
-        let spec = sandbox_spec(self.id(), &environment);
+        let mut spec = sandbox_spec(self.id(), &environment);
+        spec.session_address = self.session.metadata.get(META_ADDRESS).cloned();
         let sandbox = self
             .ctx
             .options
@@ -192,6 +193,7 @@ fn sandbox_spec(session_id: &str, environment: &Environment) -> SandboxSpec {
         },
         environment_address: environment.metadata.get(META_ADDRESS).cloned(),
         network,
+        session_address: None,
     }
 }
 

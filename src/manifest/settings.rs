@@ -11,7 +11,7 @@ use super::discover::default_project;
 use super::loader::ParsedFile;
 use super::render::TypedFile;
 use super::spec::ProvidersSpec;
-use super::validate::{unknown_provider, validate_anthropic, validate_e2b};
+use super::validate::{unknown_provider, validate_anthropic, validate_e2b, validate_modal};
 use super::yaml::{locate, Seg};
 use super::PROVIDERS;
 
@@ -156,6 +156,9 @@ fn merge_providers(problems: &mut Vec<Diagnostic>, typed: &TypedFile, merged: &m
     }
     if let Some(e) = &spec.e2b {
         problems.extend(validate_e2b(e, &|path| at("e2b", path)));
+    }
+    if let Some(m) = &spec.modal {
+        problems.extend(validate_modal(m, &|path| at("modal", path)));
     }
 }
 

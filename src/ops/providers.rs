@@ -1,12 +1,12 @@
 //! The providers a command reaches: the embedded local runtime always (its
-//! tools in the confined local sandbox, or on E2B), the `anthropic`
-//! provider when the manifest or the state uses it.
+//! tools in the confined local sandbox, or on E2B or Modal), the
+//! `anthropic` provider when the manifest or the state uses it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::manifest::spec::{
-    AnthropicProviderSpec, E2bProviderSpec, LimitSpec, LimitsSpec, SandboxKind,
+    AnthropicProviderSpec, E2bProviderSpec, LimitSpec, LimitsSpec, ModalProviderSpec, SandboxKind,
 };
 use crate::manifest::{parse_duration, parse_size, Manifest};
 use crate::runtime::anthropic::{
@@ -17,6 +17,7 @@ use crate::runtime::local::{LocalOptions, LocalRuntime};
 use crate::runtime::{Providers, RuntimeError};
 use crate::sandbox::e2b::{self, E2bConfig, E2bSandboxes};
 use crate::sandbox::local::{Confinement, LocalSandboxes};
+use crate::sandbox::modal::{self, ModalConfig, ModalSandboxes};
 use crate::sandbox::{Limits, SandboxProvider};
 use crate::state::StateStore;
 
@@ -114,6 +115,12 @@ pub fn local_sandboxes(
             let e2b = E2bSandboxes::new(config).map_err(ProvidersError::Setting)?;
             return Ok(Arc::new(e2b));
         }
+        Some(SandboxKind::Modal) => {
+            let config = modal_config(m.providers.modal.as_ref(), &m.project, var)?;
+            tracing::debug!(?config, "Modal sandboxes");
+            let modal = ModalSandboxes::new(config).map_err(ProvidersError::Setting)?;
+            return Ok(Arc::new(modal));
+        }
         Some(SandboxKind::None) => sandboxes.confinement = Confinement::None,
         _ => {}
     }
@@ -169,6 +176,66 @@ pub fn e2b_config(
                 )
             })?;
         config.timeout = timeout;
+    }
+    config.project = Some(project.to_owned());
+    Ok(config)
+}
+
+/// The Modal settings of `providers.modal` (none: the defaults), with the
+/// token and the default server URL read through `var`. Without both token
+/// variables nothing is built: the message names them.
+pub fn modal_config(
+    spec: Option<&ModalProviderSpec>,
+    project: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<ModalConfig, ProvidersError> {
+    let default = ModalProviderSpec::default();
+    let spec = spec.unwrap_or(&default);
+    let id_env = spec.token_id_env.as_deref().unwrap_or(modal::TOKEN_ID_ENV);
+    let secret_env = spec
+        .token_secret_env
+        .as_deref()
+        .unwrap_or(modal::TOKEN_SECRET_ENV);
+    let read = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let (id, secret) = (read(id_env), read(secret_env));
+    let missing: Vec<String> = [(id_env, &id), (secret_env, &secret)]
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| format!("`{n}`"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ProvidersError::Setting(format!(
+            "`providers.local.sandbox` is `modal`, and the Modal token is read from `{id_env}` and \
+             `{secret_env}`; {} {} not set (`modal token new` makes a token)",
+            missing.join(" and "),
+            if missing.len() == 1 { "is" } else { "are" }
+        )));
+    }
+    let setting =
+        |what: &str, why: String| ProvidersError::Setting(format!("providers.modal.{what}: {why}"));
+    let raw_url = spec
+        .server_url
+        .clone()
+        .or_else(|| read(modal::SERVER_URL_ENV))
+        .unwrap_or_else(|| modal::DEFAULT_SERVER_URL.to_owned());
+    let url = modal::check_url(raw_url.trim()).map_err(|why| setting("server_url", why))?;
+    let mut config = ModalConfig::new(
+        (id.unwrap_or_default(), id_env),
+        (secret.unwrap_or_default(), secret_env),
+        url,
+    );
+    if let Some(app) = &spec.app {
+        config.app = app.clone();
+    }
+    if let Some(raw) = &spec.timeout {
+        config.timeout = parse_duration(raw)
+            .filter(|d| d.as_secs() >= 1 && *d <= modal::MAX_TIMEOUT)
+            .ok_or_else(|| {
+                setting(
+                    "timeout",
+                    format!("`{raw}` is not a duration between 1s and 24h"),
+                )
+            })?;
     }
     config.project = Some(project.to_owned());
     Ok(config)
@@ -321,5 +388,79 @@ mod e2b_tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("providers.e2b.api_url: plain `http`"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod modal_tests {
+    use super::*;
+
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn missing_tokens_are_named_before_anything_is_built() {
+        let e = modal_config(None, "p", vars(&[])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`providers.local.sandbox` is `modal`, and the Modal token is read from `MODAL_TOKEN_ID` \
+             and `MODAL_TOKEN_SECRET`; `MODAL_TOKEN_ID` and `MODAL_TOKEN_SECRET` are not set \
+             (`modal token new` makes a token)"
+        );
+        let spec = ModalProviderSpec {
+            token_secret_env: Some("MY_SECRET".into()),
+            ..Default::default()
+        };
+        let e = modal_config(Some(&spec), "p", vars(&[("MODAL_TOKEN_ID", "ak-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("`MY_SECRET` is not set (`modal token new` makes a token)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let both = &[("MODAL_TOKEN_ID", "ak-1"), ("MODAL_TOKEN_SECRET", "as-2")];
+        let c = modal_config(None, "proj", vars(both)).unwrap();
+        assert_eq!(c.server_url.as_str(), "https://api.modal.com/");
+        assert_eq!(
+            (c.app.as_str(), c.timeout),
+            ("agentform", modal::DEFAULT_TIMEOUT)
+        );
+        assert_eq!(c.project.as_deref(), Some("proj"));
+        let env_url = &[
+            ("MODAL_TOKEN_ID", "ak-1"),
+            ("MODAL_TOKEN_SECRET", "as-2"),
+            ("MODAL_SERVER_URL", "http://127.0.0.1:7000"),
+        ];
+        let c = modal_config(None, "p", vars(env_url)).unwrap();
+        assert_eq!(c.server_url.as_str(), "http://127.0.0.1:7000/");
+        let spec = ModalProviderSpec {
+            app: Some("mine".into()),
+            timeout: Some("24h".into()),
+            server_url: Some("http://modal.example.com".into()),
+            ..Default::default()
+        };
+        let e = modal_config(Some(&spec), "p", vars(both))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("providers.modal.server_url: plain `http`"),
+            "{e}"
+        );
+        let spec = ModalProviderSpec {
+            server_url: None,
+            ..spec
+        };
+        let c = modal_config(Some(&spec), "p", vars(both)).unwrap();
+        assert_eq!((c.app.as_str(), c.timeout), ("mine", modal::MAX_TIMEOUT));
     }
 }

@@ -1,12 +1,13 @@
 //! Where tools run. The agent loop reaches files and commands only through
 //! [`Sandbox`], opened by a [`SandboxProvider`]; the local workspace
-//! ([`local`]) is its first implementation, E2B ([`e2b`]) the second; more
-//! (Modal) can come without changing the loop. [`tools`] holds the built-in tools
+//! ([`local`]) is its first implementation, E2B ([`e2b`]) the second, Modal
+//! ([`modal`]) the third; none changes the loop. [`tools`] holds the built-in tools
 //! over any sandbox. This module must not know the agent loop, models or
 //! runtimes, and must not trust the commands it runs.
 
 pub mod e2b;
 pub mod local;
+pub mod modal;
 pub mod tools;
 
 use std::sync::Arc;
@@ -108,6 +109,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxSpec {
     pub session_id: String,
+    /// The session's `agentform.address` metadata, when agentform made it:
+    /// remote sandboxes carry it as a tag.
+    pub session_address: Option<String>,
     pub environment_id: String,
     /// The environment's `agentform.address` metadata, when agentform made
     /// it: how providers find settings the manifest gives per environment.

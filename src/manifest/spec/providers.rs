@@ -1,5 +1,5 @@
 //! `providers:`: settings of the local runtime, of the `anthropic` provider
-//! and of E2B (where the local runtime's tools may run).
+//! and of E2B and Modal (where the local runtime's tools may run).
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,29 @@ pub struct ProvidersSpec {
     pub local: Option<LocalProviderSpec>,
     pub anthropic: Option<AnthropicProviderSpec>,
     pub e2b: Option<E2bProviderSpec>,
+    pub modal: Option<ModalProviderSpec>,
+}
+
+/// Settings of Modal, where the local runtime's built-in tools run with
+/// `local: { sandbox: modal }`: one Modal sandbox per session. Credentials
+/// never appear here: the token comes from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModalProviderSpec {
+    /// The variable holding the Modal token id (default `MODAL_TOKEN_ID`).
+    pub token_id_env: Option<String>,
+    /// The variable holding the Modal token secret (default `MODAL_TOKEN_SECRET`).
+    pub token_secret_env: Option<String>,
+    /// Modal's API, e.g. `https://api.modal.com:443` (the default, unless
+    /// `MODAL_SERVER_URL` is set); plain `http://` only on a loopback
+    /// address, for tests.
+    pub server_url: Option<String>,
+    /// The Modal app the sandboxes belong to (default `agentform`; made
+    /// when missing).
+    pub app: Option<String>,
+    /// A sandbox's lifetime, e.g. `1h` (the default), at most `24h`: fixed
+    /// when the sandbox is made (Modal cannot extend it).
+    pub timeout: Option<String>,
 }
 
 /// Settings of E2B, where the local runtime's built-in tools run with
@@ -113,7 +136,8 @@ pub struct LocalProviderSpec {
     /// Where the built-in tools run: `bubblewrap` (the default: confined,
     /// refused where bubblewrap does not work), `none` (unconfined, with
     /// the rights of the user running agentform; plan and run warn) or
-    /// `e2b` (one E2B sandbox per session, see `providers.e2b`).
+    /// `e2b` (one E2B sandbox per session, see `providers.e2b`) or `modal`
+    /// (one Modal sandbox per session, see `providers.modal`).
     #[serde(default)]
     pub sandbox: SandboxKind,
 }
@@ -126,6 +150,7 @@ pub enum SandboxKind {
     Bubblewrap,
     None,
     E2b,
+    Modal,
 }
 
 /// How the local agent loop answers for one model id.

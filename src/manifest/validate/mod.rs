@@ -27,7 +27,7 @@ use crate::graph::{Address, Kind};
 pub(super) use agents::check as check_agent;
 pub(super) use environments::check as check_environment;
 pub(super) use metadata::check as check_metadata;
-pub(super) use providers::{unknown_provider, validate_anthropic, validate_e2b};
+pub(super) use providers::{unknown_provider, validate_anthropic, validate_e2b, validate_modal};
 pub(super) use retention::settle as settle_retention;
 
 /// Finds the position of a field of one resource, or falls back to a place

@@ -1,13 +1,14 @@
 //! Providers: each resource's provider must be one this build has, and the
-//! `providers.anthropic` and `providers.e2b` settings must be usable (base
-//! URLs, variable names rather than credentials, durations, non-zero rate
-//! limits; plain HTTP only to this machine for E2B).
+//! `providers.anthropic`, `providers.e2b` and `providers.modal` settings
+//! must be usable (base URLs, variable names rather than credentials,
+//! durations, non-zero rate limits; plain HTTP only to this machine for E2B
+//! and Modal).
 
 use super::scripts::bad_duration;
 use crate::manifest::declare::Declared;
 use crate::manifest::diagnostic::{Diagnostic, Span};
 use crate::manifest::parse_duration;
-use crate::manifest::spec::{AnthropicProviderSpec, E2bProviderSpec, LimitSpec};
+use crate::manifest::spec::{AnthropicProviderSpec, E2bProviderSpec, LimitSpec, ModalProviderSpec};
 use crate::manifest::PROVIDERS;
 
 pub(crate) fn unknown_provider(p: &str, span: Option<Span>) -> Diagnostic {
@@ -195,6 +196,66 @@ pub(crate) fn validate_e2b(
 /// The longest sandbox lifetime E2B grants (Pro plans).
 const E2B_MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 
+/// Problems of a `providers.modal` block; `at` finds a field.
+pub(crate) fn validate_modal(
+    spec: &ModalProviderSpec,
+    at: &dyn Fn(&[&str]) -> Option<Span>,
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    check_variable_name(
+        "token_id_env",
+        &spec.token_id_env,
+        "MODAL_TOKEN_ID",
+        at,
+        &mut problems,
+    );
+    check_variable_name(
+        "token_secret_env",
+        &spec.token_secret_env,
+        "MODAL_TOKEN_SECRET",
+        at,
+        &mut problems,
+    );
+    if let Some(url) = &spec.server_url {
+        if let Err(why) = crate::sandbox::modal::check_url(url) {
+            problems.push(
+                Diagnostic::new(format!("`{url}` is not a usable Modal server URL: {why}"), at(&["server_url"]))
+                    .help("write https://host[:port]; plain http only to this machine, e.g. `http://127.0.0.1:50051`"),
+            );
+        }
+    }
+    if let Some(app) = &spec.app {
+        let ok = !app.is_empty()
+            && app.len() <= 64
+            && app
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            problems.push(
+                Diagnostic::new(format!("`{app}` is not a Modal app name"), at(&["app"]))
+                    .help("use at most 64 letters, digits, `-`, `_` and `.`, e.g. `agentform` (the default)"),
+            );
+        }
+    }
+    if let Some(v) = &spec.timeout {
+        match parse_duration(v) {
+            None => problems.push(
+                Diagnostic::new(format!("`{v}` is not a duration"), at(&["timeout"]))
+                    .help("write a number and a unit: `30s`, `10m` or `1h`"),
+            ),
+            Some(d) if d.as_secs() < 1 || d > crate::sandbox::modal::MAX_TIMEOUT => problems.push(
+                Diagnostic::new(
+                    format!("the sandbox timeout `{v}` is not between 1s and 24h"),
+                    at(&["timeout"]),
+                )
+                .help("Modal runs a sandbox at most 24 h, fixed when it is made; e.g. `1h`"),
+            ),
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
 /// Labels of letters, digits and hyphens, separated by dots.
 fn is_domain(s: &str) -> bool {
     !s.is_empty()
@@ -318,6 +379,55 @@ mod tests {
             "the sandbox timeout `25h` is not between 1s and 24h"
         );
         assert_eq!(at(&d), (5, 14));
+    }
+
+    fn modal(settings: &str) -> String {
+        format!("version: 1\nproviders:\n  local: {{ sandbox: modal }}\n  modal:\n{settings}")
+    }
+
+    #[test]
+    fn usable_modal_settings_load() {
+        let text = modal(
+            "    token_id_env: MY_ID\n    token_secret_env: MY_SECRET\n    server_url: http://127.0.0.1:50051\n\
+             \x20   app: my-app.v2\n    timeout: 24h\n",
+        );
+        let m = load(&[("a.yaml", &text)]).unwrap();
+        let spec = m.providers.modal.unwrap();
+        assert_eq!(spec.token_secret_env.as_deref(), Some("MY_SECRET"));
+        assert_eq!(spec.timeout.as_deref(), Some("24h"));
+        assert_eq!(
+            m.providers.local.unwrap().sandbox,
+            crate::manifest::spec::SandboxKind::Modal
+        );
+    }
+
+    #[test]
+    fn bad_modal_settings_are_refused_where_they_are() {
+        let d = refusals(&[(
+            "a.yaml",
+            &modal(
+                "    token_id_env: ak-0123\n    token_secret_env: as-4567\n    server_url: http://api.modal.com\n\
+                 \x20   app: 'my app'\n    timeout: 25h\n",
+            ),
+        )]);
+        let messages: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages.len(), 5, "{messages:?}");
+        assert_eq!(messages[0], "`ak-0123` is not an environment variable name");
+        assert_eq!(at(&d[0]), (5, 19));
+        assert!(help(&d[0]).contains("`MODAL_TOKEN_ID`"));
+        assert_eq!(messages[1], "`as-4567` is not an environment variable name");
+        assert!(help(&d[1]).contains("`MODAL_TOKEN_SECRET`"));
+        assert_eq!(
+            messages[2],
+            "`http://api.modal.com` is not a usable Modal server URL: plain `http` is allowed only to this machine (a loopback address)"
+        );
+        assert_eq!(at(&d[2]), (7, 17));
+        assert_eq!(messages[3], "`my app` is not a Modal app name");
+        assert_eq!(
+            messages[4],
+            "the sandbox timeout `25h` is not between 1s and 24h"
+        );
+        assert_eq!(at(&d[4]), (9, 14));
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod connect;
 mod envd;
 mod error;
 mod exec;
-mod output;
+pub(crate) mod output;
 mod provision;
 mod request;
 mod sandbox;
