@@ -128,6 +128,12 @@ async fn connect(target: &Target, application: &str) -> Result<Client, StateErro
             client
         }
     };
+    // Literals are written as `'\x…'` (tree.rs): a backslash must stay a
+    // backslash whatever the server's default says.
+    client
+        .batch_execute("SET standard_conforming_strings TO on")
+        .await
+        .map_err(|e| classify(target, &e, "setting up the session"))?;
     Ok(client)
 }
 
