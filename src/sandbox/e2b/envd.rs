@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Deserialize;
@@ -211,9 +212,9 @@ impl Envd {
                 HeaderName::from_static("keepalive-ping-interval"),
                 header(&KEEPALIVE_SECS.to_string()),
             );
-            (STREAM_CONTENT_TYPE, envelope(0, &json))
+            (STREAM_CONTENT_TYPE, envelope(0, &json).into())
         } else {
-            (UNARY_CONTENT_TYPE, json)
+            (UNARY_CONTENT_TYPE, json.into())
         });
         call
     }
@@ -327,9 +328,18 @@ impl Envd {
 
     /// Writes the file whole, making its parent directories.
     pub async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), E2bError> {
+        self.upload(path, Bytes::copy_from_slice(contents)).await
+    }
+
+    /// [`write_file`](Self::write_file) of shared bytes (an executable):
+    /// retries send the same buffer, and each attempt may take a second
+    /// more per MiB than a small request.
+    pub async fn upload(&self, path: &str, contents: Bytes) -> Result<(), E2bError> {
         let url = self.url(&["files"], &[("path", path)]);
         let mut call = self.call(Method::POST, url, "POST /files".to_owned());
-        call.body = Some(("application/octet-stream", contents.to_vec()));
+        let per_mib = Duration::from_secs((contents.len() >> 20) as u64);
+        call.timeout = Some(self.api.config.request_timeout + per_mib);
+        call.body = Some(("application/octet-stream", contents));
         call.whole().await.map(|_| ())
     }
 
