@@ -224,7 +224,10 @@ impl Engine {
     /// ends at its own timeout.
     pub async fn archived(&self, session_id: &str) {
         if let Err(e) = self.ctx.options.sandboxes.archive(session_id).await {
-            tracing::warn!(session = session_id, "closing the archived session's sandbox: {e}");
+            tracing::warn!(
+                session = session_id,
+                "closing the archived session's sandbox: {e}"
+            );
         }
         self.hub.release_idle(session_id);
     }

@@ -483,7 +483,11 @@ async fn archiving_a_session_tells_its_sandbox_provider_and_keeps_the_local_work
     );
     options.sandboxes = noting.clone();
     let rt = LocalRuntime::open(&db, options).expect("runtime");
-    let s = session(&rt, json!([{"type": "agent_toolset_20260401", "configs": []}])).await;
+    let s = session(
+        &rt,
+        json!([{"type": "agent_toolset_20260401", "configs": []}]),
+    )
+    .await;
     exchange(&rt, &s.id, vec![message("write it")]).await;
     let archived = rt.archive_session(&s.id).await.expect("archive");
     assert!(archived.archived_at.is_some());

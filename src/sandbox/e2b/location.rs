@@ -94,6 +94,8 @@ mod tests {
         assert_eq!(again.sandbox_url, config.sandbox_url);
         assert_eq!(again.api_key_env, "MY_E2B_KEY");
         std::fs::write(&file, "[").unwrap();
-        assert!(read(&file).unwrap_err().contains("not a list of E2B locations"));
+        assert!(read(&file)
+            .unwrap_err()
+            .contains("not a list of E2B locations"));
     }
 }

@@ -224,10 +224,7 @@ impl Shared {
             .map_err(e2b_error)?;
         for listed in found {
             if listed.metadata.get(META_SESSION).map(String::as_str) == Some(session_id) {
-                self.api
-                    .kill(&listed.sandbox_id)
-                    .await
-                    .map_err(e2b_error)?;
+                self.api.kill(&listed.sandbox_id).await.map_err(e2b_error)?;
                 tracing::info!(sandbox = %listed.sandbox_id, session = session_id, "killed the session's E2B sandbox");
             }
         }

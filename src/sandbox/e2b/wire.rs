@@ -206,9 +206,10 @@ mod tests {
             ..NetworkConfig::default()
         };
         let headers = BTreeMap::from([("x-api-key".to_owned(), "sk-secret-1".to_owned())]);
-        injecting
-            .rules
-            .insert("api.anthropic.com".into(), vec![NetworkRule::headers(headers)]);
+        injecting.rules.insert(
+            "api.anthropic.com".into(),
+            vec![NetworkRule::headers(headers)],
+        );
         assert_eq!(
             serde_json::to_value(&injecting).unwrap(),
             json!({"allowPublicTraffic": false, "rules": {"api.anthropic.com": [
