@@ -61,6 +61,8 @@ pub struct Sandbox {
     /// The create request's body, as sent.
     pub request: Value,
     pub envd_token: String,
+    /// Required on requests to its ports, when it has one.
+    pub traffic_token: Option<String>,
     /// Stands for `/`.
     pub root: PathBuf,
     pub started_at: String,
@@ -83,6 +85,10 @@ pub struct Inner {
     /// Calls so far, for the fault pattern.
     calls: u64,
     pub faults_injected: u64,
+    /// Every process environment variable given, in every sandbox.
+    pub envs_seen: Vec<(String, String)>,
+    /// The last large upload, to hard-link instead of storing it again.
+    pub last_upload: Option<(axum::body::Bytes, PathBuf)>,
     pub cuts_left: usize,
     pub streams_cut: usize,
 }
@@ -319,6 +325,22 @@ impl FakeE2b {
         self.shared.lock().streams_cut
     }
 
+    /// The environment variables given to processes of every sandbox
+    /// ever alive here (values: secrets the tests look for).
+    pub fn process_envs(&self) -> Vec<(String, String)> {
+        self.shared.lock().envs_seen.clone()
+    }
+
+    /// The traffic tokens of every sandbox alive.
+    pub fn traffic_tokens(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .sandboxes
+            .values()
+            .filter_map(|s| s.traffic_token.clone())
+            .collect()
+    }
+
     /// The envd access tokens of every sandbox alive.
     pub fn envd_tokens(&self) -> Vec<String> {
         self.shared
@@ -352,6 +374,7 @@ impl FakeE2b {
                 metadata,
                 request: Value::Null,
                 envd_token: format!("{:032x}", fastrand::u128(..)),
+                traffic_token: None,
                 root,
                 started_at,
                 end_at: Instant::now() + Duration::from_secs(600),

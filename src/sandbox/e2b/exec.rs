@@ -35,8 +35,9 @@ pub fn new_tag() -> String {
 /// How a command [`start`]ed was left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Started {
-    /// A line of its output began with the marker: it runs on, detached.
-    Ready,
+    /// A line of its output began with the marker (the line, without its
+    /// end): it runs on, detached.
+    Ready(String),
     /// It ended first (or was killed at the deadline).
     Ended(CommandOutput),
     /// Its stream broke before either: whether it runs is for the caller
@@ -56,7 +57,7 @@ pub async fn run(
     match drive(envd, spec, deadline, retry, on_output, None).await? {
         Started::Ended(out) => Ok(out),
         // Only a marker or a detached stream leaves early.
-        Started::Ready | Started::Unknown(_) => Err(E2bError::new(
+        Started::Ready(_) | Started::Unknown(_) => Err(E2bError::new(
             E2bErrorKind::Protocol,
             "a command left running",
         )),
@@ -169,8 +170,8 @@ async fn drive(
                     let text = stdout.decode(&bytes);
                     if let Some(marker) = ready {
                         lines.push_str(&text);
-                        if has_line(&mut lines, marker) {
-                            return Ok(Started::Ready);
+                        if let Some(line) = ready_line(&mut lines, marker) {
+                            return Ok(Started::Ready(line));
                         }
                     }
                     emit(text)
@@ -225,13 +226,14 @@ async fn drive(
     }))
 }
 
-/// Whether a whole line of `text` starts with `marker`; the complete
+/// The first whole line of `text` that starts with `marker`; the complete
 /// lines are consumed, a partial last one is kept for the next chunk.
-fn has_line(text: &mut String, marker: &str) -> bool {
-    let Some(end) = text.rfind('\n') else {
-        return false;
-    };
-    let found = text[..end].lines().any(|l| l.starts_with(marker));
+fn ready_line(text: &mut String, marker: &str) -> Option<String> {
+    let end = text.rfind('\n')?;
+    let found = text[..end]
+        .lines()
+        .find(|l| l.starts_with(marker))
+        .map(str::to_owned);
     text.drain(..=end);
     found
 }

@@ -22,10 +22,10 @@
 //! session (found by its `agentform.session` metadata, e.g. after a crash)
 //! instead of creating a duplicate, and kills them by the same metadata
 //! when the session is archived or deleted. The client here (control
-//! plane, envd, ports) also carries `provider: e2b`, whose runtime is
-//! `crate::runtime::e2b`. This module must not know the agent loop or the
-//! state, and never puts a credential in a message, a log line or a
-//! sandbox.
+//! plane, envd, ports) also carries `provider: e2b` (the remote loop, a
+//! runtime of its own above this module). This module must not know the
+//! agent loop or the state, and never puts a credential in a message, a
+//! log line or a sandbox.
 
 mod api;
 mod config;

@@ -1,0 +1,227 @@
+//! The `e2b` provider: the remote loop of `crate::runtime::remote` on E2B.
+//! [`E2bHost`] is E2B's control plane as a [`SandboxHost`] (create with an
+//! idempotency key, connect, list by metadata, kill, re-arm the timeout)
+//! and [`E2bRemote`] one sandbox's envd as a [`RemoteSandbox`] (files,
+//! commands, the URL of a port). The client is the one of
+//! `crate::sandbox::e2b`; this module only adapts it, and must not know
+//! what runs in the sandbox.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::remote::{
+    Listed, NewSandbox, RemoteError, RemoteErrorKind, RemoteSandbox, Route, SandboxHost, Started,
+};
+use crate::sandbox::e2b::{
+    self, Connection, E2bApi, E2bError, E2bErrorKind, Envd, NetworkConfig, ProcessSpec,
+};
+use crate::sandbox::local::PACKAGE_REGISTRIES;
+use crate::sandbox::{CommandOutput, Network};
+
+/// The provider's name in manifests.
+pub const PROVIDER_NAME: &str = "e2b";
+
+/// E2B's control plane.
+pub struct E2bHost {
+    api: Arc<E2bApi>,
+}
+
+impl E2bHost {
+    pub fn new(api: Arc<E2bApi>) -> Self {
+        E2bHost { api }
+    }
+
+    fn remote(&self, connection: &Connection) -> Arc<dyn RemoteSandbox> {
+        Arc::new(E2bRemote {
+            envd: self.api.envd(connection),
+            retry: self.api.config().retry,
+        })
+    }
+}
+
+fn remote_error(e: E2bError) -> RemoteError {
+    let kind = if e.is(E2bErrorKind::SandboxGone) || e.is(E2bErrorKind::NotFound) {
+        RemoteErrorKind::Gone
+    } else if e.is(E2bErrorKind::Auth) {
+        RemoteErrorKind::Auth
+    } else {
+        RemoteErrorKind::Failed
+    };
+    RemoteError::new(kind, e.message)
+}
+
+#[async_trait]
+impl SandboxHost for E2bHost {
+    fn provider(&self) -> &str {
+        PROVIDER_NAME
+    }
+
+    fn endpoint(&self) -> String {
+        self.api.config().api_url.to_string()
+    }
+
+    async fn create(&self, new: &NewSandbox) -> Result<Arc<dyn RemoteSandbox>, RemoteError> {
+        let config = self.api.config();
+        let mut network = match &new.network {
+            Network::Unrestricted => NetworkConfig::default(),
+            Network::Limited {
+                allowed_hosts,
+                allow_package_managers,
+            } => {
+                let mut hosts = allowed_hosts.clone();
+                hosts.extend(new.model_hosts.iter().cloned());
+                if *allow_package_managers {
+                    hosts.extend(PACKAGE_REGISTRIES.iter().map(|h| (*h).to_owned()));
+                }
+                NetworkConfig::only(hosts)
+            }
+        };
+        // The serve's port answers only requests with the traffic token.
+        network.allow_public_traffic = Some(false);
+        let mut metadata = new.metadata.clone();
+        if let Some(project) = &config.project {
+            metadata
+                .entry(crate::api::META_MANIFEST.to_owned())
+                .or_insert_with(|| project.clone());
+        }
+        let body = e2b::NewSandbox {
+            template_id: config.template.clone(),
+            timeout: config.timeout.as_secs().max(1),
+            auto_pause: false,
+            metadata,
+            env_vars: BTreeMap::new(),
+            network: Some(network),
+        };
+        let connection = self
+            .api
+            .create(&body, &new.idempotency_key)
+            .await
+            .map_err(remote_error)?;
+        Ok(self.remote(&connection))
+    }
+
+    async fn connect(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Arc<dyn RemoteSandbox>, BTreeMap<String, String>)>, RemoteError> {
+        let Some(detail) = self.api.get(id).await.map_err(remote_error)? else {
+            return Ok(None);
+        };
+        if detail.state != "running" {
+            return Ok(None);
+        }
+        let timeout = self.api.config().timeout;
+        let Some(connection) = self.api.connect(id, timeout).await.map_err(remote_error)? else {
+            return Ok(None);
+        };
+        Ok(Some((self.remote(&connection), detail.metadata)))
+    }
+
+    async fn alive(&self, id: &str) -> Result<bool, RemoteError> {
+        let detail = self.api.get(id).await.map_err(remote_error)?;
+        Ok(detail.is_some_and(|d| d.state == "running"))
+    }
+
+    async fn kill(&self, id: &str) -> Result<bool, RemoteError> {
+        self.api.kill(id).await.map_err(remote_error)
+    }
+
+    async fn list(&self, metadata: &[(&str, &str)]) -> Result<Vec<Listed>, RemoteError> {
+        let found = self.api.list(metadata).await.map_err(remote_error)?;
+        Ok(found
+            .into_iter()
+            .map(|l| Listed {
+                id: l.sandbox_id,
+                started_at: l.started_at,
+                metadata: l.metadata,
+            })
+            .collect())
+    }
+
+    async fn keep_alive(&self, id: &str) -> Result<(), RemoteError> {
+        self.api
+            .set_timeout(id, self.api.config().timeout)
+            .await
+            .map_err(remote_error)
+    }
+
+    /// A third of the timeout: two re-arms may fail before it is reached.
+    fn keep_alive_every(&self) -> Duration {
+        (self.api.config().timeout / 3).max(Duration::from_secs(1))
+    }
+}
+
+/// One E2B sandbox, through its envd.
+pub struct E2bRemote {
+    envd: Envd,
+    retry: crate::http::RetryPolicy,
+}
+
+impl E2bRemote {
+    fn spec(&self, command: &str, envs: &BTreeMap<String, String>) -> ProcessSpec {
+        let mut spec = ProcessSpec::bash(command);
+        spec.cwd = Some(e2b::HOME.to_owned());
+        spec.envs = envs.clone();
+        spec
+    }
+}
+
+#[async_trait]
+impl RemoteSandbox for E2bRemote {
+    fn id(&self) -> &str {
+        self.envd.sandbox_id()
+    }
+
+    fn home(&self) -> &str {
+        e2b::HOME
+    }
+
+    async fn read_file(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, RemoteError> {
+        match self.envd.read_file(path, limit).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.is(E2bErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(remote_error(e)),
+        }
+    }
+
+    async fn write_file(&self, path: &str, contents: Bytes) -> Result<(), RemoteError> {
+        self.envd.upload(path, contents).await.map_err(remote_error)
+    }
+
+    async fn run(&self, command: &str, deadline: Duration) -> Result<CommandOutput, RemoteError> {
+        let spec = self.spec(command, &BTreeMap::new());
+        e2b::run_command(&self.envd, spec, deadline, &self.retry, &mut |_| {})
+            .await
+            .map_err(remote_error)
+    }
+
+    async fn start(
+        &self,
+        command: &str,
+        envs: &BTreeMap<String, String>,
+        ready: &str,
+        deadline: Duration,
+    ) -> Result<Started, RemoteError> {
+        let spec = self.spec(command, envs);
+        let started = e2b::start_command(&self.envd, spec, ready, deadline, &self.retry)
+            .await
+            .map_err(remote_error)?;
+        Ok(match started {
+            e2b::Started::Ready(line) => Started::Ready(line),
+            e2b::Started::Ended(out) => Started::Ended(out),
+            e2b::Started::Unknown(why) => Started::Unknown(why),
+        })
+    }
+
+    fn route(&self, port: u16) -> Route {
+        let route = self.envd.port(port);
+        Route {
+            url: route.url,
+            headers: route.headers,
+        }
+    }
+}
