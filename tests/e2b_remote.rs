@@ -263,6 +263,26 @@ fn a_sandbox_killed_mid_run_fails_clearly_and_plan_replaces_the_session() {
 }
 
 #[test]
+fn the_timeout_is_re_armed_while_the_session_runs() {
+    let fake = FakeE2b::start(Options::default());
+    let contents = example(&fake, Some("sleep 9; echo slept > proof.txt"))
+        .replace("    timeout: 10m\n", "    timeout: 6s\n");
+    let t = test_with(&fake, &contents);
+    t.run(&["apply", "--auto-approve"]).success();
+    t.run(&["run"]).success();
+    let alive = fake.alive();
+    assert_eq!(alive.len(), 1, "outlived its 6 s: {alive:?}");
+    let timeouts = fake.timeouts(&alive[0]);
+    assert!(
+        !timeouts.is_empty() && timeouts.iter().all(|t| *t == 6),
+        "{timeouts:?}"
+    );
+    assert_eq!(found_in_sandbox(&fake, &alive[0], "proof.txt").len(), 1);
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty());
+}
+
+#[test]
 fn plan_without_a_key_stops_before_any_call_naming_the_variable() {
     let fake = FakeE2b::start(Options::default());
     let t = Test::new();
