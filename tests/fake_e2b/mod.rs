@@ -4,7 +4,7 @@
 //! honest. Commands really run here, one directory per sandbox standing
 //! for its file system (`/home/user/…` is `DIR/home/user/…`). Faults on
 //! demand: a share of calls answered 429/503, exec streams cut after their
-//! first output, a sandbox killed mid-run.
+//! first output, a sandbox killed mid-run, a latency added to every call.
 
 mod control;
 mod envd;
@@ -38,6 +38,9 @@ pub struct Options {
     /// stand-ins for package managers.
     pub shims: Option<PathBuf>,
     pub envd_version: String,
+    /// Added before every answer (control plane, envd and ports): the
+    /// distance to E2B, for benchmarks.
+    pub latency: Duration,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             page_size: 100,
             shims: None,
             envd_version: "0.5.7".into(),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -232,27 +236,36 @@ impl FakeE2b {
             .enable_all()
             .build()
             .expect("runtime");
-        let (api_url, sandbox_url) = runtime.block_on(async {
-            let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let sandboxes = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let urls = (
-                format!("http://{}", api.local_addr().unwrap()),
-                format!("http://{}", sandboxes.local_addr().unwrap()),
-            );
-            let control = control::router(Arc::clone(&shared));
-            let envd = envd::router(Arc::clone(&shared));
-            tokio::spawn(async move { axum::serve(api, control).await });
-            tokio::spawn(async move { axum::serve(sandboxes, envd).await });
-            // Sandboxes die at their end even when nobody asks.
-            let reaper = Arc::clone(&shared);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    drop(reaper.lock());
-                }
+        let (api_url, sandbox_url) =
+            runtime.block_on(async {
+                let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let sandboxes = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let urls = (
+                    format!("http://{}", api.local_addr().unwrap()),
+                    format!("http://{}", sandboxes.local_addr().unwrap()),
+                );
+                let latency = shared.options.latency;
+                let delayed = move |request: axum::extract::Request,
+                                    next: axum::middleware::Next| async move {
+                    tokio::time::sleep(latency).await;
+                    next.run(request).await
+                };
+                let control =
+                    control::router(Arc::clone(&shared)).layer(axum::middleware::from_fn(delayed));
+                let envd =
+                    envd::router(Arc::clone(&shared)).layer(axum::middleware::from_fn(delayed));
+                tokio::spawn(async move { axum::serve(api, control).await });
+                tokio::spawn(async move { axum::serve(sandboxes, envd).await });
+                // Sandboxes die at their end even when nobody asks.
+                let reaper = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        drop(reaper.lock());
+                    }
+                });
+                urls
             });
-            urls
-        });
         FakeE2b {
             api_url,
             sandbox_url,
