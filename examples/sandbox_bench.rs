@@ -18,8 +18,11 @@
 //!       `--parallelism`, against the critical-path bound: the waves of
 //!       sessions (⌈sessions / parallelism⌉) times one session's apply.
 //!
-//! A row is a manifest header (`Row`): another provider (`modal`) is one
-//! more entry in `rows()`. Everything stays on loopback.
+//! The executable uploaded is this profile's `agentform` without its debug
+//! information (`strip --strip-debug`, when `strip` is on PATH): a debug
+//! build is 250 MiB, of which copying bytes would be most of what is
+//! measured. A row is a manifest header (`Row`): another provider
+//! (`modal`) is one more entry in `rows()`. Everything stays on loopback.
 
 #[path = "bench_support/serve_process.rs"]
 mod serve_process;
@@ -77,10 +80,12 @@ struct Row {
     remote: bool,
 }
 
-fn rows(fake: &FakeE2b) -> Vec<Row> {
+fn rows(fake: &FakeE2b, upload: &Path) -> Vec<Row> {
     let e2b = format!(
-        "  e2b:\n    api_url: {}\n    sandbox_url: {}\n    timeout: 10m\n",
-        fake.api_url, fake.sandbox_url
+        "  e2b:\n    api_url: {}\n    sandbox_url: {}\n    timeout: 10m\n    agent_binary: {}\n",
+        fake.api_url,
+        fake.sandbox_url,
+        upload.display()
     );
     vec![
         Row {
@@ -196,6 +201,24 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `bin` without debug information, in `dir`; `bin` itself without `strip`.
+fn strip(bin: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("agentform");
+    let stripped = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&out)
+        .arg(bin)
+        .status()
+        .is_ok_and(|s| s.success());
+    if stripped {
+        out
+    } else {
+        eprintln!("no `strip`: uploading {} whole", bin.display());
+        bin.to_path_buf()
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -228,12 +251,14 @@ fn bench() -> Result<()> {
         latency: Duration::from_millis(a.latency_ms),
         ..Options::default()
     });
-    let rows = rows(&fake);
+    let stripped = tempfile::tempdir()?;
+    let upload = strip(&bin, stripped.path());
+    let rows = rows(&fake, &upload);
     println!(
-        "# sandbox bench: fake E2B with {} ms per call; {} ({} MiB uploaded per sandbox)",
+        "# sandbox bench: fake E2B with {} ms per call; uploads {} ({} MiB per sandbox)",
         a.latency_ms,
-        bin.display(),
-        std::fs::metadata(&bin)?.len() >> 20
+        upload.display(),
+        std::fs::metadata(&upload)?.len() >> 20
     );
 
     // (a) cold start of a stage-2 session.
