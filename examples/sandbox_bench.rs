@@ -16,7 +16,8 @@
 //!       step warms each up (opens the sandbox), the second is timed;
 //!   (c) `apply` of `sessions` sessions on `provider: e2b` at
 //!       `--parallelism`, against the critical-path bound: the waves of
-//!       sessions (⌈sessions / parallelism⌉) times one session's apply.
+//!       sessions (⌈sessions / parallelism⌉) times one session's apply;
+//!       then a `plan --refresh` of them, which must find no change.
 //!
 //! The executable uploaded is this profile's `agentform` without its debug
 //! information (`strip --strip-debug`, when `strip` is on PATH): a debug
@@ -321,6 +322,12 @@ fn bench() -> Result<()> {
         "critical-path bound ({waves} waves × one session's apply) {:8.0} ms  → {:.2}× (target ≤ 1.5×)",
         ms(bound),
         apply_many.as_secs_f64() / bound.as_secs_f64()
+    );
+    // From 16 records a plan lists the sessions (every sandbox's serve).
+    let refresh = cli.run(&["plan", "--refresh", "--detailed-exitcode"])?;
+    println!(
+        "plan --refresh (No changes)              {:8.0} ms",
+        ms(refresh)
     );
     cli.run(&["destroy", "--auto-approve", "--parallelism", &parallelism])?;
     if !fake.alive().is_empty() {

@@ -177,25 +177,32 @@ impl RemoteRuntime {
     async fn reach(&self, session: &str) -> Result<(Arc<Client>, String)> {
         let (remote, sandbox_id) =
             split_session_id(session).ok_or_else(|| RuntimeError::not_found("session", session))?;
-        let remote = remote.to_owned();
+        let client = self.client_of(sandbox_id, session).await?;
+        Ok((client, remote.to_owned()))
+    }
+
+    /// The client of the serve in `sandbox_id`: the one this process made,
+    /// else reconnected. Not found (naming the session `of`) when the
+    /// sandbox is gone.
+    async fn client_of(&self, sandbox_id: &str, of: &str) -> Result<Arc<Client>> {
         let known = self.lock_clients().get(sandbox_id).cloned();
         if let Some(client) = known {
             self.keep_alive(&client).await?;
-            return Ok((client, remote));
+            return Ok(client);
         }
         let (sandbox, metadata) = self
             .host
             .connect(sandbox_id)
             .await
             .map_err(|e| self.error(e))?
-            .ok_or_else(|| gone(session))?;
+            .ok_or_else(|| gone(of))?;
         let port = launch::port(sandbox.as_ref())
             .await
             .map_err(|e| self.error(e))?;
         let client = Arc::new(self.client(sandbox, port, metadata)?);
         self.lock_clients()
             .insert(sandbox_id.to_owned(), Arc::clone(&client));
-        Ok((client, remote))
+        Ok(client)
     }
 
     /// Re-arms the sandbox's lifetime when it is due.

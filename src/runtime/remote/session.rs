@@ -151,38 +151,54 @@ pub(super) fn map_back(mut s: Session, client: &Client) -> Session {
 
 /// Every session of every sandbox running a remote loop, in one page.
 pub(super) async fn list(rt: &RemoteRuntime, query: &ListQuery) -> Result<Page<Session>> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
     let listed = rt
         .host
         .list(&[(META_LOOP, LOOP_REMOTE)])
         .await
         .map_err(|e| rt.error(e))?;
-    let mut data = Vec::new();
-    for sandbox in listed {
-        let probe = session_id("sesn_probe", &sandbox.id);
-        let (client, _) = match rt.reach(&probe).await {
-            Ok(found) => found,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e),
-        };
-        let sessions = crate::runtime::list_all(|q| {
-            let client = Arc::clone(&client);
-            let q = ListQuery {
-                include_archived: query.include_archived,
-                ..q
-            };
-            async move { client.api.list_sessions(&q).await }
-        })
-        .await;
-        match rt.settle(&probe, &sandbox.id, sessions).await {
-            Ok(sessions) => data.extend(sessions.into_iter().map(|s| map_back(s, &client))),
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    let include_archived = query.include_archived;
+    // Each sandbox is its own server: asked side by side.
+    let per_sandbox: Vec<Vec<Session>> = stream::iter(listed)
+        .map(|sandbox| sessions_in(rt, sandbox.id, include_archived))
+        .buffer_unordered(LIST_PARALLELISM)
+        .try_collect()
+        .await?;
     Ok(Page {
-        data,
+        data: per_sandbox.into_iter().flatten().collect(),
         next_page: None,
     })
+}
+
+/// Sandboxes asked at once when sessions are listed.
+const LIST_PARALLELISM: usize = 16;
+
+/// The sessions of the serve in one sandbox; none when it is gone.
+async fn sessions_in(
+    rt: &RemoteRuntime,
+    sandbox: String,
+    include_archived: bool,
+) -> Result<Vec<Session>> {
+    let of = format!("in sandbox {sandbox}");
+    let client = match rt.client_of(&sandbox, &of).await {
+        Ok(found) => found,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let sessions = crate::runtime::list_all(|q| {
+        let client = Arc::clone(&client);
+        let q = ListQuery {
+            include_archived,
+            ..q
+        };
+        async move { client.api.list_sessions(&q).await }
+    })
+    .await;
+    match rt.settle(&of, &sandbox, sessions).await {
+        Ok(sessions) => Ok(sessions.into_iter().map(|s| map_back(s, &client)).collect()),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Sandboxes made for this address and manifest that nothing records (an
