@@ -3,9 +3,9 @@
 //! agentform uploaded and serving in it), runs (the scripted model's bash
 //! writes a file found in the fake sandbox), outlives the CLI and is
 //! destroyed with nothing left, also from the state alone; archives kill
-//! sandboxes; injected faults converge without a duplicate sandbox; a
-//! sandbox killed mid-run fails clearly; no secret reaches a file or an
-//! output.
+//! sandboxes; injected faults converge without a duplicate sandbox; a cut
+//! start stream and a sandbox killed mid-run fail clearly; the timeout is
+//! re-armed; no secret reaches a file or an output.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -215,6 +215,32 @@ fn injected_faults_converge_without_a_duplicate_sandbox() {
     assert_eq!(found_in_sandbox(&fake, &alive[0], "proof.txt").len(), 1);
     t.run(&["destroy", "--auto-approve"]).success();
     assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+}
+
+#[test]
+fn a_cut_start_stream_fails_the_apply_clearly_and_the_next_apply_converges() {
+    let fake = FakeE2b::start(Options {
+        cut_streams: 1,
+        ..Options::default()
+    });
+    let t = test_with(&fake, &example(&fake, None));
+    let failed = t.run(&["apply", "--auto-approve"]).code(1);
+    let said = format!("{}{}", failed.stdout, failed.stderr);
+    assert!(
+        said.contains("lost the output of agentform serve"),
+        "{said}"
+    );
+    assert_eq!(fake.streams_cut(), 1);
+    assert!(
+        fake.alive().is_empty(),
+        "killed, not left: {:?}",
+        fake.alive()
+    );
+    t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(fake.alive().len(), 1);
+    assert_eq!(fake.created().len(), 2);
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty());
 }
 
 #[test]
