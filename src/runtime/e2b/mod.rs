@@ -17,7 +17,7 @@ use super::remote::{
     Listed, NewSandbox, RemoteError, RemoteErrorKind, RemoteSandbox, Route, SandboxHost, Started,
 };
 use crate::sandbox::e2b::{
-    self, Connection, E2bApi, E2bError, E2bErrorKind, Envd, NetworkConfig, ProcessSpec,
+    self, Connection, E2bApi, E2bError, E2bErrorKind, Envd, NetworkConfig, NetworkRule, ProcessSpec,
 };
 use crate::sandbox::local::PACKAGE_REGISTRIES;
 use crate::sandbox::{CommandOutput, Network};
@@ -82,6 +82,14 @@ impl SandboxHost for E2bHost {
         };
         // The serve's port answers only requests with the traffic token.
         network.allow_public_traffic = Some(false);
+        for rule in &new.header_rules {
+            let headers = BTreeMap::from([(rule.name.clone(), rule.value.clone())]);
+            network
+                .rules
+                .entry(rule.host.clone())
+                .or_default()
+                .push(NetworkRule::headers(headers));
+        }
         let mut metadata = new.metadata.clone();
         if let Some(project) = &config.project {
             metadata
