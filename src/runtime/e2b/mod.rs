@@ -233,3 +233,65 @@ impl RemoteSandbox for E2bRemote {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::http::test_server::{requests, serve_replies, Reply};
+    use crate::runtime::remote::HeaderRule;
+
+    #[tokio::test]
+    async fn a_new_sandbox_is_private_limited_and_carries_its_header_rules() {
+        let created = json!({
+            "sandboxID": "sbx9", "templateID": "base", "clientID": "c", "envdVersion": "0.5.7",
+            "envdAccessToken": "envd-secret-9", "trafficAccessToken": "traffic-secret-9"
+        });
+        let (base, log) = serve_replies(vec![Reply::json(201, created)]).await;
+        let mut config =
+            e2b::E2bConfig::new("e2b_k".into(), e2b::API_KEY_ENV, e2b::DEFAULT_DOMAIN).unwrap();
+        config.api_url = e2b::check_url(&base).unwrap();
+        config.sandbox_url = Some(e2b::check_url(&base).unwrap());
+        config.project = Some("proj".into());
+        let host = E2bHost::new(Arc::new(E2bApi::new(config).unwrap()));
+        let new = NewSandbox {
+            metadata: BTreeMap::from([("agentform.loop".into(), "remote".into())]),
+            network: Network::Limited {
+                allowed_hosts: vec!["api.example.com".into()],
+                allow_package_managers: false,
+            },
+            model_hosts: vec!["api.anthropic.com".into()],
+            header_rules: vec![HeaderRule {
+                host: "api.anthropic.com".into(),
+                name: "x-api-key".into(),
+                value: "sk-rule-secret".into(),
+            }],
+            idempotency_key: "agentform-remote-1".into(),
+        };
+        let sandbox = host.create(&new).await.unwrap();
+        assert_eq!(sandbox.id(), "sbx9");
+        let sent = &requests(&log)[0];
+        assert_eq!(sent.headers["idempotency-key"], "agentform-remote-1");
+        let network = &sent.body["network"];
+        assert_eq!(network["allowPublicTraffic"], false);
+        assert_eq!(network["denyOut"], json!(["0.0.0.0/0"]));
+        assert_eq!(
+            network["allowOut"],
+            json!(["api.example.com", "api.anthropic.com"])
+        );
+        assert_eq!(
+            network["rules"]["api.anthropic.com"][0]["transform"]["headers"]["x-api-key"],
+            "sk-rule-secret"
+        );
+        assert_eq!(sent.body["metadata"]["agentform.manifest"], "proj");
+        let route = sandbox.route(8080);
+        assert_eq!(route.headers["e2b-sandbox-port"], "8080");
+        assert_eq!(
+            route.headers["e2b-traffic-access-token"],
+            "traffic-secret-9"
+        );
+        assert!(route.headers["e2b-traffic-access-token"].is_sensitive());
+        assert!(!format!("{route:?}").contains("traffic-secret-9"));
+    }
+}
