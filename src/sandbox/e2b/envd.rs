@@ -32,8 +32,9 @@ pub const KEEPALIVE_SECS: u64 = 30;
 /// A stream without a byte for this long is broken.
 pub const STREAM_IDLE: Duration = Duration::from_secs(3 * KEEPALIVE_SECS);
 
-/// What to start: `cmd` with `args`, in `cwd`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What to start: `cmd` with `args`, in `cwd`. `Debug` shows the names of
+/// `envs` only: their values may be keys.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProcessSpec {
     pub cmd: String,
     pub args: Vec<String>,
@@ -42,6 +43,18 @@ pub struct ProcessSpec {
     /// A name to find the process by (`Connect`, `SendSignal`) before its
     /// pid is known.
     pub tag: Option<String>,
+}
+
+impl std::fmt::Debug for ProcessSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessSpec")
+            .field("cmd", &self.cmd)
+            .field("args", &self.args)
+            .field("envs", &self.envs.keys().collect::<Vec<_>>())
+            .field("cwd", &self.cwd)
+            .field("tag", &self.tag)
+            .finish()
+    }
 }
 
 impl ProcessSpec {
