@@ -10,6 +10,7 @@ mod bad_manifests;
 mod cli;
 mod crash;
 mod e2b;
+mod e2b_remote;
 mod examples;
 mod lifecycle;
 mod locking;

@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Allow a non-loopback --listen address (an API key is required then)
     #[arg(long)]
     allow_remote: bool,
+    /// Run the tools unconfined, with this process's rights: only where the machine itself is the boundary (the remote sandbox of one session, as `provider: e2b` starts it)
+    #[arg(long)]
+    no_confinement: bool,
     /// Let web pages from ORIGIN (exactly, e.g. `http://localhost:3000`) call the server, with CORS; repeatable. Requests from any other origin are refused
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = agentform::serve::parse_origin)]
     allow_origins: Vec<String>,
@@ -120,6 +123,7 @@ impl ServeArgs {
             listen: self.listen,
             data: self.data,
             allow_remote: self.allow_remote,
+            unconfined: self.no_confinement,
             latency: Duration::from_millis(self.latency_ms),
             drop_stream_after: self
                 .drop_stream_after

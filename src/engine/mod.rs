@@ -5,7 +5,8 @@
 //!
 //! [`Engine`] is its public face: sending events to a session (checked in
 //! `accept.rs`, queued in its inbox), subscribing to its live events
-//! (`hub.rs`), forgetting a deleted session, shutting down. One worker task
+//! (`hub.rs`), closing an archived session's sandbox, forgetting a deleted
+//! session, shutting down. One worker task
 //! per busy session works through its inbox (`worker.rs`: its life,
 //! interrupts, recovery after a restart), runs turns (`turn.rs`, asking the
 //! model the conversation of `conversation.rs`) and tools (`tools.rs`),
@@ -215,9 +216,19 @@ impl Engine {
         Ok(())
     }
 
-    /// Drops an archived session's live state unless its worker still runs:
-    /// it holds a stream buffer, and a long-lived engine archives many.
-    pub fn release_idle(&self, session_id: &str) {
+    /// After the session's record was archived: tells the sandbox
+    /// provider (the local workspace is kept, an E2B sandbox is killed),
+    /// then drops the session's live state unless its worker still runs
+    /// (it holds a stream buffer, and a long-lived engine archives many).
+    /// A provider's failure is logged: the archive stands, and the sandbox
+    /// ends at its own timeout.
+    pub async fn archived(&self, session_id: &str) {
+        if let Err(e) = self.ctx.options.sandboxes.archive(session_id).await {
+            tracing::warn!(
+                session = session_id,
+                "closing the archived session's sandbox: {e}"
+            );
+        }
         self.hub.release_idle(session_id);
     }
 

@@ -12,6 +12,7 @@ pub mod import;
 pub mod models;
 pub mod plan;
 pub mod providers;
+pub mod remote;
 pub mod retention;
 pub mod run;
 pub mod serve;

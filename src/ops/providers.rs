@@ -1,6 +1,7 @@
 //! The providers a command reaches: the embedded local runtime always (its
 //! tools in the confined local sandbox, or on E2B or Modal), the
-//! `anthropic` provider when the manifest or the state uses it.
+//! `anthropic` provider when the manifest or the state uses it, and `e2b`
+//! likewise (built in `remote.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,9 +73,12 @@ pub fn providers(
         options.models = Arc::new(ManifestModels::new(m));
         options.secrets = m.secrets();
     }
-    let local = LocalRuntime::open(state.db(), options).map_err(ProvidersError::Local)?;
+    let local = Arc::new(LocalRuntime::open(state.db(), options).map_err(ProvidersError::Local)?);
     let mut p = Providers::default();
-    p.insert(Arc::new(local));
+    p.insert(local.clone());
+    if let Some(remote) = super::remote::e2b_runtime(state, manifest, local, &var)? {
+        p.insert(Arc::new(remote));
+    }
     // Built only when something uses it: credentials are needed then, not before.
     let declared =
         manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == PROVIDER_NAME));
@@ -140,14 +144,26 @@ pub fn e2b_config(
     project: &str,
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<E2bConfig, ProvidersError> {
+    e2b_config_for("`providers.local.sandbox` is `e2b`", spec, project, var)
+}
+
+/// [`e2b_config`] for a use of E2B that `user` names in messages.
+pub fn e2b_config_for(
+    user: &str,
+    spec: Option<&E2bProviderSpec>,
+    project: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<E2bConfig, ProvidersError> {
     let default = E2bProviderSpec::default();
     let spec = spec.unwrap_or(&default);
     let key_env = spec.api_key_env.as_deref().unwrap_or(e2b::API_KEY_ENV);
-    let key = var(key_env).filter(|k| !k.trim().is_empty()).ok_or_else(|| {
-        ProvidersError::Setting(format!(
-            "`providers.local.sandbox` is `e2b`, and the E2B API key is read from `{key_env}`, which is not set"
-        ))
-    })?;
+    let key = var(key_env)
+        .filter(|k| !k.trim().is_empty())
+        .ok_or_else(|| {
+            ProvidersError::Setting(format!(
+                "{user}, and the E2B API key is read from `{key_env}`, which is not set"
+            ))
+        })?;
     let domain = spec
         .domain
         .clone()

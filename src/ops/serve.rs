@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use crate::manifest::Manifest;
 use crate::runtime::local::{LocalOptions, LocalRuntime, ModelResolver, NoModels};
 use crate::runtime::RuntimeError;
+use crate::sandbox::local::{Confinement, LocalSandboxes};
+use crate::sandbox::SandboxProvider;
 use crate::serve::{self, Server};
 use crate::state::{StateError, StateStore};
 
@@ -30,6 +32,9 @@ pub struct ServeOptions {
     pub latency: Duration,
     /// Fault injection: event streams close after this many events.
     pub drop_stream_after: Option<usize>,
+    /// Tools run unconfined: only where the machine itself is the
+    /// boundary (a remote sandbox holding one session). Never implied.
+    pub unconfined: bool,
     /// The server's own options: API key, injected failures, heartbeat.
     pub server: serve::Options,
 }
@@ -110,14 +115,19 @@ pub fn prepare(options: ServeOptions, manifest: Option<&Manifest>) -> Result<Pre
         Some(m) => Arc::new(ManifestModels::new(m)),
     };
     let store = StateStore::open(&options.data, "serve")?;
+    let workspaces = options.data.join("workspaces");
+    let sandboxes: Arc<dyn SandboxProvider> = if options.unconfined {
+        tracing::warn!("--no-confinement: the served runtime's tools run commands unconfined");
+        let mut unconfined = LocalSandboxes::new(workspaces);
+        unconfined.confinement = Confinement::None;
+        Arc::new(unconfined)
+    } else {
+        super::providers::local_sandboxes(workspaces, manifest, |name| std::env::var(name).ok())
+            .map_err(ServeError::Sandboxes)?
+    };
     let local = LocalOptions {
         latency: options.latency,
-        sandboxes: super::providers::local_sandboxes(
-            options.data.join("workspaces"),
-            manifest,
-            |name| std::env::var(name).ok(),
-        )
-        .map_err(ServeError::Sandboxes)?,
+        sandboxes,
         models,
         drop_stream_after: options.drop_stream_after,
         secrets: manifest.map(Manifest::secrets).unwrap_or_default(),

@@ -259,6 +259,7 @@ fn serving_beyond_loopback_needs_consent_and_a_key() {
         allow_remote,
         latency: Default::default(),
         drop_stream_after: None,
+        unconfined: false,
         server: crate::serve::Options {
             api_key: key.map(String::from),
             ..Default::default()

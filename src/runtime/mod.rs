@@ -4,11 +4,14 @@
 //! Request bodies are JSON in the API's own field names; responses are typed
 //! objects that serialize to exactly what the API returns.
 //!
-//! It owns the protocol trait and its providers (`local`, `anthropic`); it
-//! must not know about plans, manifests or the state's records.
+//! It owns the protocol trait and its providers (`local`, `anthropic`,
+//! `e2b` over the remote loop of `remote`); it must not know about plans,
+//! manifests or the state's records.
 
 pub mod anthropic;
+pub mod e2b;
 pub mod local;
+pub mod remote;
 
 use std::collections::BTreeMap;
 

@@ -129,6 +129,14 @@ pub trait SandboxProvider: Send + Sync + std::fmt::Debug {
     async fn open(&self, spec: &SandboxSpec) -> Result<Arc<dyn Sandbox>, SandboxError>;
     /// Removes what a session's sandbox left, open in this process or not.
     async fn remove(&self, session_id: &str) -> Result<(), SandboxError>;
+    /// The session was archived: it runs no command any more, and what its
+    /// sandbox holds may be kept. Providers whose sandboxes cost while they
+    /// run stop them here (E2B kills the session's sandbox); the default
+    /// keeps everything, as the local workspace stays until the session is
+    /// deleted.
+    async fn archive(&self, _session_id: &str) -> Result<(), SandboxError> {
+        Ok(())
+    }
 }
 
 /// The provider of a runtime that has nowhere to run tools.

@@ -1,8 +1,10 @@
 //! The fake's control plane: `POST /v2/sandboxes` (idempotent by
 //! `Idempotency-Key`), `GET /v2/sandboxes` (metadata filter, pages through
 //! `X-Next-Token`), `GET`/`DELETE /sandboxes/{id}`, `POST
-//! /sandboxes/{id}/timeout`, behind `X-API-Key`; bodies as the SDK's models
-//! (`e2b/api/client/models/`) require them.
+//! /sandboxes/{id}/timeout`, `POST /v2/sandboxes/{id}/connect`, behind
+//! `X-API-Key`; bodies as the SDK's models (`e2b/api/client/models/`)
+//! require them. A sandbox made with `allowPublicTraffic: false` gets a
+//! traffic token that its ports then require.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/sandboxes", post(create).get(list))
         .route("/sandboxes/{id}", get(detail).delete(delete))
         .route("/sandboxes/{id}/timeout", post(timeout))
+        .route("/v2/sandboxes/{id}/connect", post(connect))
         .with_state(shared)
 }
 
@@ -57,7 +60,7 @@ fn created_body(shared: &Shared, s: &Sandbox) -> Value {
         "clientID": "fake-client",
         "envdVersion": shared.options.envd_version,
         "envdAccessToken": s.envd_token,
-        "trafficAccessToken": null,
+        "trafficAccessToken": s.traffic_token,
         "domain": null,
     })
 }
@@ -106,12 +109,14 @@ async fn create(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
         let _ = std::fs::write(home.join(".bash_profile"), profile);
     }
     let (killed, _) = watch::channel(false);
+    let traffic_token = (request["network"]["allowPublicTraffic"] == json!(false)).then(token);
     let sandbox = Sandbox {
         id: id.clone(),
         template,
         metadata,
         request,
         envd_token: token(),
+        traffic_token,
         root,
         started_at: now_rfc3339(Duration::ZERO),
         end_at: Instant::now() + Duration::from_secs(timeout),
@@ -278,4 +283,32 @@ async fn timeout(
     s.end_at = Instant::now() + Duration::from_secs(seconds);
     s.timeouts.push(seconds);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /v2/sandboxes/{id}/connect`: a running sandbox's tokens, its
+/// lifetime extended to `timeout` from now (never shortened).
+async fn connect(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = enter(&shared, &headers, "POST /v2/sandboxes/{id}/connect") {
+        return r;
+    }
+    let Some(seconds) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b["timeout"].as_u64())
+    else {
+        return error(StatusCode::BAD_REQUEST, "timeout is required");
+    };
+    let mut inner = shared.lock();
+    let Some(s) = inner.sandboxes.get_mut(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("sandbox \"{id}\" not found"),
+        );
+    };
+    s.end_at = s.end_at.max(Instant::now() + Duration::from_secs(seconds));
+    (StatusCode::OK, Json(created_body(&shared, s))).into_response()
 }

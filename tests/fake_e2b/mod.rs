@@ -4,7 +4,7 @@
 //! honest. Commands really run here, one directory per sandbox standing
 //! for its file system (`/home/user/…` is `DIR/home/user/…`). Faults on
 //! demand: a share of calls answered 429/503, exec streams cut after their
-//! first output, a sandbox killed mid-run.
+//! first output, a sandbox killed mid-run, a latency added to every call.
 
 mod control;
 mod envd;
@@ -38,6 +38,9 @@ pub struct Options {
     /// stand-ins for package managers.
     pub shims: Option<PathBuf>,
     pub envd_version: String,
+    /// Added before every answer (control plane, envd and ports): the
+    /// distance to E2B, for benchmarks.
+    pub latency: Duration,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             page_size: 100,
             shims: None,
             envd_version: "0.5.7".into(),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Sandbox {
     /// The create request's body, as sent.
     pub request: Value,
     pub envd_token: String,
+    /// Required on requests to its ports, when it has one.
+    pub traffic_token: Option<String>,
     /// Stands for `/`.
     pub root: PathBuf,
     pub started_at: String,
@@ -83,6 +89,10 @@ pub struct Inner {
     /// Calls so far, for the fault pattern.
     calls: u64,
     pub faults_injected: u64,
+    /// Every process environment variable given, in every sandbox.
+    pub envs_seen: Vec<(String, String)>,
+    /// The last large upload, to hard-link instead of storing it again.
+    pub last_upload: Option<(axum::body::Bytes, PathBuf)>,
     pub cuts_left: usize,
     pub streams_cut: usize,
 }
@@ -226,27 +236,36 @@ impl FakeE2b {
             .enable_all()
             .build()
             .expect("runtime");
-        let (api_url, sandbox_url) = runtime.block_on(async {
-            let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let sandboxes = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let urls = (
-                format!("http://{}", api.local_addr().unwrap()),
-                format!("http://{}", sandboxes.local_addr().unwrap()),
-            );
-            let control = control::router(Arc::clone(&shared));
-            let envd = envd::router(Arc::clone(&shared));
-            tokio::spawn(async move { axum::serve(api, control).await });
-            tokio::spawn(async move { axum::serve(sandboxes, envd).await });
-            // Sandboxes die at their end even when nobody asks.
-            let reaper = Arc::clone(&shared);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    drop(reaper.lock());
-                }
+        let (api_url, sandbox_url) =
+            runtime.block_on(async {
+                let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let sandboxes = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let urls = (
+                    format!("http://{}", api.local_addr().unwrap()),
+                    format!("http://{}", sandboxes.local_addr().unwrap()),
+                );
+                let latency = shared.options.latency;
+                let delayed = move |request: axum::extract::Request,
+                                    next: axum::middleware::Next| async move {
+                    tokio::time::sleep(latency).await;
+                    next.run(request).await
+                };
+                let control =
+                    control::router(Arc::clone(&shared)).layer(axum::middleware::from_fn(delayed));
+                let envd =
+                    envd::router(Arc::clone(&shared)).layer(axum::middleware::from_fn(delayed));
+                tokio::spawn(async move { axum::serve(api, control).await });
+                tokio::spawn(async move { axum::serve(sandboxes, envd).await });
+                // Sandboxes die at their end even when nobody asks.
+                let reaper = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        drop(reaper.lock());
+                    }
+                });
+                urls
             });
-            urls
-        });
         FakeE2b {
             api_url,
             sandbox_url,
@@ -319,6 +338,22 @@ impl FakeE2b {
         self.shared.lock().streams_cut
     }
 
+    /// The environment variables given to processes of every sandbox
+    /// ever alive here (values: secrets the tests look for).
+    pub fn process_envs(&self) -> Vec<(String, String)> {
+        self.shared.lock().envs_seen.clone()
+    }
+
+    /// The traffic tokens of every sandbox alive.
+    pub fn traffic_tokens(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .sandboxes
+            .values()
+            .filter_map(|s| s.traffic_token.clone())
+            .collect()
+    }
+
     /// The envd access tokens of every sandbox alive.
     pub fn envd_tokens(&self) -> Vec<String> {
         self.shared
@@ -352,6 +387,7 @@ impl FakeE2b {
                 metadata,
                 request: Value::Null,
                 envd_token: format!("{:032x}", fastrand::u128(..)),
+                traffic_token: None,
                 root,
                 started_at,
                 end_at: Instant::now() + Duration::from_secs(600),

@@ -37,9 +37,11 @@ pub struct ModalProviderSpec {
     pub timeout: Option<String>,
 }
 
-/// Settings of E2B, where the local runtime's built-in tools run with
-/// `local: { sandbox: e2b }`: one E2B sandbox per session. Credentials never
-/// appear here: the API key comes from the environment.
+/// Settings of E2B: where the local runtime's built-in tools run with
+/// `local: { sandbox: e2b }`, and where whole sessions run with
+/// `provider: e2b` (the agent loop too: agentform serves itself in the
+/// sandbox). One E2B sandbox per session. Credentials never appear here:
+/// the API key and the model keys come from the environment.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct E2bProviderSpec {
@@ -59,6 +61,24 @@ pub struct E2bProviderSpec {
     /// How long a sandbox lives without activity, e.g. `1h` (the default);
     /// re-armed while its session runs. E2B caps it (1 h Hobby, 24 h Pro).
     pub timeout: Option<String>,
+    /// `provider: e2b`: the agentform executable uploaded into each
+    /// sandbox, a static x86_64 Linux build (`scripts/build-static.sh`).
+    /// Default: this executable, when it is static (against a loopback
+    /// `api_url`, as it is).
+    pub agent_binary: Option<String>,
+    /// `provider: e2b`: how the model's key reaches the loop in the
+    /// sandbox. `env` (the default): as a variable of its serve process,
+    /// never written to a file, the state or a transcript.
+    pub model_key: Option<ModelKeySpec>,
+}
+
+/// How a remote loop gets its model's key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKeySpec {
+    /// A variable of the serve process in the sandbox.
+    #[default]
+    Env,
 }
 
 /// Settings of the `anthropic` provider: Anthropic's Managed Agents API.

@@ -432,8 +432,8 @@ mod tests {
 
     #[test]
     fn a_resource_with_an_unknown_provider_is_refused_at_its_provider_key() {
-        let d = refusal("version: 1\nagents:\n  a:\n    model: m\n    provider: e2b\n");
-        assert_eq!(d.message, "unknown provider `e2b`");
+        let d = refusal("version: 1\nagents:\n  a:\n    model: m\n    provider: lambda\n");
+        assert_eq!(d.message, "unknown provider `lambda`");
         assert_eq!(at(&d), (5, 5));
     }
 }

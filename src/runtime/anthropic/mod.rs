@@ -122,6 +122,9 @@ pub struct AnthropicOptions {
     /// Where the credentials came from, for messages.
     pub key_env: String,
     pub token_env: String,
+    /// Sent with every request besides the API's own (a remote sandbox's
+    /// routing headers); values marked sensitive are kept out of errors.
+    pub headers: HeaderMap,
 }
 
 impl Default for AnthropicOptions {
@@ -136,6 +139,7 @@ impl Default for AnthropicOptions {
             retry_backoff: None,
             key_env: API_KEY_ENV.to_owned(),
             token_env: AUTH_TOKEN_ENV.to_owned(),
+            headers: HeaderMap::new(),
         }
     }
 }
@@ -208,11 +212,21 @@ impl AnthropicRuntime {
             HeaderValue::from_static(MANAGED_AGENTS_BETA),
         );
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let sensitive_extras: Vec<String> = options
+            .headers
+            .values()
+            .filter(|v| v.is_sensitive())
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        for (name, value) in &options.headers {
+            headers.insert(name.clone(), value.clone());
+        }
         let redactor = Redactor::new(
             [api_key, auth_token]
                 .into_iter()
                 .flatten()
-                .map(|s| s.expose().to_owned()),
+                .map(|s| s.expose().to_owned())
+                .chain(sensitive_extras),
         );
         let mut policy = RetryPolicy {
             max_retries: options.max_retries,

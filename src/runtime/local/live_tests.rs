@@ -438,3 +438,60 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Local sandboxes that note which sessions were archived.
+#[derive(Debug)]
+struct Noting {
+    inner: LocalSandboxes,
+    archived: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl crate::sandbox::SandboxProvider for Noting {
+    async fn open(
+        &self,
+        spec: &crate::sandbox::SandboxSpec,
+    ) -> std::result::Result<Arc<dyn crate::sandbox::Sandbox>, crate::sandbox::SandboxError> {
+        self.inner.open(spec).await
+    }
+
+    async fn remove(&self, id: &str) -> std::result::Result<(), crate::sandbox::SandboxError> {
+        self.inner.remove(id).await
+    }
+
+    async fn archive(&self, id: &str) -> std::result::Result<(), crate::sandbox::SandboxError> {
+        self.archived.lock().unwrap().push(id.to_owned());
+        self.inner.archive(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archiving_a_session_tells_its_sandbox_provider_and_keeps_the_local_workspace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path().join("db")).expect("open sled");
+    let models = Models::new();
+    let noting = Arc::new(Noting {
+        inner: LocalSandboxes::new(dir.path().join("workspaces")),
+        archived: Default::default(),
+    });
+    let mut options = options(
+        dir.path(),
+        models.resolver(vec![
+            tool("write", json!({"file_path": "a.txt", "content": "x"})),
+            text("done"),
+        ]),
+    );
+    options.sandboxes = noting.clone();
+    let rt = LocalRuntime::open(&db, options).expect("runtime");
+    let s = session(
+        &rt,
+        json!([{"type": "agent_toolset_20260401", "configs": []}]),
+    )
+    .await;
+    exchange(&rt, &s.id, vec![message("write it")]).await;
+    let archived = rt.archive_session(&s.id).await.expect("archive");
+    assert!(archived.archived_at.is_some());
+    assert_eq!(*noting.archived.lock().unwrap(), vec![s.id.clone()]);
+    let workspace = dir.path().join("workspaces/sessions").join(&s.id);
+    assert!(workspace.join("a.txt").is_file(), "the workspace is kept");
+}

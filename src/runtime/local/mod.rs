@@ -294,7 +294,7 @@ impl Runtime for LocalRuntime {
     async fn archive_session(&self, id: &str) -> Result<Session> {
         let result = session::archive(&self.records, id);
         if result.is_ok() {
-            self.engine.release_idle(id);
+            self.engine.archived(id).await;
         }
         self.respond_durable(result).await
     }

@@ -2,9 +2,10 @@
 //! official SDK calls it (`e2b/api/client/api/sandboxes/`): create a
 //! sandbox (`POST /v2/sandboxes` with an `Idempotency-Key`), list sandboxes
 //! by metadata (`GET /v2/sandboxes`, pages through `X-Next-Token`), get one,
-//! kill one (`DELETE /sandboxes/{id}`, 404: gone already) and set its
-//! timeout. It also hands out the [`Envd`] of a sandbox. What a sandbox is
-//! for is the caller's.
+//! kill one (`DELETE /sandboxes/{id}`, 404: gone already), reconnect to
+//! one (`POST /v2/sandboxes/{id}/connect`) and set its timeout. It also
+//! hands out the [`Envd`] of a sandbox. What a sandbox is for is the
+//! caller's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,7 +183,7 @@ impl E2bApi {
             .insert(HeaderName::from_static("idempotency-key"), key);
         let json =
             serde_json::to_vec(body).map_err(|e| E2bError::protocol(&label, e, &self.redactor))?;
-        call.body = Some(("application/json", json));
+        call.body = Some(("application/json", json.into()));
         let answer = call.whole().await?;
         let created: Created = self.parse(&label, &answer)?;
         Ok(created.into())
@@ -251,6 +252,34 @@ impl E2bApi {
         Ok(answer.status.as_u16() != 404)
     }
 
+    /// Reconnects to a running sandbox (`POST /v2/sandboxes/{id}/connect`,
+    /// as the SDK's `Sandbox.connect`): its tokens, the traffic token
+    /// included, which only creating and connecting give; its lifetime is
+    /// extended to `timeout` from now, never shortened. `None` when the
+    /// sandbox is gone.
+    pub async fn connect(
+        &self,
+        sandbox_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<Connection>, E2bError> {
+        let label = format!("POST /v2/sandboxes/{sandbox_id}/connect");
+        let url = self.url(&["v2", "sandboxes", sandbox_id, "connect"], &[]);
+        let mut call = self.call(Method::POST, url, label.clone());
+        let body = TimeoutRequest {
+            timeout: seconds(timeout),
+        };
+        let json =
+            serde_json::to_vec(&body).map_err(|e| E2bError::protocol(&label, e, &self.redactor))?;
+        call.body = Some(("application/json", json.into()));
+        call.accept = &[404];
+        let answer = call.whole().await?;
+        if answer.status.as_u16() == 404 {
+            return Ok(None);
+        }
+        let created: Created = self.parse(&label, &answer)?;
+        Ok(Some(created.into()))
+    }
+
     /// The sandbox lives `timeout` from now (rounded up to a second).
     pub async fn set_timeout(&self, sandbox_id: &str, timeout: Duration) -> Result<(), E2bError> {
         let label = format!("POST /sandboxes/{sandbox_id}/timeout");
@@ -261,7 +290,7 @@ impl E2bApi {
         };
         let json =
             serde_json::to_vec(&body).map_err(|e| E2bError::protocol(&label, e, &self.redactor))?;
-        call.body = Some(("application/json", json));
+        call.body = Some(("application/json", json.into()));
         call.accept = &[404];
         let answer = call.whole().await?;
         if answer.status.as_u16() == 404 {

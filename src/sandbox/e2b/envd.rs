@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Deserialize;
@@ -31,8 +32,9 @@ pub const KEEPALIVE_SECS: u64 = 30;
 /// A stream without a byte for this long is broken.
 pub const STREAM_IDLE: Duration = Duration::from_secs(3 * KEEPALIVE_SECS);
 
-/// What to start: `cmd` with `args`, in `cwd`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What to start: `cmd` with `args`, in `cwd`. `Debug` shows the names of
+/// `envs` only: their values may be keys.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProcessSpec {
     pub cmd: String,
     pub args: Vec<String>,
@@ -41,6 +43,18 @@ pub struct ProcessSpec {
     /// A name to find the process by (`Connect`, `SendSignal`) before its
     /// pid is known.
     pub tag: Option<String>,
+}
+
+impl std::fmt::Debug for ProcessSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessSpec")
+            .field("cmd", &self.cmd)
+            .field("args", &self.args)
+            .field("envs", &self.envs.keys().collect::<Vec<_>>())
+            .field("cwd", &self.cwd)
+            .field("tag", &self.tag)
+            .finish()
+    }
 }
 
 impl ProcessSpec {
@@ -211,9 +225,9 @@ impl Envd {
                 HeaderName::from_static("keepalive-ping-interval"),
                 header(&KEEPALIVE_SECS.to_string()),
             );
-            (STREAM_CONTENT_TYPE, envelope(0, &json))
+            (STREAM_CONTENT_TYPE, envelope(0, &json).into())
         } else {
-            (UNARY_CONTENT_TYPE, json)
+            (UNARY_CONTENT_TYPE, json.into())
         });
         call
     }
@@ -327,9 +341,18 @@ impl Envd {
 
     /// Writes the file whole, making its parent directories.
     pub async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), E2bError> {
+        self.upload(path, Bytes::copy_from_slice(contents)).await
+    }
+
+    /// [`write_file`](Self::write_file) of shared bytes (an executable):
+    /// retries send the same buffer, and each attempt may take a second
+    /// more per MiB than a small request.
+    pub async fn upload(&self, path: &str, contents: Bytes) -> Result<(), E2bError> {
         let url = self.url(&["files"], &[("path", path)]);
         let mut call = self.call(Method::POST, url, "POST /files".to_owned());
-        call.body = Some(("application/octet-stream", contents.to_vec()));
+        let per_mib = Duration::from_secs((contents.len() >> 20) as u64);
+        call.timeout = Some(self.api.config.request_timeout + per_mib);
+        call.body = Some(("application/octet-stream", contents));
         call.whole().await.map(|_| ())
     }
 

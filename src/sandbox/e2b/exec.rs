@@ -1,8 +1,10 @@
 //! Running one command in a sandbox to its end: started with a tag (so it
 //! can be found before its pid is known), its output streamed and capped,
 //! re-attached with `Connect` when the stream breaks, and killed with
-//! `SendSignal` (then its process group) at the deadline. What the command
-//! is and where it runs is the caller's.
+//! `SendSignal` (then its process group) at the deadline. A server is
+//! started the same way and left running once a line of its output says
+//! it is ready ([`start`]). What the command is and where it runs is the
+//! caller's.
 
 use std::time::Duration;
 
@@ -30,16 +32,62 @@ pub fn new_tag() -> String {
     format!("agentform-{:016x}", fastrand::u64(..))
 }
 
+/// How a command [`start`]ed was left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// A line of its output began with the marker (the line, without its
+    /// end): it runs on, detached.
+    Ready(String),
+    /// It ended first (or was killed at the deadline).
+    Ended(CommandOutput),
+    /// Its stream broke before either: whether it runs is for the caller
+    /// to find out (the marker may have been in the lost output).
+    Unknown(String),
+}
+
 /// Runs `spec` (its `tag` is set when missing) until it ends or `deadline`
 /// passes; `on_output` sees output as it arrives.
 pub async fn run(
+    envd: &Envd,
+    spec: ProcessSpec,
+    deadline: Duration,
+    retry: &RetryPolicy,
+    on_output: &mut (dyn for<'s> FnMut(&'s str) + Send),
+) -> Result<CommandOutput, E2bError> {
+    match drive(envd, spec, deadline, retry, on_output, None).await? {
+        Started::Ended(out) => Ok(out),
+        // Only a marker or a detached stream leaves early.
+        Started::Ready(_) | Started::Unknown(_) => Err(E2bError::new(
+            E2bErrorKind::Protocol,
+            "a command left running",
+        )),
+    }
+}
+
+/// Starts `spec` and leaves it running once a line of its stdout starts
+/// with `ready`; killed if it has not by the deadline. The stream is not
+/// re-attached when it breaks (a long-lived server's output would have a
+/// gap): [`Started::Unknown`] says so.
+pub async fn start(
+    envd: &Envd,
+    spec: ProcessSpec,
+    ready: &str,
+    deadline: Duration,
+    retry: &RetryPolicy,
+) -> Result<Started, E2bError> {
+    drive(envd, spec, deadline, retry, &mut |_| {}, Some(ready)).await
+}
+
+async fn drive(
     envd: &Envd,
     mut spec: ProcessSpec,
     deadline: Duration,
     retry: &RetryPolicy,
     on_output: &mut (dyn for<'s> FnMut(&'s str) + Send),
-) -> Result<CommandOutput, E2bError> {
+    ready: Option<&str>,
+) -> Result<Started, E2bError> {
     let deadline_at = Instant::now() + deadline;
+    let mut lines = String::new();
     let tag = spec.tag.get_or_insert_with(new_tag).clone();
     let mut output = Output::default();
     let (mut stdout, mut stderr) = (Utf8::default(), Utf8::default());
@@ -52,6 +100,9 @@ pub async fn run(
     let mut timed_out = false;
     let mut stream = match timeout_at(deadline_at, envd.start(&spec)).await {
         Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) if ready.is_some() && e.is(E2bErrorKind::Connection) => {
+            return Ok(Started::Unknown(e.message))
+        }
         // The start may have arrived: look for the process by its tag.
         Ok(Err(e)) if e.is(E2bErrorKind::Connection) => None,
         Ok(Err(e)) => return Err(e),
@@ -115,7 +166,16 @@ pub async fn run(
             _ = sleep_until(give_up), if give_up_at.is_some() => break,
             event = events.next() => match event {
                 Ok(Some(ProcessEvent::Start { pid: p })) => pid = Some(p),
-                Ok(Some(ProcessEvent::Stdout(bytes))) => emit(stdout.decode(&bytes)),
+                Ok(Some(ProcessEvent::Stdout(bytes))) => {
+                    let text = stdout.decode(&bytes);
+                    if let Some(marker) = ready {
+                        lines.push_str(&text);
+                        if let Some(line) = ready_line(&mut lines, marker) {
+                            return Ok(Started::Ready(line));
+                        }
+                    }
+                    emit(text)
+                }
                 Ok(Some(ProcessEvent::Stderr(bytes))) => emit(stderr.decode(&bytes)),
                 Ok(Some(ProcessEvent::Keepalive)) => {}
                 Ok(Some(ProcessEvent::End(end))) => {
@@ -123,6 +183,9 @@ pub async fn run(
                     break;
                 }
                 Ok(None) => break,
+                Err(StreamError::Broken(why)) if ready.is_some() => {
+                    return Ok(Started::Unknown(why))
+                }
                 Err(StreamError::Broken(why)) => {
                     tracing::debug!(sandbox = envd.sandbox_id(), %why, "command stream broke; re-attaching");
                     broken = format!("the stream to the command broke ({why})");
@@ -155,12 +218,24 @@ pub async fn run(
         (Some(x), false) if x.exit_code >= 0 => Some(x.exit_code),
         _ => None,
     };
-    Ok(CommandOutput {
+    Ok(Started::Ended(CommandOutput {
         output: output.finish(),
         exit_code,
         timed_out,
         refusals: Vec::new(),
-    })
+    }))
+}
+
+/// The first whole line of `text` that starts with `marker`; the complete
+/// lines are consumed, a partial last one is kept for the next chunk.
+fn ready_line(text: &mut String, marker: &str) -> Option<String> {
+    let end = text.rfind('\n')?;
+    let found = text[..end]
+        .lines()
+        .find(|l| l.starts_with(marker))
+        .map(str::to_owned);
+    text.drain(..=end);
+    found
 }
 
 /// Worth another try: no answer, or a server or rate-limit error.

@@ -15,11 +15,17 @@
 //! * `sandbox.rs`: [`E2bSandbox`], the [`Sandbox`] of a session;
 //! * `output.rs`: output capped as the local sandbox caps it.
 //!
+//! * `location.rs`: where the sandboxes are, noted beside the workspaces
+//!   for commands without a manifest.
+//!
 //! [`E2bSandboxes`] opens sandboxes: it adopts the running sandbox of a
 //! session (found by its `agentform.session` metadata, e.g. after a crash)
-//! instead of creating a duplicate, and removes them by the same metadata.
-//! This module must not know the agent loop or the state, and never puts a
-//! credential in a message, a log line or a sandbox.
+//! instead of creating a duplicate, and kills them by the same metadata
+//! when the session is archived or deleted. The client here (control
+//! plane, envd, ports) also carries `provider: e2b` (the remote loop, a
+//! runtime of its own above this module). This module must not know the
+//! agent loop or the state, and never puts a credential in a message, a
+//! log line or a sandbox.
 
 mod api;
 mod config;
@@ -27,6 +33,7 @@ mod connect;
 mod envd;
 mod error;
 mod exec;
+pub mod location;
 pub(crate) mod output;
 mod provision;
 mod request;
@@ -34,8 +41,10 @@ mod sandbox;
 mod stream;
 mod wire;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
@@ -46,12 +55,12 @@ pub use self::config::{
 };
 pub use self::envd::{Entry, Envd, PortRoute, ProcessSpec, Selector, Signal};
 pub use self::error::{E2bError, E2bErrorKind};
-pub use self::exec::new_tag;
+pub use self::exec::{new_tag, run as run_command, start as start_command, Started};
 pub use self::provision::{HOME, WORKSPACE};
 use self::sandbox::Live;
 pub use self::sandbox::{confine, E2bSandbox};
 pub use self::stream::{Exit, ProcessEvent, ProcessStream, StreamError};
-pub use self::wire::{NetworkConfig, NewSandbox};
+pub use self::wire::{NetworkConfig, NetworkRule, NewSandbox, ALL_TRAFFIC};
 use super::local::PACKAGE_REGISTRIES;
 use super::{Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 use crate::api::META_MANIFEST;
@@ -72,13 +81,30 @@ pub struct E2bSandboxes {
 #[derive(Debug)]
 struct Shared {
     api: Arc<E2bApi>,
+    /// Sessions archived through this provider: their sandboxes are not
+    /// opened again (a turn still running would otherwise start one).
+    archived: Mutex<HashSet<String>>,
+    /// Where to note this account's location before the first sandbox.
+    note: Option<PathBuf>,
+    noted: AtomicBool,
 }
 
 impl E2bSandboxes {
     pub fn new(config: E2bConfig) -> Result<Self, String> {
+        Self::noting(config, None)
+    }
+
+    /// Sandboxes that note where they are in `note` (see `location.rs`)
+    /// before the first one is made.
+    pub fn noting(config: E2bConfig, note: Option<PathBuf>) -> Result<Self, String> {
         let api = Arc::new(E2bApi::new(config)?);
         Ok(E2bSandboxes {
-            shared: Arc::new(Shared { api }),
+            shared: Arc::new(Shared {
+                api,
+                archived: Mutex::new(HashSet::new()),
+                note,
+                noted: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -107,11 +133,20 @@ impl Shared {
     }
 
     /// The session's sandbox, running and set up: the one it has, else a
-    /// new one.
+    /// new one. None for an archived session.
     async fn open_live(&self, spec: &SandboxSpec) -> Result<Arc<Live>, SandboxError> {
+        if self.is_archived(&spec.session_id) {
+            return Err(SandboxError::Other(format!(
+                "session `{}` is archived: its E2B sandbox was killed and is not started again",
+                spec.session_id
+            )));
+        }
         let connection = match self.adopt(&spec.session_id).await.map_err(e2b_error)? {
             Some(connection) => connection,
-            None => self.create(spec).await.map_err(e2b_error)?,
+            None => {
+                self.note_location()?;
+                self.create(spec).await.map_err(e2b_error)?
+            }
         };
         let version = parse_version(&connection.envd_version);
         if version.is_none_or(|v| v < MIN_ENVD_VERSION) {
@@ -158,6 +193,42 @@ impl Shared {
             self.api.kill(&listed.sandbox_id).await?;
         }
         Ok(adopted)
+    }
+
+    /// Notes where this account's sandboxes are, once per process.
+    fn note_location(&self) -> Result<(), SandboxError> {
+        let Some(file) = &self.note else {
+            return Ok(());
+        };
+        if self.noted.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        location::remember(file, &location::E2bLocation::of(self.api.config())).map_err(|e| {
+            SandboxError::Provision(format!("cannot note where E2B sandboxes are: {e}"))
+        })?;
+        self.noted.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn is_archived(&self, session_id: &str) -> bool {
+        let archived = self.archived.lock().unwrap_or_else(PoisonError::into_inner);
+        archived.contains(session_id)
+    }
+
+    /// Kills every sandbox of the session.
+    async fn kill_all(&self, session_id: &str) -> Result<(), SandboxError> {
+        let found = self
+            .api
+            .list(&[(META_SESSION, session_id)])
+            .await
+            .map_err(e2b_error)?;
+        for listed in found {
+            if listed.metadata.get(META_SESSION).map(String::as_str) == Some(session_id) {
+                self.api.kill(&listed.sandbox_id).await.map_err(e2b_error)?;
+                tracing::info!(sandbox = %listed.sandbox_id, session = session_id, "killed the session's E2B sandbox");
+            }
+        }
+        Ok(())
     }
 
     /// A new sandbox for the session; retries make at most one (they reuse
@@ -235,7 +306,7 @@ fn started_at(raw: &str) -> Option<time::OffsetDateTime> {
 /// An `Idempotency-Key` (`[a-z0-9-]`, at most 255) for one creation of a
 /// session's sandbox: retries of it share the key, a later creation (the
 /// first one gone) does not.
-fn idempotency_key(session_id: &str) -> String {
+pub fn idempotency_key(session_id: &str) -> String {
     let session: String = session_id
         .chars()
         .take(64)
@@ -260,22 +331,19 @@ impl SandboxProvider for E2bSandboxes {
 
     /// Kills every sandbox of the session.
     async fn remove(&self, session_id: &str) -> Result<(), SandboxError> {
-        let found = self
-            .shared
-            .api
-            .list(&[(META_SESSION, session_id)])
-            .await
-            .map_err(e2b_error)?;
-        for listed in found {
-            if listed.metadata.get(META_SESSION).map(String::as_str) == Some(session_id) {
-                self.shared
-                    .api
-                    .kill(&listed.sandbox_id)
-                    .await
-                    .map_err(e2b_error)?;
-            }
-        }
-        Ok(())
+        self.shared.kill_all(session_id).await
+    }
+
+    /// Kills every sandbox of the session, and opens none for it again:
+    /// an archived session's workspace is not kept on E2B, where a
+    /// sandbox costs while it runs.
+    async fn archive(&self, session_id: &str) -> Result<(), SandboxError> {
+        self.shared
+            .archived
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(session_id.to_owned());
+        self.shared.kill_all(session_id).await
     }
 }
 

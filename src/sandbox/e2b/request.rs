@@ -6,8 +6,10 @@
 //!
 //! [`RetryPolicy`]: crate::http::RetryPolicy
 
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 
 use reqwest::{Method, StatusCode, Url};
 
@@ -32,7 +34,8 @@ pub struct Call<'a> {
     pub method: Method,
     pub url: Url,
     pub headers: HeaderMap,
-    pub body: Option<(&'static str, Vec<u8>)>,
+    /// Shared between attempts: an upload is never copied.
+    pub body: Option<(&'static str, Bytes)>,
     /// `GET /v2/sandboxes`: starts every message.
     pub label: String,
     /// Error statuses that are answers to the caller (a 404 of a get).

@@ -1,7 +1,8 @@
 //! The control plane's JSON records, as the official SDK (`e2b` 2.63.0,
 //! `e2b/api/client/models/`) writes and reads them: `NewSandboxV2`,
-//! `Sandbox`, `ListedSandbox`, `SandboxDetail`, `SandboxNetworkConfig`,
-//! `SandboxTimeoutRequest`. Fields agentform does not use are left out;
+//! `Sandbox`, `ListedSandbox`, `SandboxDetail`, `SandboxNetworkConfig` (with
+//! its `SandboxNetworkRule`s), `SandboxTimeoutRequest` and
+//! `ConnectSandboxV2` (the same `{timeout}`). Fields agentform does not use are left out;
 //! unknown fields of answers are ignored. No behaviour here.
 
 use std::collections::BTreeMap;
@@ -40,6 +41,10 @@ pub struct NetworkConfig {
     pub deny_out: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_public_traffic: Option<bool>,
+    /// Per host (a DNS name or `*.domain`), transforms E2B's egress proxy
+    /// applies to the sandbox's HTTPS requests there; they grant no access.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, Vec<NetworkRule>>,
 }
 
 impl NetworkConfig {
@@ -49,6 +54,40 @@ impl NetworkConfig {
             allow_out: (!hosts.is_empty()).then_some(hosts),
             deny_out: Some(vec![ALL_TRAFFIC.to_owned()]),
             allow_public_traffic: None,
+            rules: BTreeMap::new(),
+        }
+    }
+}
+
+/// `SandboxNetworkRule`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<NetworkTransform>,
+}
+
+/// `SandboxNetworkTransform`: headers set on the request (overriding the
+/// request's own), e.g. a credential the sandbox never sees. `Debug`
+/// shows the header names only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkTransform {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for NetworkTransform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetworkTransform")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl NetworkRule {
+    /// A rule that sets `headers`.
+    pub fn headers(headers: BTreeMap<String, String>) -> Self {
+        NetworkRule {
+            transform: Some(NetworkTransform { headers }),
         }
     }
 }
@@ -161,6 +200,23 @@ mod tests {
         );
         let closed = serde_json::to_value(NetworkConfig::only(Vec::new())).unwrap();
         assert_eq!(closed, json!({"denyOut": ["0.0.0.0/0"]}));
+        // An egress header rule, as the SDK's `_build_client_rules` writes it.
+        let mut injecting = NetworkConfig {
+            allow_public_traffic: Some(false),
+            ..NetworkConfig::default()
+        };
+        let headers = BTreeMap::from([("x-api-key".to_owned(), "sk-secret-1".to_owned())]);
+        injecting.rules.insert(
+            "api.anthropic.com".into(),
+            vec![NetworkRule::headers(headers)],
+        );
+        assert_eq!(
+            serde_json::to_value(&injecting).unwrap(),
+            json!({"allowPublicTraffic": false, "rules": {"api.anthropic.com": [
+                {"transform": {"headers": {"x-api-key": "sk-secret-1"}}}
+            ]}})
+        );
+        assert!(!format!("{injecting:?}").contains("sk-secret-1"));
     }
 
     #[test]

@@ -1,0 +1,319 @@
+//! The `e2b` provider of a command (the remote loop), built when the
+//! manifest or the state uses it: its E2B settings and key, the executable
+//! it uploads (a static x86_64 build against the real service; against a
+//! loopback fake this executable as it is), the model backends its agents
+//! use and their keys, all checked here, before any call, so that a plan
+//! with bad input stops naming the variable or file and leaves nothing
+//! behind. Without a manifest (destroy from the state) the E2B location
+//! noted beside the workspaces says where the sandboxes are.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::providers::{e2b_config_for, ProvidersError};
+use crate::graph::Kind;
+use crate::manifest::spec::ModelBackendSpec;
+use crate::manifest::Manifest;
+use crate::runtime::anthropic::Secret;
+use crate::runtime::e2b::{E2bHost, PROVIDER_NAME};
+use crate::runtime::remote::{RemoteOptions, RemoteRuntime};
+use crate::runtime::Runtime;
+use crate::sandbox::e2b::location::{self, E2bLocation, LOCATIONS_FILE};
+use crate::sandbox::e2b::{self, E2bApi, E2bConfig};
+use crate::state::StateStore;
+
+/// How long the serve in a fresh sandbox may take to listen.
+const READY_DEADLINE: Duration = Duration::from_secs(120);
+const DEFAULT_MODEL_HOST: &str = "api.anthropic.com";
+
+/// The `e2b` provider, when the manifest or the state uses it.
+pub fn e2b_runtime(
+    state: &StateStore,
+    manifest: Option<&Manifest>,
+    local: Arc<dyn Runtime>,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RemoteRuntime>, ProvidersError> {
+    let declared =
+        manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == PROVIDER_NAME));
+    let recorded: Vec<Option<String>> = state
+        .list()?
+        .into_iter()
+        .filter(|r| r.provider == PROVIDER_NAME)
+        .map(|r| r.endpoint)
+        .collect();
+    if !declared && recorded.is_empty() {
+        return Ok(None);
+    }
+    let locations = state.dir().join("workspaces").join(LOCATIONS_FILE);
+    let (config, models) = match manifest {
+        Some(m) => {
+            let config = e2b_config_for(
+                &format!("`provider: {PROVIDER_NAME}` is used"),
+                m.providers.e2b.as_ref(),
+                &m.project,
+                var,
+            )?;
+            (config, declared.then(|| models_of(m, var)).transpose()?)
+        }
+        None => (config_from_state(&locations, &recorded, var)?, None),
+    };
+    let binary = match manifest.and_then(|m| m.providers.e2b.as_ref()?.agent_binary.clone()) {
+        Some(path) => manifest
+            .map(|m| m.root.join(&path))
+            .unwrap_or_else(|| PathBuf::from(path)),
+        None => std::env::current_exe().map_err(|e| {
+            ProvidersError::Setting(format!("cannot find this executable to upload: {e}"))
+        })?,
+    };
+    if declared && !is_loopback(&config) {
+        check_static(&binary).map_err(ProvidersError::Setting)?;
+    }
+    if manifest.is_some() {
+        location::remember(&locations, &E2bLocation::of(&config)).map_err(|e| {
+            ProvidersError::Setting(format!("cannot note where E2B sandboxes are: {e}"))
+        })?;
+    }
+    let models = models.unwrap_or_default();
+    let options = RemoteOptions {
+        binary,
+        manifest: models.manifest,
+        model_envs: models.envs,
+        model_hosts: models.hosts,
+        key: Secret::new(config.api_key.clone()),
+        ready_deadline: READY_DEADLINE,
+        max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
+        retry_backoff: None,
+    };
+    let api = Arc::new(E2bApi::new(config).map_err(ProvidersError::Setting)?);
+    Ok(Some(RemoteRuntime::new(
+        Arc::new(E2bHost::new(api)),
+        local,
+        options,
+    )))
+}
+
+/// Where the recorded sandboxes are, for a command without a manifest.
+fn config_from_state(
+    locations: &Path,
+    recorded: &[Option<String>],
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<E2bConfig, ProvidersError> {
+    let known = location::read(locations).map_err(ProvidersError::Setting)?;
+    let endpoint = recorded.iter().flatten().next().cloned();
+    let place = known
+        .iter()
+        .find(|l| Some(&l.api_url) == endpoint.as_ref())
+        .cloned()
+        .or_else(|| {
+            endpoint.map(|api_url| E2bLocation {
+                api_url,
+                sandbox_url: None,
+                domain: e2b::DEFAULT_DOMAIN.to_owned(),
+                api_key_env: e2b::API_KEY_ENV.to_owned(),
+            })
+        })
+        .ok_or_else(|| {
+            ProvidersError::Setting(format!(
+                "the state holds `{PROVIDER_NAME}` sessions but not where they live; pass the manifest (-f)"
+            ))
+        })?;
+    let key = var(&place.api_key_env)
+        .filter(|k| !k.trim().is_empty())
+        .ok_or_else(|| {
+            ProvidersError::Setting(format!(
+                "the state holds `{PROVIDER_NAME}` sessions, and the E2B API key is read from `{}`, which is not set",
+                place.api_key_env
+            ))
+        })?;
+    place.config(key).map_err(ProvidersError::Setting)
+}
+
+/// The model side of the serve in each sandbox.
+#[derive(Default)]
+struct Models {
+    manifest: String,
+    envs: Vec<(String, Secret)>,
+    hosts: Vec<String>,
+}
+
+/// The backends of the models the `e2b` agents use, the keys they need
+/// (each must be set) and the hosts they reach.
+fn models_of(m: &Manifest, var: &dyn Fn(&str) -> Option<String>) -> Result<Models, ProvidersError> {
+    let specs = m
+        .providers
+        .local
+        .as_ref()
+        .map(|l| l.models.clone())
+        .unwrap_or_default();
+    let mut used: BTreeMap<String, ModelBackendSpec> = BTreeMap::new();
+    let mut out = Models::default();
+    for r in &m.resources {
+        if r.provider != PROVIDER_NAME || r.address.kind != Kind::Agent {
+            continue;
+        }
+        let model = match &r.body["model"] {
+            Value::String(s) => s.clone(),
+            other => match other.get("id").and_then(Value::as_str) {
+                Some(s) => s.to_owned(),
+                None => continue,
+            },
+        };
+        let Some(spec) = specs.get(&model) else {
+            return Err(ProvidersError::Setting(format!(
+                "`{}` runs on `{PROVIDER_NAME}` with model `{model}`, which has no backend; \
+                 declare one under `providers.local.models.{model}` (backend: anthropic, openai or scripted)",
+                r.address
+            )));
+        };
+        let (key_env, host) = match spec {
+            ModelBackendSpec::Anthropic {
+                base_url,
+                api_key_env,
+                ..
+            } => {
+                (
+                    Some(api_key_env.clone().unwrap_or_else(|| {
+                        crate::model::anthropic::DEFAULT_API_KEY_ENV.to_owned()
+                    })),
+                    Some(host_of(base_url.as_deref()).unwrap_or_else(|| DEFAULT_MODEL_HOST.into())),
+                )
+            }
+            ModelBackendSpec::Openai {
+                base_url,
+                api_key_env,
+                ..
+            } => (api_key_env.clone(), host_of(Some(base_url))),
+            ModelBackendSpec::Scripted { transcript, .. } => {
+                if let Some(t) = transcript {
+                    return Err(ProvidersError::Setting(format!(
+                        "model `{model}` of `{}` replays the transcript `{t}`, which the `{PROVIDER_NAME}` \
+                         provider does not upload; write its `turns` instead",
+                        r.address
+                    )));
+                }
+                (None, None)
+            }
+        };
+        if let Some(env) = key_env {
+            let value = var(&env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                ProvidersError::Setting(format!(
+                    "`{}` runs on `{PROVIDER_NAME}` with model `{model}`, whose key is read from `{env}`, which is not set",
+                    r.address
+                ))
+            })?;
+            if !out.envs.iter().any(|(k, _)| *k == env) {
+                out.envs.push((env, Secret::new(value)));
+            }
+        }
+        out.hosts.extend(host.filter(|h| !out.hosts.contains(h)));
+        used.insert(model, spec.clone());
+    }
+    out.manifest = json!({
+        "version": 1,
+        "providers": { "local": { "models": used } }
+    })
+    .to_string();
+    Ok(out)
+}
+
+fn host_of(url: Option<&str>) -> Option<String> {
+    reqwest::Url::parse(url?)
+        .ok()?
+        .host_str()
+        .map(str::to_owned)
+}
+
+/// Whether the control plane is on this machine (a fake, in tests).
+fn is_loopback(config: &E2bConfig) -> bool {
+    match config.api_url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// A static x86_64 Linux executable: ELF64, little-endian, machine 62, no
+/// program interpreter.
+pub fn check_static(path: &Path) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let refuse = |why: &str| {
+        format!(
+            "`{}` cannot run in an E2B sandbox: {why}\n\
+             hint: build a static one with `scripts/build-static.sh` and set `providers.e2b.agent_binary`",
+            path.display()
+        )
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| refuse(&e.to_string()))?;
+    let mut head = [0u8; 64];
+    file.read_exact(&mut head)
+        .map_err(|_| refuse("it is not an ELF executable"))?;
+    if &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return Err(refuse("it is not a 64-bit little-endian ELF executable"));
+    }
+    let u16_at = |i: usize| u16::from_le_bytes([head[i], head[i + 1]]);
+    if u16_at(18) != 62 {
+        return Err(refuse("it is not built for x86_64"));
+    }
+    let mut off = [0u8; 8];
+    off.copy_from_slice(&head[32..40]);
+    let (phoff, phentsize, phnum) = (u64::from_le_bytes(off), u16_at(54), u16_at(56));
+    let mut table = vec![0u8; usize::from(phentsize) * usize::from(phnum)];
+    file.seek(SeekFrom::Start(phoff))
+        .and_then(|_| file.read_exact(&mut table))
+        .map_err(|_| refuse("its program headers cannot be read"))?;
+    let interp = table
+        .chunks(usize::from(phentsize.max(4)))
+        .any(|h| h.len() >= 4 && u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == 3);
+    if interp {
+        return Err(refuse(
+            "it is linked dynamically (it names a program interpreter), and the sandbox's libraries may differ",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_executable_is_refused_naming_the_file() {
+        // The test binary itself is linked dynamically.
+        let exe = std::env::current_exe().unwrap();
+        let e = check_static(&exe).unwrap_err();
+        assert!(e.contains(&exe.display().to_string()), "{e}");
+        assert!(e.contains("dynamically"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "hello").unwrap();
+        assert!(check_static(&text).unwrap_err().contains("not an ELF"));
+    }
+
+    #[test]
+    fn a_static_x86_64_header_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentform");
+        let mut elf = vec![0u8; 64 + 56];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[18] = 62;
+        elf[32] = 64;
+        elf[54] = 56;
+        elf[56] = 1;
+        elf[64] = 1; // PT_LOAD
+        std::fs::write(&path, &elf).unwrap();
+        assert_eq!(check_static(&path), Ok(()));
+        elf[18] = 183; // aarch64
+        std::fs::write(&path, &elf).unwrap();
+        assert!(check_static(&path).unwrap_err().contains("x86_64"));
+    }
+}

@@ -1,0 +1,297 @@
+//! The `e2b` provider: the remote loop of `crate::runtime::remote` on E2B.
+//! [`E2bHost`] is E2B's control plane as a [`SandboxHost`] (create with an
+//! idempotency key, connect, list by metadata, kill, re-arm the timeout)
+//! and [`E2bRemote`] one sandbox's envd as a [`RemoteSandbox`] (files,
+//! commands, the URL of a port). The client is the one of
+//! `crate::sandbox::e2b`; this module only adapts it, and must not know
+//! what runs in the sandbox.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::remote::{
+    Listed, NewSandbox, RemoteError, RemoteErrorKind, RemoteSandbox, Route, SandboxHost, Started,
+};
+use crate::sandbox::e2b::{
+    self, Connection, E2bApi, E2bError, E2bErrorKind, Envd, NetworkConfig, NetworkRule, ProcessSpec,
+};
+use crate::sandbox::local::PACKAGE_REGISTRIES;
+use crate::sandbox::{CommandOutput, Network};
+
+/// The provider's name in manifests.
+pub const PROVIDER_NAME: &str = "e2b";
+
+/// E2B's control plane.
+pub struct E2bHost {
+    api: Arc<E2bApi>,
+}
+
+impl E2bHost {
+    pub fn new(api: Arc<E2bApi>) -> Self {
+        E2bHost { api }
+    }
+
+    fn remote(&self, connection: &Connection) -> Arc<dyn RemoteSandbox> {
+        Arc::new(E2bRemote {
+            envd: self.api.envd(connection),
+            retry: self.api.config().retry,
+        })
+    }
+}
+
+fn remote_error(e: E2bError) -> RemoteError {
+    let kind = if e.is(E2bErrorKind::SandboxGone) || e.is(E2bErrorKind::NotFound) {
+        RemoteErrorKind::Gone
+    } else if e.is(E2bErrorKind::Auth) {
+        RemoteErrorKind::Auth
+    } else {
+        RemoteErrorKind::Failed
+    };
+    RemoteError::new(kind, e.message)
+}
+
+#[async_trait]
+impl SandboxHost for E2bHost {
+    fn provider(&self) -> &str {
+        PROVIDER_NAME
+    }
+
+    fn endpoint(&self) -> String {
+        self.api.config().api_url.to_string()
+    }
+
+    async fn create(&self, new: &NewSandbox) -> Result<Arc<dyn RemoteSandbox>, RemoteError> {
+        let config = self.api.config();
+        let mut network = match &new.network {
+            Network::Unrestricted => NetworkConfig::default(),
+            Network::Limited {
+                allowed_hosts,
+                allow_package_managers,
+            } => {
+                let mut hosts = allowed_hosts.clone();
+                hosts.extend(new.model_hosts.iter().cloned());
+                if *allow_package_managers {
+                    hosts.extend(PACKAGE_REGISTRIES.iter().map(|h| (*h).to_owned()));
+                }
+                NetworkConfig::only(hosts)
+            }
+        };
+        // The serve's port answers only requests with the traffic token.
+        network.allow_public_traffic = Some(false);
+        for rule in &new.header_rules {
+            let headers = BTreeMap::from([(rule.name.clone(), rule.value.clone())]);
+            network
+                .rules
+                .entry(rule.host.clone())
+                .or_default()
+                .push(NetworkRule::headers(headers));
+        }
+        let mut metadata = new.metadata.clone();
+        if let Some(project) = &config.project {
+            metadata
+                .entry(crate::api::META_MANIFEST.to_owned())
+                .or_insert_with(|| project.clone());
+        }
+        let body = e2b::NewSandbox {
+            template_id: config.template.clone(),
+            timeout: config.timeout.as_secs().max(1),
+            auto_pause: false,
+            metadata,
+            env_vars: BTreeMap::new(),
+            network: Some(network),
+        };
+        let connection = self
+            .api
+            .create(&body, &new.idempotency_key)
+            .await
+            .map_err(remote_error)?;
+        Ok(self.remote(&connection))
+    }
+
+    async fn connect(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Arc<dyn RemoteSandbox>, BTreeMap<String, String>)>, RemoteError> {
+        let Some(detail) = self.api.get(id).await.map_err(remote_error)? else {
+            return Ok(None);
+        };
+        if detail.state != "running" {
+            return Ok(None);
+        }
+        let timeout = self.api.config().timeout;
+        let Some(connection) = self.api.connect(id, timeout).await.map_err(remote_error)? else {
+            return Ok(None);
+        };
+        Ok(Some((self.remote(&connection), detail.metadata)))
+    }
+
+    async fn alive(&self, id: &str) -> Result<bool, RemoteError> {
+        let detail = self.api.get(id).await.map_err(remote_error)?;
+        Ok(detail.is_some_and(|d| d.state == "running"))
+    }
+
+    async fn kill(&self, id: &str) -> Result<bool, RemoteError> {
+        self.api.kill(id).await.map_err(remote_error)
+    }
+
+    async fn list(&self, metadata: &[(&str, &str)]) -> Result<Vec<Listed>, RemoteError> {
+        let found = self.api.list(metadata).await.map_err(remote_error)?;
+        Ok(found
+            .into_iter()
+            .map(|l| Listed {
+                id: l.sandbox_id,
+                started_at: l.started_at,
+                metadata: l.metadata,
+            })
+            .collect())
+    }
+
+    async fn keep_alive(&self, id: &str) -> Result<(), RemoteError> {
+        self.api
+            .set_timeout(id, self.api.config().timeout)
+            .await
+            .map_err(remote_error)
+    }
+
+    /// A third of the timeout: two re-arms may fail before it is reached.
+    fn keep_alive_every(&self) -> Duration {
+        (self.api.config().timeout / 3).max(Duration::from_secs(1))
+    }
+}
+
+/// One E2B sandbox, through its envd.
+pub struct E2bRemote {
+    envd: Envd,
+    retry: crate::http::RetryPolicy,
+}
+
+impl E2bRemote {
+    fn spec(&self, command: &str, envs: &BTreeMap<String, String>) -> ProcessSpec {
+        let mut spec = ProcessSpec::bash(command);
+        spec.cwd = Some(e2b::HOME.to_owned());
+        spec.envs = envs.clone();
+        spec
+    }
+}
+
+#[async_trait]
+impl RemoteSandbox for E2bRemote {
+    fn id(&self) -> &str {
+        self.envd.sandbox_id()
+    }
+
+    fn home(&self) -> &str {
+        e2b::HOME
+    }
+
+    async fn read_file(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, RemoteError> {
+        match self.envd.read_file(path, limit).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.is(E2bErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(remote_error(e)),
+        }
+    }
+
+    async fn write_file(&self, path: &str, contents: Bytes) -> Result<(), RemoteError> {
+        self.envd.upload(path, contents).await.map_err(remote_error)
+    }
+
+    async fn run(&self, command: &str, deadline: Duration) -> Result<CommandOutput, RemoteError> {
+        let spec = self.spec(command, &BTreeMap::new());
+        e2b::run_command(&self.envd, spec, deadline, &self.retry, &mut |_| {})
+            .await
+            .map_err(remote_error)
+    }
+
+    async fn start(
+        &self,
+        command: &str,
+        envs: &BTreeMap<String, String>,
+        ready: &str,
+        deadline: Duration,
+    ) -> Result<Started, RemoteError> {
+        let spec = self.spec(command, envs);
+        let started = e2b::start_command(&self.envd, spec, ready, deadline, &self.retry)
+            .await
+            .map_err(remote_error)?;
+        Ok(match started {
+            e2b::Started::Ready(line) => Started::Ready(line),
+            e2b::Started::Ended(out) => Started::Ended(out),
+            e2b::Started::Unknown(why) => Started::Unknown(why),
+        })
+    }
+
+    fn route(&self, port: u16) -> Route {
+        let route = self.envd.port(port);
+        Route {
+            url: route.url,
+            headers: route.headers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::http::test_server::{requests, serve_replies, Reply};
+    use crate::runtime::remote::HeaderRule;
+
+    #[tokio::test]
+    async fn a_new_sandbox_is_private_limited_and_carries_its_header_rules() {
+        let created = json!({
+            "sandboxID": "sbx9", "templateID": "base", "clientID": "c", "envdVersion": "0.5.7",
+            "envdAccessToken": "envd-secret-9", "trafficAccessToken": "traffic-secret-9"
+        });
+        let (base, log) = serve_replies(vec![Reply::json(201, created)]).await;
+        let mut config =
+            e2b::E2bConfig::new("e2b_k".into(), e2b::API_KEY_ENV, e2b::DEFAULT_DOMAIN).unwrap();
+        config.api_url = e2b::check_url(&base).unwrap();
+        config.sandbox_url = Some(e2b::check_url(&base).unwrap());
+        config.project = Some("proj".into());
+        let host = E2bHost::new(Arc::new(E2bApi::new(config).unwrap()));
+        let new = NewSandbox {
+            metadata: BTreeMap::from([("agentform.loop".into(), "remote".into())]),
+            network: Network::Limited {
+                allowed_hosts: vec!["api.example.com".into()],
+                allow_package_managers: false,
+            },
+            model_hosts: vec!["api.anthropic.com".into()],
+            header_rules: vec![HeaderRule {
+                host: "api.anthropic.com".into(),
+                name: "x-api-key".into(),
+                value: "sk-rule-secret".into(),
+            }],
+            idempotency_key: "agentform-remote-1".into(),
+        };
+        let sandbox = host.create(&new).await.unwrap();
+        assert_eq!(sandbox.id(), "sbx9");
+        let sent = &requests(&log)[0];
+        assert_eq!(sent.headers["idempotency-key"], "agentform-remote-1");
+        let network = &sent.body["network"];
+        assert_eq!(network["allowPublicTraffic"], false);
+        assert_eq!(network["denyOut"], json!(["0.0.0.0/0"]));
+        assert_eq!(
+            network["allowOut"],
+            json!(["api.example.com", "api.anthropic.com"])
+        );
+        assert_eq!(
+            network["rules"]["api.anthropic.com"][0]["transform"]["headers"]["x-api-key"],
+            "sk-rule-secret"
+        );
+        assert_eq!(sent.body["metadata"]["agentform.manifest"], "proj");
+        let route = sandbox.route(8080);
+        assert_eq!(route.headers["e2b-sandbox-port"], "8080");
+        assert_eq!(
+            route.headers["e2b-traffic-access-token"],
+            "traffic-secret-9"
+        );
+        assert!(route.headers["e2b-traffic-access-token"].is_sensitive());
+        assert!(!format!("{route:?}").contains("traffic-secret-9"));
+    }
+}

@@ -1,0 +1,142 @@
+//! Bringing up agentform inside a fresh sandbox: its executable and the
+//! serve manifest (model backends only) uploaded, `agentform serve`
+//! started with the local confinement turned off on its command line (the
+//! sandbox, one per session, is the boundary), its `listening on` line
+//! awaited, and the port it took noted in a file beside it, so that later
+//! commands reach it. What the served API is used for is the caller's.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::sandbox::{RemoteError, RemoteSandbox, Started};
+
+/// The directory under the sandbox user's home that holds agentform.
+pub const DIR: &str = ".agentform";
+/// What `agentform serve` prints once it accepts connections.
+pub const READY: &str = "listening on ";
+/// The serve's API key, as `agentform serve` reads it.
+pub const SERVE_KEY_ENV: &str = "AGENTFORM_SERVE_API_KEY";
+const PORT_FILE: &str = "port";
+const BINARY: &str = "agentform";
+const MANIFEST: &str = "serve.yaml";
+
+/// Everything a launch needs besides the sandbox.
+pub struct Launch<'a> {
+    pub binary: Bytes,
+    /// The serve manifest's text.
+    pub manifest: &'a str,
+    /// The serve's environment: its API key and the model keys.
+    pub envs: BTreeMap<String, String>,
+    /// How long the serve may take to say it listens.
+    pub deadline: Duration,
+}
+
+fn path(sandbox: &dyn RemoteSandbox, name: &str) -> String {
+    format!("{}/{DIR}/{name}", sandbox.home().trim_end_matches('/'))
+}
+
+/// The serve's command line. `--no-confinement` is the one place the
+/// local confinement is turned off, and it says so.
+pub fn command() -> String {
+    format!(
+        "cd \"$HOME/{DIR}\" && chmod 700 {BINARY} && exec ./{BINARY} --file {MANIFEST} \
+         serve --no-confinement --listen 0.0.0.0:0 --allow-remote --data data"
+    )
+}
+
+/// Uploads and starts the serve; the port it listens on.
+pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u16, RemoteError> {
+    sandbox
+        .write_file(&path(sandbox, BINARY), launch.binary)
+        .await?;
+    sandbox
+        .write_file(
+            &path(sandbox, MANIFEST),
+            Bytes::copy_from_slice(launch.manifest.as_bytes()),
+        )
+        .await?;
+    let started = sandbox
+        .start(&command(), &launch.envs, READY, launch.deadline)
+        .await?;
+    let line = match started {
+        Started::Ready(line) => line,
+        Started::Ended(out) => {
+            let tail: String = out
+                .output
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(RemoteError::failed(format!(
+                "agentform serve in sandbox `{}` ended before it listened (exit code {:?}{})\n{tail}",
+                sandbox.id(),
+                out.exit_code,
+                if out.timed_out { ", timed out" } else { "" },
+            )));
+        }
+        Started::Unknown(why) => {
+            return Err(RemoteError::failed(format!(
+                "lost the output of agentform serve in sandbox `{}` before it listened: {why}",
+                sandbox.id()
+            )))
+        }
+    };
+    let port = port_of(&line).ok_or_else(|| {
+        RemoteError::failed(format!(
+            "agentform serve in sandbox `{}` said `{line}`, which names no port",
+            sandbox.id()
+        ))
+    })?;
+    sandbox
+        .write_file(&path(sandbox, PORT_FILE), Bytes::from(port.to_string()))
+        .await?;
+    Ok(port)
+}
+
+/// The port the serve in `sandbox` listens on, as its launch noted it.
+pub async fn port(sandbox: &dyn RemoteSandbox) -> Result<u16, RemoteError> {
+    let raw = sandbox
+        .read_file(&path(sandbox, PORT_FILE), 64)
+        .await?
+        .ok_or_else(|| {
+            RemoteError::failed(format!(
+                "sandbox `{}` runs no agentform serve (its port file is missing)",
+                sandbox.id()
+            ))
+        })?;
+    String::from_utf8_lossy(&raw)
+        .trim()
+        .parse()
+        .map_err(|_| RemoteError::failed(format!("sandbox `{}`: a broken port file", sandbox.id())))
+}
+
+/// `listening on http://0.0.0.0:43121` → 43121.
+fn port_of(line: &str) -> Option<u16> {
+    line.trim_end()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.trim_end_matches('/').parse().ok())
+        .filter(|p| *p != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_is_read_from_the_ready_line() {
+        assert_eq!(port_of("listening on http://0.0.0.0:43121"), Some(43121));
+        assert_eq!(port_of("listening on http://[::]:8/"), Some(8));
+        assert_eq!(port_of("listening on soon"), None);
+        assert_eq!(port_of("listening on http://0.0.0.0:0"), None);
+    }
+
+    #[test]
+    fn the_command_turns_the_confinement_off_explicitly() {
+        let c = command();
+        assert!(c.contains("serve --no-confinement"), "{c}");
+        assert!(!c.contains("KEY"), "no secret on the command line: {c}");
+    }
+}
