@@ -617,3 +617,27 @@ fn a_refused_key_is_named_and_never_shown() {
     assert!(!everything(&t, &[&run]).contains(wrong), "the key leaked");
     assert!(fake.created().is_empty());
 }
+
+#[test]
+fn destroy_without_a_manifest_kills_the_sessions_sandboxes() {
+    let fake = FakeE2b::start(Options::default());
+    let t = test_with(
+        &fake,
+        &manifest(&fake, &[bash("echo here > where.txt")], OPEN),
+    );
+    t.run(&["apply", "--auto-approve"]).success();
+    t.run(&["run"]).success();
+    let id = only_sandbox(&fake);
+    assert!(fake.workspace(&id).join("where.txt").is_file());
+    let noted = std::fs::read_to_string(t.path("state/workspaces/e2b-locations.json")).unwrap();
+    assert!(noted.contains(&fake.api_url), "{noted}");
+    assert!(!noted.contains(fake.key()), "{noted}");
+    std::fs::remove_file(t.path("agentform.yaml")).unwrap();
+    let destroy = t.run(&["destroy", "--auto-approve"]).success();
+    assert!(
+        fake.alive().is_empty(),
+        "destroy from the state alone leaves no sandbox: {:?}",
+        fake.alive()
+    );
+    assert!(!everything(&t, &[&destroy]).contains(fake.key()));
+}

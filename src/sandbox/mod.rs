@@ -2,10 +2,12 @@
 //! [`Sandbox`], opened by a [`SandboxProvider`]; the local workspace
 //! ([`local`]) is its first implementation, E2B ([`e2b`]) the second, Modal
 //! ([`modal`]) the third; none changes the loop. [`tools`] holds the built-in tools
-//! over any sandbox. This module must not know the agent loop, models or
+//! over any sandbox; [`leftovers`] removes a session's sandboxes wherever
+//! they may be. This module must not know the agent loop, models or
 //! runtimes, and must not trust the commands it runs.
 
 pub mod e2b;
+pub mod leftovers;
 pub mod local;
 pub mod modal;
 pub mod tools;
