@@ -161,7 +161,8 @@ fn noted_elsewhere(
         };
         let config = place.config(key).map_err(ProvidersError::Setting)?;
         others.push(Arc::new(
-            E2bSandboxes::new(config).map_err(ProvidersError::Setting)?,
+            E2bSandboxes::noting(config, Some(locations.to_path_buf()))
+                .map_err(ProvidersError::Setting)?,
         ));
     }
     if others.is_empty() {

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use super::{EnvironmentImage, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 
-/// Opens with `primary`; removes and archives everywhere.
+/// Opens and provisions with `primary`; removes, archives and retires
+/// everywhere.
 #[derive(Debug)]
 pub struct Leftovers {
     pub primary: Arc<dyn SandboxProvider>,
@@ -46,6 +47,20 @@ impl SandboxProvider for Leftovers {
         let mut first = Ok(());
         for provider in self.all() {
             if let Err(e) = provider.archive(session_id).await {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+
+    async fn provision(&self, image: &EnvironmentImage) -> Result<(), SandboxError> {
+        self.primary.provision(image).await
+    }
+
+    async fn retire(&self, environment_id: &str) -> Result<(), SandboxError> {
+        let mut first = Ok(());
+        for provider in self.all() {
+            if let Err(e) = provider.retire(environment_id).await {
                 first = first.and(Err(e));
             }
         }
