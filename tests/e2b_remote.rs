@@ -240,7 +240,8 @@ fn a_cut_start_stream_is_recovered_from_the_serves_log_without_a_second_sandbox(
 #[test]
 fn a_sandbox_killed_mid_run_fails_clearly_and_plan_replaces_the_session() {
     let fake = FakeE2b::start(Options::default());
-    let marker = "sleep 20.4321";
+    // Not `sleep 20`: tests/modal.rs counts processes with that on the machine.
+    let marker = "sleep 19.4321";
     let t = test_with(
         &fake,
         &example(&fake, Some(&format!("echo begun; {marker}; echo never"))),
