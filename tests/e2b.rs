@@ -104,6 +104,7 @@ if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then
     case "$a" in
       --target) next=target ;;
       -*) ;;
+      broken) echo "ERROR: No matching distribution found for broken" >&2; exit 1 ;;
       *) if [ "$next" = target ]; then target="$a"; next=""; else mkdir -p "$target/$a" && echo "OK = '$a installed'" > "$target/$a/__init__.py"; fi ;;
     esac
   done
@@ -308,7 +309,10 @@ fn a_session_runs_its_tools_in_an_e2b_sandbox_and_destroy_kills_it() {
     assert_eq!(metadata["agentform.manifest"], "e2btest");
     assert_eq!(metadata["agentform.environment"], "environment.box");
     let request = fake.request(&id).unwrap();
-    assert_eq!(request["templateID"], "base");
+    // The sandbox starts from the environment's template, built at apply.
+    let templates = fake.templates();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    assert_eq!(request["templateID"], templates[0].id);
     assert_eq!(request["timeout"], 600);
     assert_eq!(request["network"]["denyOut"], json!(["0.0.0.0/0"]));
     let allowed = request["network"]["allowOut"].as_array().unwrap();
@@ -616,4 +620,120 @@ fn a_refused_key_is_named_and_never_shown() {
     );
     assert!(!everything(&t, &[&run]).contains(wrong), "the key leaked");
     assert!(fake.created().is_empty());
+}
+
+#[test]
+fn destroy_without_a_manifest_kills_the_sessions_sandboxes() {
+    let fake = FakeE2b::start(Options::default());
+    let t = test_with(
+        &fake,
+        &manifest(&fake, &[bash("echo here > where.txt")], OPEN),
+    );
+    t.run(&["apply", "--auto-approve"]).success();
+    t.run(&["run"]).success();
+    let id = only_sandbox(&fake);
+    assert!(fake.workspace(&id).join("where.txt").is_file());
+    let noted = std::fs::read_to_string(t.path("state/workspaces/e2b-locations.json")).unwrap();
+    assert!(noted.contains(&fake.api_url), "{noted}");
+    assert!(!noted.contains(fake.key()), "{noted}");
+    std::fs::remove_file(t.path("agentform.yaml")).unwrap();
+    let destroy = t.run(&["destroy", "--auto-approve"]).success();
+    assert!(
+        fake.alive().is_empty(),
+        "destroy from the state alone leaves no sandbox: {:?}",
+        fake.alive()
+    );
+    assert!(!everything(&t, &[&destroy]).contains(fake.key()));
+}
+
+#[test]
+fn apply_builds_the_environments_template_once_and_destroy_deletes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeE2b::start(Options {
+        shims: Some(shims(dir.path())),
+        ..Options::default()
+    });
+    let environment = "    config:\n      type: cloud\n      packages: { pip: [fakepkg] }\n";
+    let calls = [bash("python3 -c 'import fakepkg; print(fakepkg.OK)'")];
+    let t = test_with(&fake, &manifest(&fake, &calls, environment));
+    let apply = t.run(&["apply", "--auto-approve"]).success();
+    assert!(fake.created().is_empty(), "a build opens no sandbox");
+    let templates = fake.templates();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    let template = &templates[0];
+    assert_eq!(template.status, "ready");
+    assert!(
+        template.name.starts_with("agentform-env-"),
+        "{}",
+        template.name
+    );
+    assert_eq!(template.build["fromTemplate"], "base");
+    let step = &template.build["steps"][0];
+    assert_eq!(step["type"], "RUN");
+    assert_eq!(step["args"][1], "user");
+    let built_log = template.root.join("home/user/installs.log");
+    assert_eq!(
+        std::fs::read_to_string(&built_log).unwrap().lines().count(),
+        1
+    );
+
+    // A second apply builds nothing; the session starts from the template
+    // and installs nothing more.
+    t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(fake.templates().len(), 1);
+    t.run(&["run"]).success();
+    let results = tool_results(&t);
+    assert!(results[0].0.contains("fakepkg installed"), "{results:?}");
+    let id = only_sandbox(&fake);
+    assert_eq!(fake.request(&id).unwrap()["templateID"], template.id);
+    let installs = std::fs::read_to_string(fake.root(&id).join("home/user/installs.log")).unwrap();
+    assert_eq!(
+        installs.lines().count(),
+        1,
+        "installed at build only: {installs}"
+    );
+    assert_eq!(
+        fake.log()
+            .iter()
+            .filter(|l| *l == "POST /v3/templates")
+            .count(),
+        1
+    );
+
+    // Destroy (without the manifest) deletes the template with the environment.
+    std::fs::remove_file(t.path("agentform.yaml")).unwrap();
+    let destroy = t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.templates().is_empty(), "{:?}", fake.templates());
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+    assert!(!everything(&t, &[&apply, &destroy]).contains(fake.key()));
+}
+
+#[test]
+fn a_failed_template_build_fails_the_environment_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeE2b::start(Options {
+        shims: Some(shims(dir.path())),
+        ..Options::default()
+    });
+    let environment = "    config:\n      type: cloud\n      packages: { pip: [broken] }\n";
+    let t = test_with(&fake, &manifest(&fake, &[bash("true")], environment));
+    let out = t.command(&["apply", "--auto-approve"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("environment.box"), "{stderr}");
+    assert!(
+        stderr.contains("No matching distribution found for broken"),
+        "the end of the build log: {stderr}"
+    );
+    assert!(
+        fake.templates().is_empty(),
+        "the failed template is deleted"
+    );
+    assert!(fake.created().is_empty());
+    let state = t.run(&["state", "list"]).success();
+    assert!(
+        !state.stdout.contains("environment.box"),
+        "{}",
+        state.stdout
+    );
 }

@@ -16,7 +16,9 @@ use crate::runtime::anthropic::{
 };
 use crate::runtime::local::{LocalOptions, LocalRuntime};
 use crate::runtime::{Providers, RuntimeError};
+use crate::sandbox::e2b::location::{self, LOCATIONS_FILE};
 use crate::sandbox::e2b::{self, E2bConfig, E2bSandboxes};
+use crate::sandbox::leftovers::Leftovers;
 use crate::sandbox::local::{Confinement, LocalSandboxes};
 use crate::sandbox::modal::{self, ModalConfig, ModalSandboxes};
 use crate::sandbox::{Limits, SandboxProvider};
@@ -108,15 +110,17 @@ pub fn local_sandboxes(
     manifest: Option<&Manifest>,
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn SandboxProvider>, ProvidersError> {
+    let locations = root.join(LOCATIONS_FILE);
     let mut sandboxes = LocalSandboxes::new(root);
     let Some(m) = manifest else {
-        return Ok(Arc::new(sandboxes));
+        return noted_elsewhere(sandboxes, &locations, &var);
     };
     match m.providers.local.as_ref().map(|l| l.sandbox) {
         Some(SandboxKind::E2b) => {
             let config = e2b_config(m.providers.e2b.as_ref(), &m.project, var)?;
             tracing::debug!(?config, "E2B sandboxes");
-            let e2b = E2bSandboxes::new(config).map_err(ProvidersError::Setting)?;
+            let e2b =
+                E2bSandboxes::noting(config, Some(locations)).map_err(ProvidersError::Setting)?;
             return Ok(Arc::new(e2b));
         }
         Some(SandboxKind::Modal) => {
@@ -134,6 +138,40 @@ pub fn local_sandboxes(
         }
     }
     Ok(Arc::new(sandboxes))
+}
+
+/// Without a manifest: the local sandboxes, and the E2B places noted in
+/// `locations` (see [`e2b::location`]) so that removing a session also
+/// kills its E2B sandboxes. A place whose key variable is not set cannot be
+/// reached: a warning names the variable, and its sandboxes expire.
+fn noted_elsewhere(
+    local: LocalSandboxes,
+    locations: &std::path::Path,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn SandboxProvider>, ProvidersError> {
+    let mut others: Vec<Arc<dyn SandboxProvider>> = Vec::new();
+    for place in location::read(locations).map_err(ProvidersError::Setting)? {
+        let Some(key) = var(&place.api_key_env).filter(|k| !k.trim().is_empty()) else {
+            tracing::warn!(
+                api_url = %place.api_url,
+                "E2B sandboxes may be left to expire: their API key is read from `{}`, which is not set",
+                place.api_key_env
+            );
+            continue;
+        };
+        let config = place.config(key).map_err(ProvidersError::Setting)?;
+        others.push(Arc::new(
+            E2bSandboxes::noting(config, Some(locations.to_path_buf()))
+                .map_err(ProvidersError::Setting)?,
+        ));
+    }
+    if others.is_empty() {
+        return Ok(Arc::new(local));
+    }
+    Ok(Arc::new(Leftovers {
+        primary: Arc::new(local),
+        others,
+    }))
 }
 
 /// The E2B settings of `providers.e2b` (none: the defaults), with the API

@@ -2,10 +2,12 @@
 //! [`Sandbox`], opened by a [`SandboxProvider`]; the local workspace
 //! ([`local`]) is its first implementation, E2B ([`e2b`]) the second, Modal
 //! ([`modal`]) the third; none changes the loop. [`tools`] holds the built-in tools
-//! over any sandbox. This module must not know the agent loop, models or
+//! over any sandbox; [`leftovers`] removes a session's sandboxes wherever
+//! they may be. This module must not know the agent loop, models or
 //! runtimes, and must not trust the commands it runs.
 
 pub mod e2b;
+pub mod leftovers;
 pub mod local;
 pub mod modal;
 pub mod tools;
@@ -120,6 +122,17 @@ pub struct SandboxSpec {
     pub network: Network,
 }
 
+/// What every session of an environment starts from: the image a provider
+/// may build once, when the environment is created or updated, instead of
+/// installing its packages in each sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvironmentImage {
+    pub environment_id: String,
+    /// The environment's `agentform.address` metadata, when agentform made it.
+    pub environment_address: Option<String>,
+    pub packages: Packages,
+}
+
 /// Makes sandboxes: provisions an environment once (its packages) and opens
 /// one sandbox per session on it. The agent loop holds one of these and
 /// never knows which kind it is.
@@ -135,6 +148,19 @@ pub trait SandboxProvider: Send + Sync + std::fmt::Debug {
     /// keeps everything, as the local workspace stays until the session is
     /// deleted.
     async fn archive(&self, _session_id: &str) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    /// The environment was created or updated: build what its sessions
+    /// start from (E2B builds a template; an image-based provider would
+    /// build its image). An error fails the environment's create or
+    /// update. The default builds nothing: sandboxes install packages when
+    /// they open.
+    async fn provision(&self, _image: &EnvironmentImage) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    /// The environment was deleted: remove what [`SandboxProvider::provision`]
+    /// built for it.
+    async fn retire(&self, _environment_id: &str) -> Result<(), SandboxError> {
         Ok(())
     }
 }

@@ -104,6 +104,14 @@ async fn create(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(e) = std::fs::create_dir_all(&home) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
+    let from = inner
+        .templates
+        .values()
+        .find(|t| (t.id == template || t.name == template) && t.status == "ready")
+        .map(|t| t.root.clone());
+    if let Some(from) = from {
+        super::templates::copy_tree(&from, &root);
+    }
     if let Some(shims) = &shared.options.shims {
         let profile = format!("export PATH=\"{}:$PATH\"\n", shims.display());
         let _ = std::fs::write(home.join(".bash_profile"), profile);

@@ -2,13 +2,15 @@
 //! the JSON codec, files) on two loopback listeners, as the official SDK
 //! (`e2b` 2.63.0) speaks to them — `tests/sdk/e2b_lifecycle.py` keeps it
 //! honest. Commands really run here, one directory per sandbox standing
-//! for its file system (`/home/user/…` is `DIR/home/user/…`). Faults on
+//! for its file system (`/home/user/…` is `DIR/home/user/…`); templates
+//! are built for real the same way (`templates.rs`). Faults on
 //! demand: a share of calls answered 429/503, exec streams cut after their
 //! first output, a sandbox killed mid-run, a latency added to every call.
 
 mod control;
 mod envd;
 mod process;
+mod templates;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -21,6 +23,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 pub use process::Proc;
+pub use templates::Template;
 
 /// How the fake behaves.
 #[derive(Debug, Clone)]
@@ -94,6 +97,8 @@ pub struct Inner {
     /// The last large upload, to hard-link instead of storing it again.
     pub last_upload: Option<(axum::body::Bytes, PathBuf)>,
     pub cuts_left: usize,
+    /// Templates by id (ready, building or failed).
+    pub templates: BTreeMap<String, templates::Template>,
     pub streams_cut: usize,
 }
 
@@ -250,8 +255,9 @@ impl FakeE2b {
                     tokio::time::sleep(latency).await;
                     next.run(request).await
                 };
-                let control =
-                    control::router(Arc::clone(&shared)).layer(axum::middleware::from_fn(delayed));
+                let control = control::router(Arc::clone(&shared))
+                    .merge(templates::router(Arc::clone(&shared)))
+                    .layer(axum::middleware::from_fn(delayed));
                 let envd =
                     envd::router(Arc::clone(&shared)).layer(axum::middleware::from_fn(delayed));
                 tokio::spawn(async move { axum::serve(api, control).await });
@@ -282,6 +288,11 @@ impl FakeE2b {
     /// The ids of the sandboxes alive.
     pub fn alive(&self) -> Vec<String> {
         self.shared.lock().sandboxes.keys().cloned().collect()
+    }
+
+    /// Every template there is.
+    pub fn templates(&self) -> Vec<Template> {
+        self.shared.lock().templates.values().cloned().collect()
     }
 
     /// Every sandbox ever created, in order.

@@ -12,12 +12,15 @@
 //! Sessions run for real: the runtime hands them to the [`Engine`] (the
 //! agent loop, `crate::engine`), which calls the model the options resolve
 //! and runs tools in the sandbox they provide; `events.rs` keeps their
-//! events for the engine in the database, `live.rs` is the glue.
+//! events for the engine in the database, `live.rs` is the glue;
+//! `images.rs` has the sandbox provider build what an environment's
+//! sessions start from when the environment is created or updated.
 //!
 //! This file holds the runtime, its options and the [`Runtime`] impl, which
 //! only hands each call to the rule or the engine that serves it.
 
 mod events;
+mod images;
 mod live;
 #[cfg(test)]
 mod live_tests;
@@ -242,7 +245,10 @@ impl Runtime for LocalRuntime {
     }
 
     async fn create_environment(&self, body: Value) -> Result<Environment> {
-        let result = environment::create(&self.records, &body);
+        let result = match environment::create(&self.records, &body) {
+            Ok(created) => self.provision_created(created).await,
+            Err(e) => Err(e),
+        };
         self.respond_durable(result).await
     }
 
@@ -257,7 +263,11 @@ impl Runtime for LocalRuntime {
     }
 
     async fn update_environment(&self, id: &str, body: Value) -> Result<Environment> {
-        let result = environment::update(&self.records, id, &body);
+        let previous = self.records.environment(id);
+        let result = match (previous, environment::update(&self.records, id, &body)) {
+            (Ok(previous), Ok(updated)) => self.provision_updated(&previous, updated).await,
+            (_, result) => result,
+        };
         self.respond_durable(result).await
     }
 
@@ -268,6 +278,9 @@ impl Runtime for LocalRuntime {
 
     async fn delete_environment(&self, id: &str) -> Result<Deleted> {
         let result = environment::delete(&self.records, id);
+        if result.is_ok() {
+            self.retire(id).await;
+        }
         self.respond_durable(result).await
     }
 

@@ -3,7 +3,11 @@
 //! started with the local confinement turned off on its command line (the
 //! sandbox, one per session, is the boundary), its `listening on` line
 //! awaited, and the port it took noted in a file beside it, so that later
-//! commands reach it. What the served API is used for is the caller's.
+//! commands reach it. The serve's output also goes to a log file beside
+//! it: when the start's stream breaks before the line arrived (it may have
+//! been lost with the stream), the line is looked for there, while the
+//! serve runs, instead of failing the session. What the served API is used
+//! for is the caller's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +23,14 @@ pub const READY: &str = "listening on ";
 /// The serve's API key, as `agentform serve` reads it.
 pub const SERVE_KEY_ENV: &str = "AGENTFORM_SERVE_API_KEY";
 const PORT_FILE: &str = "port";
+/// The serve's output, kept beside it.
+const LOG_FILE: &str = "serve.log";
+/// The serve's process id, noted before it starts.
+const PID_FILE: &str = "serve.pid";
+/// How often the log is looked at after the start's stream broke.
+const LOG_POLL: Duration = Duration::from_millis(200);
+/// What the look at the log prints when the serve is not running.
+const GONE: &str = "agentform-serve-gone";
 const BINARY: &str = "agentform";
 const MANIFEST: &str = "serve.yaml";
 
@@ -41,7 +53,8 @@ fn path(sandbox: &dyn RemoteSandbox, name: &str) -> String {
 /// local confinement is turned off, and it says so.
 pub fn command() -> String {
     format!(
-        "cd \"$HOME/{DIR}\" && chmod 700 {BINARY} && exec ./{BINARY} --file {MANIFEST} \
+        "cd \"$HOME/{DIR}\" && chmod 700 {BINARY} && echo $$ > {PID_FILE} && \
+         exec > >(tee -a {LOG_FILE}) 2>&1 && exec ./{BINARY} --file {MANIFEST} \
          serve --no-confinement --listen 0.0.0.0:0 --allow-remote --data data"
     )
 }
@@ -78,10 +91,15 @@ pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u
             )));
         }
         Started::Unknown(why) => {
-            return Err(RemoteError::failed(format!(
-                "lost the output of agentform serve in sandbox `{}` before it listened: {why}",
-                sandbox.id()
-            )))
+            tracing::info!(sandbox = sandbox.id(), %why, "the serve's start stream broke; reading its log");
+            ready_in_log(sandbox, launch.deadline).await.map_err(|e| {
+                RemoteError::failed(format!(
+                    "lost the output of agentform serve in sandbox `{}` before it listened ({why}), \
+                     and its log did not say it listens: {}",
+                    sandbox.id(),
+                    e.message
+                ))
+            })?
         }
     };
     let port = port_of(&line).ok_or_else(|| {
@@ -94,6 +112,33 @@ pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u
         .write_file(&path(sandbox, PORT_FILE), Bytes::from(port.to_string()))
         .await?;
     Ok(port)
+}
+
+/// The serve's ready line, from its log, once it is there; an error when
+/// the serve is gone or the deadline passes first.
+async fn ready_in_log(
+    sandbox: &dyn RemoteSandbox,
+    deadline: Duration,
+) -> Result<String, RemoteError> {
+    let look = format!(
+        "cd \"$HOME/{DIR}\" && grep -m1 '^{READY}' {LOG_FILE} || \
+         {{ kill -0 \"$(cat {PID_FILE})\" 2>/dev/null || echo {GONE}; }}"
+    );
+    let ends = tokio::time::Instant::now() + deadline;
+    loop {
+        let out = sandbox.run(&look, Duration::from_secs(30)).await?;
+        let said = out.output.trim();
+        if let Some(line) = said.lines().find(|l| l.starts_with(READY)) {
+            return Ok(line.to_owned());
+        }
+        if said.contains(GONE) {
+            return Err(RemoteError::failed("the serve is not running"));
+        }
+        if tokio::time::Instant::now() + LOG_POLL > ends {
+            return Err(RemoteError::failed(format!("not within {deadline:?}")));
+        }
+        tokio::time::sleep(LOG_POLL).await;
+    }
 }
 
 /// The port the serve in `sandbox` listens on, as its launch noted it.

@@ -3,7 +3,8 @@
 //! sandbox (`POST /v2/sandboxes` with an `Idempotency-Key`), list sandboxes
 //! by metadata (`GET /v2/sandboxes`, pages through `X-Next-Token`), get one,
 //! kill one (`DELETE /sandboxes/{id}`, 404: gone already), reconnect to
-//! one (`POST /v2/sandboxes/{id}/connect`) and set its timeout. It also
+//! one (`POST /v2/sandboxes/{id}/connect`) and set its timeout; templates
+//! are `template.rs`'s. It also
 //! hands out the [`Envd`] of a sandbox. What a sandbox is for is the
 //! caller's.
 
@@ -132,7 +133,7 @@ impl E2bApi {
     }
 
     /// The control plane's URL of `segments` (ids percent-encoded).
-    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+    pub(super) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
         let mut url = self.config.api_url.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -143,7 +144,7 @@ impl E2bApi {
         url
     }
 
-    fn call(&self, method: Method, url: Url, label: String) -> Call<'_> {
+    pub(super) fn call(&self, method: Method, url: Url, label: String) -> Call<'_> {
         Call {
             client: &self.control,
             method,
@@ -159,8 +160,23 @@ impl E2bApi {
         }
     }
 
-    fn parse<T: DeserializeOwned>(&self, label: &str, answer: &Answer) -> Result<T, E2bError> {
+    pub(super) fn parse<T: DeserializeOwned>(
+        &self,
+        label: &str,
+        answer: &Answer,
+    ) -> Result<T, E2bError> {
         serde_json::from_slice(&answer.body)
+            .map_err(|e| E2bError::protocol(label, e, &self.redactor))
+    }
+
+    /// `body` as a JSON request body.
+    pub(super) fn json(
+        &self,
+        label: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<bytes::Bytes, E2bError> {
+        serde_json::to_vec(body)
+            .map(Into::into)
             .map_err(|e| E2bError::protocol(label, e, &self.redactor))
     }
 

@@ -12,6 +12,8 @@
 //!   streams, files and ports;
 //! * `exec.rs`: one command to its end (deadline, re-attach, kill);
 //! * `provision.rs`: the workspace and packages set up at open;
+//! * `template.rs`, `images.rs`: an environment's template, built at
+//!   apply from its packages, which its sessions start from;
 //! * `sandbox.rs`: [`E2bSandbox`], the [`Sandbox`] of a session;
 //! * `output.rs`: output capped as the local sandbox caps it.
 //!
@@ -33,12 +35,14 @@ mod connect;
 mod envd;
 mod error;
 mod exec;
+mod images;
 pub mod location;
 pub(crate) mod output;
 mod provision;
 mod request;
 mod sandbox;
 mod stream;
+mod template;
 mod wire;
 
 use std::collections::{BTreeMap, HashSet};
@@ -62,7 +66,7 @@ pub use self::sandbox::{confine, E2bSandbox};
 pub use self::stream::{Exit, ProcessEvent, ProcessStream, StreamError};
 pub use self::wire::{NetworkConfig, NetworkRule, NewSandbox, ALL_TRAFFIC};
 use super::local::PACKAGE_REGISTRIES;
-use super::{Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use super::{EnvironmentImage, Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 use crate::api::META_MANIFEST;
 
 /// Metadata naming the session a sandbox belongs to: how it is found again.
@@ -87,6 +91,8 @@ struct Shared {
     /// Where to note this account's location before the first sandbox.
     note: Option<PathBuf>,
     noted: AtomicBool,
+    /// The environments' templates, noted beside `note`.
+    images: images::Images,
 }
 
 impl E2bSandboxes {
@@ -102,6 +108,11 @@ impl E2bSandboxes {
             shared: Arc::new(Shared {
                 api,
                 archived: Mutex::new(HashSet::new()),
+                images: images::Images {
+                    file: note
+                        .as_ref()
+                        .map(|n| n.with_file_name(images::TEMPLATES_FILE)),
+                },
                 note,
                 noted: AtomicBool::new(false),
             }),
@@ -249,7 +260,9 @@ impl Shared {
             }
         };
         let body = NewSandbox {
-            template_id: config.template.clone(),
+            template_id: self
+                .images
+                .template_for(&self.api, &spec.environment_id, &spec.packages),
             timeout: api::seconds(config.timeout),
             auto_pause: false,
             metadata: self.metadata(spec),
@@ -344,6 +357,19 @@ impl SandboxProvider for E2bSandboxes {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(session_id.to_owned());
         self.shared.kill_all(session_id).await
+    }
+
+    /// Builds the environment's template from its packages.
+    async fn provision(&self, image: &EnvironmentImage) -> Result<(), SandboxError> {
+        self.shared.images.provision(&self.shared.api, image).await
+    }
+
+    /// Deletes the environment's template.
+    async fn retire(&self, environment_id: &str) -> Result<(), SandboxError> {
+        self.shared
+            .images
+            .retire(&self.shared.api, environment_id)
+            .await
     }
 }
 

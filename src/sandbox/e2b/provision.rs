@@ -4,10 +4,10 @@
 //! and the lines that put them on the paths of every command. Scripts only:
 //! running them is `exec.rs`'s.
 //!
-//! Packages are installed when the sandbox opens rather than built into an
-//! E2B template: a template build takes minutes and needs the template API
-//! and its build polling, while a session's first command needs them only
-//! once per sandbox; the workspace and the packages live and die with it.
+//! The same script is the one step of an environment's E2B template
+//! (`images.rs`), built at apply: a sandbox made from it finds the marker
+//! and installs nothing. A sandbox on the base template (no template noted,
+//! e.g. an environment made before templates) installs at open.
 
 use serde_json::json;
 
