@@ -41,13 +41,13 @@ pub use self::config::{
     check_url, ModalConfig, DEFAULT_APP, DEFAULT_SERVER_URL, DEFAULT_TIMEOUT, MAX_TIMEOUT,
     SERVER_URL_ENV, TOKEN_ID_ENV, TOKEN_SECRET_ENV,
 };
-pub use self::control::{Access, Listed, ModalApi};
+pub use self::control::{gone, Access, Listed, ModalApi};
 pub use self::error::{ModalError, ModalErrorKind};
-pub use self::exec::{Fd, Outcome, Spec};
+pub use self::exec::{capture, kill, run, shell, Captured, Fd, Outcome, Spec};
 pub use self::image::{dockerfile, WORKSPACE};
 use self::proto::client as pb;
 pub use self::router::{ExitStatus, Router};
-pub use self::rpc::CLIENT_HEADERS;
+pub use self::rpc::{uuid4, CLIENT_HEADERS};
 pub use self::sandbox::{confine, ModalSandbox};
 use super::local::PACKAGE_REGISTRIES;
 use super::{Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
@@ -226,7 +226,7 @@ impl Shared {
 }
 
 /// Modal's network access for a sandbox's networking.
-fn network_access(network: &Network) -> pb::NetworkAccess {
+pub fn network_access(network: &Network) -> pb::NetworkAccess {
     use pb::network_access::NetworkAccessType;
     match network {
         Network::Unrestricted => pb::NetworkAccess {
