@@ -5,7 +5,8 @@
 //! use and their keys, all checked here, before any call, so that a plan
 //! with bad input stops naming the variable or file and leaves nothing
 //! behind. Without a manifest (destroy from the state) the E2B location
-//! noted beside the workspaces says where the sandboxes are.
+//! noted beside the workspaces says where E2B sandboxes are, and the
+//! recorded server URL where Modal's are.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
