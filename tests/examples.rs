@@ -2,15 +2,17 @@
 
 use crate::common::*;
 
-/// Examples whose sessions run on a provider account (`provider: e2b`):
-/// `e2b_remote.rs` runs them against the fake E2B instead.
+/// Examples whose sessions run on a provider account (`provider: e2b` or
+/// `modal`): `e2b_remote.rs` and `modal_remote.rs` run them against the
+/// fakes instead.
 fn needs_an_account(p: &std::path::Path) -> bool {
     let file = if p.is_dir() {
         p.join("agentform.yaml")
     } else {
         p.to_path_buf()
     };
-    std::fs::read_to_string(file).is_ok_and(|t| t.contains("\nprovider: e2b\n"))
+    std::fs::read_to_string(file)
+        .is_ok_and(|t| t.contains("\nprovider: e2b\n") || t.contains("\nprovider: modal\n"))
 }
 
 fn examples() -> Vec<std::path::PathBuf> {

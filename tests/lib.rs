@@ -15,6 +15,7 @@ mod examples;
 mod lifecycle;
 mod locking;
 mod modal;
+mod modal_remote;
 mod postgres;
 mod run;
 mod sandbox;

@@ -430,6 +430,29 @@ fn duplicates_left_by_a_crash_are_adopted_newest_first_and_the_rest_terminated()
     assert!(fake.calls_of("ModalClient/SandboxListV2") >= 2, "paged");
 }
 
+#[test]
+fn archiving_a_session_terminates_its_sandbox() {
+    let fake = FakeModal::start(Options::default());
+    let t = test_with(
+        &fake,
+        &manifest(&fake, &[bash("echo here > where.txt")], OPEN),
+    );
+    t.run(&["apply", "--auto-approve"]).success();
+    t.run(&["run"]).success();
+    let first = only_sandbox(&fake);
+    let first_session = remote_id(&t, "session.chat");
+    assert_eq!(fake.tags(&first)["agentform.session"], first_session);
+    // The next `run` archives that session (its sandbox is terminated) and
+    // runs a fresh one in a new sandbox.
+    t.run(&["run"]).success();
+    let second = only_sandbox(&fake);
+    assert_ne!(first, second, "archive terminated the first sandbox");
+    assert_ne!(remote_id(&t, "session.chat"), first_session);
+    assert_eq!(fake.created().len(), 2, "{:?}", fake.created());
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+}
+
 /// Processes on this machine whose command line holds `marker`.
 fn processes_with(marker: &str) -> usize {
     std::fs::read_dir("/proc")

@@ -43,7 +43,7 @@ use crate::graph::{Address, ResourceGraph};
 use crate::redact::Secrets;
 
 /// Providers this build can talk to.
-pub const PROVIDERS: &[&str] = &["local", "anthropic", "e2b"];
+pub const PROVIDERS: &[&str] = &["local", "anthropic", "e2b", "modal"];
 
 /// The lock file `apply` writes beside the (first) manifest file.
 pub const LOCK_FILE: &str = "agentform.lock";

@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(at(&d), (2, 11));
         assert_eq!(
             help(&d),
-            "this build of agentform provides: local, anthropic, e2b"
+            "this build of agentform provides: local, anthropic, e2b, modal"
         );
     }
 }

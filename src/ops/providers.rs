@@ -78,7 +78,10 @@ pub fn providers(
     let local = Arc::new(LocalRuntime::open(state.db(), options).map_err(ProvidersError::Local)?);
     let mut p = Providers::default();
     p.insert(local.clone());
-    if let Some(remote) = super::remote::e2b_runtime(state, manifest, local, &var)? {
+    if let Some(remote) = super::remote::e2b_runtime(state, manifest, local.clone(), &var)? {
+        p.insert(Arc::new(remote));
+    }
+    if let Some(remote) = super::remote::modal_runtime(state, manifest, local.clone(), &var)? {
         p.insert(Arc::new(remote));
     }
     // Built only when something uses it: credentials are needed then, not before.
@@ -243,6 +246,16 @@ pub fn modal_config(
     project: &str,
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<ModalConfig, ProvidersError> {
+    modal_config_for("`providers.local.sandbox` is `modal`", spec, project, var)
+}
+
+/// [`modal_config`] for a use of Modal that `user` names in messages.
+pub fn modal_config_for(
+    user: &str,
+    spec: Option<&ModalProviderSpec>,
+    project: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<ModalConfig, ProvidersError> {
     let default = ModalProviderSpec::default();
     let spec = spec.unwrap_or(&default);
     let id_env = spec.token_id_env.as_deref().unwrap_or(modal::TOKEN_ID_ENV);
@@ -259,7 +272,7 @@ pub fn modal_config(
         .collect();
     if !missing.is_empty() {
         return Err(ProvidersError::Setting(format!(
-            "`providers.local.sandbox` is `modal`, and the Modal token is read from `{id_env}` and \
+            "{user}, and the Modal token is read from `{id_env}` and \
              `{secret_env}`; {} {} not set (`modal token new` makes a token)",
             missing.join(" and "),
             if missing.len() == 1 { "is" } else { "are" }

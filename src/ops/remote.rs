@@ -1,11 +1,12 @@
-//! The `e2b` provider of a command (the remote loop), built when the
-//! manifest or the state uses it: its E2B settings and key, the executable
+//! The `e2b` and `modal` providers of a command (the remote loop), built
+//! when the manifest or the state uses them: their settings and keys, the executable
 //! it uploads (a static x86_64 build against the real service; against a
 //! loopback fake this executable as it is), the model backends its agents
 //! use and their keys, all checked here, before any call, so that a plan
 //! with bad input stops naming the variable or file and leaves nothing
 //! behind. Without a manifest (destroy from the state) the E2B location
-//! noted beside the workspaces says where the sandboxes are.
+//! noted beside the workspaces says where E2B sandboxes are, and the
+//! recorded server URL where Modal's are.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,16 +15,18 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::providers::{e2b_config_for, ProvidersError};
+use super::providers::{e2b_config_for, modal_config_for, ProvidersError};
 use crate::graph::Kind;
-use crate::manifest::spec::ModelBackendSpec;
+use crate::manifest::spec::{ModalProviderSpec, ModelBackendSpec};
 use crate::manifest::Manifest;
 use crate::runtime::anthropic::Secret;
 use crate::runtime::e2b::{E2bHost, PROVIDER_NAME};
+use crate::runtime::modal::{self as modal_host, ModalHost};
 use crate::runtime::remote::{RemoteOptions, RemoteRuntime};
 use crate::runtime::Runtime;
 use crate::sandbox::e2b::location::{self, E2bLocation, LOCATIONS_FILE};
 use crate::sandbox::e2b::{self, E2bApi, E2bConfig};
+use crate::sandbox::modal::ModalApi;
 use crate::state::StateStore;
 
 /// How long the serve in a fresh sandbox may take to listen.
@@ -57,7 +60,12 @@ pub fn e2b_runtime(
                 &m.project,
                 var,
             )?;
-            (config, declared.then(|| models_of(m, var)).transpose()?)
+            (
+                config,
+                declared
+                    .then(|| models_of(m, PROVIDER_NAME, var))
+                    .transpose()?,
+            )
         }
         None => (config_from_state(&locations, &recorded, var)?, None),
     };
@@ -69,7 +77,7 @@ pub fn e2b_runtime(
             ProvidersError::Setting(format!("cannot find this executable to upload: {e}"))
         })?,
     };
-    if declared && !is_loopback(&config) {
+    if declared && !is_loopback(&config.api_url) {
         check_static(&binary).map_err(ProvidersError::Setting)?;
     }
     if manifest.is_some() {
@@ -91,6 +99,73 @@ pub fn e2b_runtime(
     let api = Arc::new(E2bApi::new(config).map_err(ProvidersError::Setting)?);
     Ok(Some(RemoteRuntime::new(
         Arc::new(E2bHost::new(api)),
+        local,
+        options,
+    )))
+}
+
+/// The `modal` provider, when the manifest or the state uses it. Without
+/// a manifest the recorded endpoint says where the sandboxes are, and the
+/// token is read from the default variables.
+pub fn modal_runtime(
+    state: &StateStore,
+    manifest: Option<&Manifest>,
+    local: Arc<dyn Runtime>,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RemoteRuntime>, ProvidersError> {
+    let name = modal_host::PROVIDER_NAME;
+    let declared = manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == name));
+    let recorded: Vec<Option<String>> = state
+        .list()?
+        .into_iter()
+        .filter(|r| r.provider == name)
+        .map(|r| r.endpoint)
+        .collect();
+    if !declared && recorded.is_empty() {
+        return Ok(None);
+    }
+    let user = format!("`provider: {name}` is used");
+    let (config, models) = match manifest {
+        Some(m) => {
+            let spec = m.providers.modal.as_ref();
+            let config = modal_config_for(&user, spec, &m.project, var)?;
+            let models = declared.then(|| models_of(m, name, var)).transpose()?;
+            (config, models)
+        }
+        None => {
+            let spec = ModalProviderSpec {
+                server_url: recorded.iter().flatten().next().cloned(),
+                ..ModalProviderSpec::default()
+            };
+            let user = format!("the state holds `{name}` sessions");
+            (modal_config_for(&user, Some(&spec), "", var)?, None)
+        }
+    };
+    let binary = match manifest.and_then(|m| m.providers.modal.as_ref()?.agent_binary.clone()) {
+        Some(path) => manifest
+            .map(|m| m.root.join(&path))
+            .unwrap_or_else(|| PathBuf::from(path)),
+        None => std::env::current_exe().map_err(|e| {
+            ProvidersError::Setting(format!("cannot find this executable to upload: {e}"))
+        })?,
+    };
+    if declared && !is_loopback(&config.server_url) {
+        check_static_for(&binary, "a Modal", name).map_err(ProvidersError::Setting)?;
+    }
+    let models = models.unwrap_or_default();
+    let options = RemoteOptions {
+        binary,
+        manifest: models.manifest,
+        model_envs: models.envs,
+        model_hosts: models.hosts,
+        key: Secret::new(config.token_secret.clone()),
+        ready_deadline: READY_DEADLINE,
+        max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
+        retry_backoff: None,
+    };
+    let api = Arc::new(ModalApi::new(config).map_err(ProvidersError::Setting)?);
+    Ok(Some(RemoteRuntime::new(
+        Arc::new(ModalHost::new(api)),
         local,
         options,
     )))
@@ -140,9 +215,13 @@ struct Models {
     hosts: Vec<String>,
 }
 
-/// The backends of the models the `e2b` agents use, the keys they need
+/// The backends of the models the `provider` agents use, the keys they need
 /// (each must be set) and the hosts they reach.
-fn models_of(m: &Manifest, var: &dyn Fn(&str) -> Option<String>) -> Result<Models, ProvidersError> {
+fn models_of(
+    m: &Manifest,
+    provider: &str,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Models, ProvidersError> {
     let specs = m
         .providers
         .local
@@ -152,7 +231,7 @@ fn models_of(m: &Manifest, var: &dyn Fn(&str) -> Option<String>) -> Result<Model
     let mut used: BTreeMap<String, ModelBackendSpec> = BTreeMap::new();
     let mut out = Models::default();
     for r in &m.resources {
-        if r.provider != PROVIDER_NAME || r.address.kind != Kind::Agent {
+        if r.provider != provider || r.address.kind != Kind::Agent {
             continue;
         }
         let model = match &r.body["model"] {
@@ -164,7 +243,7 @@ fn models_of(m: &Manifest, var: &dyn Fn(&str) -> Option<String>) -> Result<Model
         };
         let Some(spec) = specs.get(&model) else {
             return Err(ProvidersError::Setting(format!(
-                "`{}` runs on `{PROVIDER_NAME}` with model `{model}`, which has no backend; \
+                "`{}` runs on `{provider}` with model `{model}`, which has no backend; \
                  declare one under `providers.local.models.{model}` (backend: anthropic, openai or scripted)",
                 r.address
             )));
@@ -190,7 +269,7 @@ fn models_of(m: &Manifest, var: &dyn Fn(&str) -> Option<String>) -> Result<Model
             ModelBackendSpec::Scripted { transcript, .. } => {
                 if let Some(t) = transcript {
                     return Err(ProvidersError::Setting(format!(
-                        "model `{model}` of `{}` replays the transcript `{t}`, which the `{PROVIDER_NAME}` \
+                        "model `{model}` of `{}` replays the transcript `{t}`, which the `{provider}` \
                          provider does not upload; write its `turns` instead",
                         r.address
                     )));
@@ -201,7 +280,7 @@ fn models_of(m: &Manifest, var: &dyn Fn(&str) -> Option<String>) -> Result<Model
         if let Some(env) = key_env {
             let value = var(&env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
                 ProvidersError::Setting(format!(
-                    "`{}` runs on `{PROVIDER_NAME}` with model `{model}`, whose key is read from `{env}`, which is not set",
+                    "`{}` runs on `{provider}` with model `{model}`, whose key is read from `{env}`, which is not set",
                     r.address
                 ))
             })?;
@@ -228,8 +307,8 @@ fn host_of(url: Option<&str>) -> Option<String> {
 }
 
 /// Whether the control plane is on this machine (a fake, in tests).
-fn is_loopback(config: &E2bConfig) -> bool {
-    match config.api_url.host_str() {
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host_str() {
         Some("localhost") => true,
         Some(host) => host
             .trim_start_matches('[')
@@ -243,11 +322,17 @@ fn is_loopback(config: &E2bConfig) -> bool {
 /// A static x86_64 Linux executable: ELF64, little-endian, machine 62, no
 /// program interpreter.
 pub fn check_static(path: &Path) -> Result<(), String> {
+    check_static_for(path, "an E2B", "e2b")
+}
+
+/// [`check_static`] for a sandbox of `label` (`a Modal`), whose setting is
+/// `providers.{provider}.agent_binary`.
+fn check_static_for(path: &Path, label: &str, provider: &str) -> Result<(), String> {
     use std::io::{Read, Seek, SeekFrom};
     let refuse = |why: &str| {
         format!(
-            "`{}` cannot run in an E2B sandbox: {why}\n\
-             hint: build a static one with `scripts/build-static.sh` and set `providers.e2b.agent_binary`",
+            "`{}` cannot run in {label} sandbox: {why}\n\
+             hint: build a static one with `scripts/build-static.sh` and set `providers.{provider}.agent_binary`",
             path.display()
         )
     };

@@ -11,6 +11,7 @@
 pub mod anthropic;
 pub mod e2b;
 pub mod local;
+pub mod modal;
 pub mod remote;
 
 use std::collections::BTreeMap;

@@ -271,7 +271,13 @@ impl ModalClient for Control {
             execs: Default::default(),
             polls_left: self.shared.options.scheduling_polls,
             finished,
+            tunnel_ports: BTreeMap::new(),
         };
+        let mut sandbox = sandbox;
+        for port in sandbox.declared_ports() {
+            let local = super::tunnel::open(&self.shared, &id, port);
+            sandbox.tunnel_ports.insert(port, local);
+        }
         let scheduled = sandbox.polls_left == 0;
         let url = self.shared.router_url.lock().unwrap().clone();
         let response = pb::SandboxCreateV2Response {

@@ -7,11 +7,13 @@
 //! its file system (`/workspace` is `DIR/workspace`). Faults on demand:
 //! calls answered `UNAVAILABLE` / `RESOURCE_EXHAUSTED`, a create whose
 //! answer is lost, output streams cut after their first chunk, a sandbox
-//! terminated mid-run. Sandbox ids have the V2 shape of the official
+//! terminated mid-run. A declared port's tunnel reaches the process
+//! listening for it in the sandbox (`tunnel.rs`). Sandbox ids have the V2 shape of the official
 //! client (`sb-` and 26 characters: `sb-` and 22 would be a V1 sandbox).
 
 mod control;
 mod router;
+mod tunnel;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
@@ -85,11 +87,23 @@ pub struct Sandbox {
     pub polls_left: u32,
     /// Flips to `true` when the sandbox finishes.
     pub finished: watch::Sender<bool>,
+    /// The local port of each declared port's tunnel (`tunnel.rs`).
+    pub tunnel_ports: BTreeMap<u32, u16>,
 }
 
 impl Sandbox {
     pub fn running(&self) -> bool {
         self.result.is_none()
+    }
+
+    /// The ports declared at its creation.
+    pub fn declared_ports(&self) -> Vec<u32> {
+        match &self.definition.open_ports_oneof {
+            Some(pb::sandbox::OpenPortsOneof::OpenPorts(p)) => {
+                p.ports.iter().map(|p| p.port).collect()
+            }
+            None => Vec::new(),
+        }
     }
 
     pub fn tunnels(&self) -> Vec<pb::TunnelData> {
@@ -99,11 +113,19 @@ impl Sandbox {
         };
         ports
             .iter()
-            .map(|p| pb::TunnelData {
-                host: format!("{}-{}.modal.fake", self.id.to_lowercase(), p.port),
-                port: 443,
-                container_port: p.port,
-                ..Default::default()
+            .map(|p| match self.tunnel_ports.get(&p.port) {
+                Some(local) => pb::TunnelData {
+                    host: "127.0.0.1".into(),
+                    port: u32::from(*local),
+                    container_port: p.port,
+                    ..Default::default()
+                },
+                None => pb::TunnelData {
+                    host: format!("{}-{}.modal.fake", self.id.to_lowercase(), p.port),
+                    port: 443,
+                    container_port: p.port,
+                    ..Default::default()
+                },
             })
             .collect()
     }
@@ -490,6 +512,7 @@ impl FakeModal {
             execs: HashMap::new(),
             polls_left: 0,
             finished: watch::channel(false).0,
+            tunnel_ports: BTreeMap::new(),
         };
         inner.sandboxes.insert(id.clone(), sandbox);
         inner.created.push(id.clone());

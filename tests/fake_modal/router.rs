@@ -63,6 +63,8 @@ struct Stdin {
 pub struct Exec {
     pub pid: u32,
     pub args: Vec<String>,
+    /// The declared port it listens for (see `tunnel.rs`).
+    pub serves: Option<u32>,
     pub stdout: watch::Sender<Pipe>,
     pub stderr: watch::Sender<Pipe>,
     stdin: tokio::sync::Mutex<Stdin>,
@@ -139,7 +141,9 @@ impl Router {
         if sandbox.execs.contains_key(&message.exec_id) {
             return Ok(());
         }
-        let Some((program, args)) = message.command_args.split_first() else {
+        let (command_args, serves) =
+            super::tunnel::rewrite(&message.command_args, &sandbox.declared_ports());
+        let Some((program, args)) = command_args.split_first() else {
             return Err(Status::invalid_argument("command_args is empty"));
         };
         let workdir = message
@@ -184,6 +188,7 @@ impl Router {
         let exec = Arc::new(Exec {
             pid: child.id().unwrap_or(0),
             args: message.command_args.clone(),
+            serves,
             stdout: watch::channel(Pipe::default()).0,
             stderr: watch::channel(Pipe::default()).0,
             stdin: tokio::sync::Mutex::new(Stdin {

@@ -35,6 +35,11 @@ pub struct ModalProviderSpec {
     /// A sandbox's lifetime, e.g. `1h` (the default), at most `24h`: fixed
     /// when the sandbox is made (Modal cannot extend it).
     pub timeout: Option<String>,
+    /// `provider: modal`: the agentform executable uploaded into each
+    /// sandbox, a static x86_64 Linux build (`scripts/build-static.sh`).
+    /// Default: this executable, when it is static (against a loopback
+    /// `server_url`, as it is).
+    pub agent_binary: Option<String>,
 }
 
 /// Settings of E2B: where the local runtime's built-in tools run with

@@ -49,13 +49,13 @@ fn path(sandbox: &dyn RemoteSandbox, name: &str) -> String {
     format!("{}/{DIR}/{name}", sandbox.home().trim_end_matches('/'))
 }
 
-/// The serve's command line. `--no-confinement` is the one place the
-/// local confinement is turned off, and it says so.
-pub fn command() -> String {
+/// The serve's command line, listening on `port` (0: any). `--no-confinement`
+/// is the one place the local confinement is turned off, and it says so.
+pub fn command(port: u16) -> String {
     format!(
         "cd \"$HOME/{DIR}\" && chmod 700 {BINARY} && echo $$ > {PID_FILE} && \
          exec > >(tee -a {LOG_FILE}) 2>&1 && exec ./{BINARY} --file {MANIFEST} \
-         serve --no-confinement --listen 0.0.0.0:0 --allow-remote --data data"
+         serve --no-confinement --listen 0.0.0.0:{port} --allow-remote --data data"
     )
 }
 
@@ -71,7 +71,12 @@ pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u
         )
         .await?;
     let started = sandbox
-        .start(&command(), &launch.envs, READY, launch.deadline)
+        .start(
+            &command(sandbox.serve_port()),
+            &launch.envs,
+            READY,
+            launch.deadline,
+        )
         .await?;
     let line = match started {
         Started::Ready(line) => line,
@@ -180,7 +185,8 @@ mod tests {
 
     #[test]
     fn the_command_turns_the_confinement_off_explicitly() {
-        let c = command();
+        let c = command(0);
+        assert!(command(8000).contains("--listen 0.0.0.0:8000 "));
         assert!(c.contains("serve --no-confinement"), "{c}");
         assert!(!c.contains("KEY"), "no secret on the command line: {c}");
     }

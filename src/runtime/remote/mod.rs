@@ -1,4 +1,4 @@
-//! The remote loop (`provider: e2b`, later `modal`): the whole agent loop
+//! The remote loop (`provider: e2b` and `provider: modal`): the whole agent loop
 //! of a session runs in a sandbox of its own on the provider's machines.
 //! Per session agentform makes a sandbox, uploads its own executable,
 //! starts `agentform serve` there (`launch.rs`) and drives it through the
@@ -13,7 +13,8 @@
 //! runtime's records (`local`), so plan, apply and destroy treat them as
 //! they treat every provider's. This module knows no provider: it drives
 //! the [`SandboxHost`] / [`RemoteSandbox`] traits (`sandbox.rs`), which
-//! E2B implements in `crate::runtime::e2b`. It never writes a credential
+//! E2B implements in `crate::runtime::e2b` and Modal in
+//! `crate::runtime::modal`. It never writes a credential
 //! anywhere but the serve's own environment.
 
 mod ids;

@@ -1,7 +1,8 @@
 //! What a remote-loop provider implements: [`SandboxHost`], the service
 //! that makes, finds, keeps alive and kills sandboxes, and
 //! [`RemoteSandbox`], one sandbox's files, commands and ports. Only the
-//! shapes: E2B implements them in `crate::runtime::e2b`; what agentform
+//! shapes: E2B implements them in `crate::runtime::e2b`, Modal in
+//! `crate::runtime::modal`; what agentform
 //! does with a sandbox is the rest of `remote`'s. Nothing here may hold a
 //! credential in its `Debug`.
 
@@ -109,6 +110,12 @@ pub trait RemoteSandbox: Send + Sync {
     ) -> Result<Started, RemoteError>;
     /// Where requests to `port` of the sandbox go.
     fn route(&self, port: u16) -> Route;
+    /// The port the serve must listen on: 0 lets it choose (every port is
+    /// reachable), a fixed one where only ports declared when the sandbox
+    /// was made are.
+    fn serve_port(&self) -> u16 {
+        0
+    }
 }
 
 /// A header the provider's egress sets on the sandbox's requests to a

@@ -4,7 +4,8 @@
 //! `ImageGetOrCreate` + `ImageJoinStreaming`, `AuthTokenGet` (a JWT sent as
 //! `x-modal-auth-token` on the V2 calls), `SandboxCreateV2`,
 //! `SandboxListV2`, `SandboxGetTaskIdV2`, `SandboxWaitV2`,
-//! `SandboxTerminateV2` and `SandboxGetCommandRouterAccess`. Every token,
+//! `SandboxTerminateV2`, `SandboxGetTunnelsV2` and
+//! `SandboxGetCommandRouterAccess`. Every token,
 //! JWT and sandbox token joins the redactor as it arrives. What a sandbox is
 //! for is the caller's.
 
@@ -559,6 +560,30 @@ impl ModalApi {
             .await?;
         self.learn("Modal command router JWT", &response.jwt);
         Ok((response.url, response.jwt))
+    }
+
+    /// The sandbox's tunnels (`SandboxGetTunnelsV2`): one per port declared
+    /// at its creation.
+    pub async fn tunnels(&self, sandbox_id: &str) -> Result<Vec<pb::TunnelData>, ModalError> {
+        let request = pb::SandboxGetTunnelsRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            timeout: 50.0,
+        };
+        let response = self
+            .v2(
+                "ModalClient/SandboxGetTunnelsV2",
+                &request,
+                None,
+                |mut c, r| async move { c.sandbox_get_tunnels_v2(r).await },
+            )
+            .await?;
+        if response
+            .result
+            .is_some_and(|r| r.status != 0 && r.status != 1)
+        {
+            return Err(gone(sandbox_id));
+        }
+        Ok(response.tunnels)
     }
 
     /// Every running sandbox of the app carrying all of `tags`, across pages

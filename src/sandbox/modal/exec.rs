@@ -236,7 +236,7 @@ async fn read(router: Arc<Router>, exec_id: String, fd: Fd, tx: mpsc::Sender<Eve
 
 /// Kills the command's process group (see [`shell`]). Best effort: failures
 /// are logged.
-async fn kill(router: &Arc<Router>, exec_id: &str) {
+pub async fn kill(router: &Arc<Router>, exec_id: &str) {
     let script = format!(
         "f={PGID_DIR}/\"$1\"; if [ -f \"$f\" ]; then kill -s KILL -- \"-$(cat \"$f\")\" 2>/dev/null; fi; true"
     );

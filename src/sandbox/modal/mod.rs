@@ -17,7 +17,8 @@
 //!
 //! [`ModalSandboxes`] opens sandboxes: it adopts the running sandbox of a
 //! session (found by its `agentform.session` tag, e.g. after a crash)
-//! instead of creating a duplicate, and terminates them by the same tag.
+//! instead of creating a duplicate, and terminates them by the same tag
+//! when the session is archived or deleted.
 //! This module must not know the agent loop or the state, and never puts a
 //! credential in a message, a log line or a sandbox.
 
@@ -31,8 +32,8 @@ mod router;
 mod rpc;
 mod sandbox;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
@@ -40,13 +41,13 @@ pub use self::config::{
     check_url, ModalConfig, DEFAULT_APP, DEFAULT_SERVER_URL, DEFAULT_TIMEOUT, MAX_TIMEOUT,
     SERVER_URL_ENV, TOKEN_ID_ENV, TOKEN_SECRET_ENV,
 };
-pub use self::control::{Access, Listed, ModalApi};
+pub use self::control::{gone, Access, Listed, ModalApi};
 pub use self::error::{ModalError, ModalErrorKind};
-pub use self::exec::{Fd, Outcome, Spec};
+pub use self::exec::{capture, kill, run, shell, Captured, Fd, Outcome, Spec};
 pub use self::image::{dockerfile, WORKSPACE};
 use self::proto::client as pb;
 pub use self::router::{ExitStatus, Router};
-pub use self::rpc::CLIENT_HEADERS;
+pub use self::rpc::{uuid4, CLIENT_HEADERS};
 pub use self::sandbox::{confine, ModalSandbox};
 use super::local::PACKAGE_REGISTRIES;
 use super::{Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
@@ -68,13 +69,19 @@ pub struct ModalSandboxes {
 #[derive(Debug)]
 struct Shared {
     api: Arc<ModalApi>,
+    /// Sessions archived through this provider: their sandboxes are not
+    /// opened again (a turn still running would otherwise start one).
+    archived: Mutex<HashSet<String>>,
 }
 
 impl ModalSandboxes {
     pub fn new(config: ModalConfig) -> Result<Self, String> {
         let api = Arc::new(ModalApi::new(config)?);
         Ok(ModalSandboxes {
-            shared: Arc::new(Shared { api }),
+            shared: Arc::new(Shared {
+                api,
+                archived: Mutex::new(HashSet::new()),
+            }),
         })
     }
 
@@ -107,6 +114,12 @@ impl Shared {
 
     /// The session's sandbox, running: the one it has, else a new one.
     async fn open_router(&self, spec: &SandboxSpec) -> Result<Arc<Router>, SandboxError> {
+        if self.is_archived(&spec.session_id) {
+            return Err(SandboxError::Other(format!(
+                "session `{}` is archived: its Modal sandbox was terminated and is not started again",
+                spec.session_id
+            )));
+        }
         let access = match self.adopt(&spec.session_id).await.map_err(modal_error)? {
             Some(access) => access,
             None => self.create(spec).await.map_err(|e| {
@@ -118,6 +131,27 @@ impl Shared {
         };
         let router = Router::new(Arc::clone(&self.api), access).map_err(modal_error)?;
         Ok(Arc::new(router))
+    }
+
+    fn is_archived(&self, session_id: &str) -> bool {
+        let archived = self.archived.lock().unwrap_or_else(PoisonError::into_inner);
+        archived.contains(session_id)
+    }
+
+    /// Terminates every sandbox tagged with the session.
+    async fn terminate_all(&self, session_id: &str) -> Result<(), SandboxError> {
+        let filter = BTreeMap::from([(TAG_SESSION.to_owned(), session_id.to_owned())]);
+        let found = self.api.list(&filter).await.map_err(modal_error)?;
+        for listed in found {
+            if listed.tags.get(TAG_SESSION).map(String::as_str) == Some(session_id) {
+                self.api
+                    .terminate(&listed.sandbox_id)
+                    .await
+                    .map_err(modal_error)?;
+                tracing::info!(sandbox = %listed.sandbox_id, session = session_id, "terminated the session's Modal sandbox");
+            }
+        }
+        Ok(())
     }
 
     /// The newest running sandbox of the session; the others (duplicates)
@@ -192,7 +226,7 @@ impl Shared {
 }
 
 /// Modal's network access for a sandbox's networking.
-fn network_access(network: &Network) -> pb::NetworkAccess {
+pub fn network_access(network: &Network) -> pb::NetworkAccess {
     use pb::network_access::NetworkAccessType;
     match network {
         Network::Unrestricted => pb::NetworkAccess {
@@ -234,18 +268,19 @@ impl SandboxProvider for ModalSandboxes {
 
     /// Terminates every running sandbox tagged with the session.
     async fn remove(&self, session_id: &str) -> Result<(), SandboxError> {
-        let filter = BTreeMap::from([(TAG_SESSION.to_owned(), session_id.to_owned())]);
-        let found = self.shared.api.list(&filter).await.map_err(modal_error)?;
-        for listed in found {
-            if listed.tags.get(TAG_SESSION).map(String::as_str) == Some(session_id) {
-                self.shared
-                    .api
-                    .terminate(&listed.sandbox_id)
-                    .await
-                    .map_err(modal_error)?;
-            }
-        }
-        Ok(())
+        self.shared.terminate_all(session_id).await
+    }
+
+    /// Terminates every sandbox of the session, and opens none for it
+    /// again: a Modal sandbox costs while it runs, and an archived
+    /// session's workspace is not kept there.
+    async fn archive(&self, session_id: &str) -> Result<(), SandboxError> {
+        self.shared
+            .archived
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(session_id.to_owned());
+        self.shared.terminate_all(session_id).await
     }
 }
 

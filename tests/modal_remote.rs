@@ -1,0 +1,326 @@
+//! Whole sessions on Modal (`provider: modal`, the remote loop), against
+//! the fake Modal of `fake_modal/`: `examples/modal` applies (a sandbox per
+//! session with the serve's port declared, agentform uploaded through
+//! stdin and serving in it, reached through the tunnel), runs (the
+//! scripted model's bash writes a file found in the fake sandbox),
+//! refreshes with no changes and is destroyed with nothing left, also from
+//! the state alone; archives terminate sandboxes; injected faults converge
+//! without a duplicate sandbox; a sandbox terminated mid-run fails
+//! clearly; missing tokens or model keys stop plan before any call; no
+//! secret reaches a file or an output.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agentform::sandbox::modal::proto::client as pb;
+
+use crate::common::*;
+use crate::fake_modal::{FakeModal, Options};
+
+/// A model key the example's manifest asks for (an agent no session uses).
+const MODEL_KEY: &str = "sk-ant-model-secret-4c2d8e0f";
+
+/// `examples/modal`, pointed at the fake, with an extra agent whose model
+/// needs `MODEL_KEY_X` (so a model key travels to every serve), and the
+/// bash command replaced by `command`.
+fn example(fake: &FakeModal, command: Option<&str>) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/modal/agentform.yaml");
+    let mut text = std::fs::read_to_string(path).unwrap();
+    text = text.replace(
+        "  modal:\n",
+        &format!("  modal:\n    server_url: {}\n", fake.server_url),
+    );
+    text = text.replace(
+        "    models:\n",
+        "    models:\n      claude-x:\n        backend: anthropic\n        api_key_env: MODEL_KEY_X\n        base_url: https://models.example.com\n",
+    );
+    text = text.replace(
+        "agents:\n",
+        "agents:\n  spare:\n    model: claude-x\n    system: unused\n",
+    );
+    if let Some(c) = command {
+        let old = "echo hello from the sandbox > proof.txt && cat proof.txt";
+        assert!(text.contains(old));
+        text = text.replace(old, c);
+    }
+    text
+}
+
+fn test_with(fake: &FakeModal, contents: &str) -> Test {
+    let t = Test::new()
+        .env("MODAL_TOKEN_ID", fake.token_id())
+        .env("MODAL_TOKEN_SECRET", fake.token_secret())
+        .env("MODEL_KEY_X", MODEL_KEY);
+    t.write("agentform.yaml", contents);
+    t
+}
+
+/// Every byte written under the test directory, and every output.
+fn everything(t: &Test, outputs: &[&Output]) -> String {
+    let mut all = String::new();
+    for f in files_under(t.root()) {
+        all.push_str(&String::from_utf8_lossy(
+            &std::fs::read(&f).unwrap_or_default(),
+        ));
+    }
+    for o in outputs {
+        all.push_str(&o.stdout);
+        all.push_str(&o.stderr);
+    }
+    all
+}
+
+/// Files named `name` anywhere under the sandbox's root.
+fn found_in_sandbox(fake: &FakeModal, id: &str, name: &str) -> Vec<PathBuf> {
+    files_under(&fake.root(id))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == name))
+        .collect()
+}
+
+fn transcripts(t: &Test) -> String {
+    let mut text = String::new();
+    for f in files_under(&t.path("state/transcripts")) {
+        text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+    }
+    text
+}
+
+/// The arguments of every command the fake ran.
+fn commands(fake: &FakeModal) -> Vec<String> {
+    fake.shared
+        .lock()
+        .sandboxes
+        .values()
+        .flat_map(|s| s.execs.values().map(|e| e.args.join(" ")))
+        .collect()
+}
+
+#[test]
+fn the_example_applies_runs_refreshes_and_is_destroyed_with_nothing_left() {
+    let fake = FakeModal::start(Options::default());
+    let t = test_with(&fake, &example(&fake, None));
+    let apply = t.run(&["apply", "--auto-approve"]).success();
+    let created = fake.created();
+    assert_eq!(created.len(), 1, "one sandbox for the one session");
+    let first = created[0].clone();
+    let tags = fake.tags(&first);
+    assert_eq!(tags["agentform.loop"], "remote");
+    assert_eq!(tags["agentform.address"], "session.chat");
+    assert_eq!(tags["agentform.manifest"], "modal-remote");
+    let definition = fake.definition(&first).unwrap();
+    assert_eq!(definition.timeout_secs, 600);
+    match &definition.open_ports_oneof {
+        Some(pb::sandbox::OpenPortsOneof::OpenPorts(p)) => {
+            assert_eq!(p.ports.len(), 1, "{p:?}");
+            assert_eq!(p.ports[0].port, 8000);
+            assert!(!p.ports[0].unencrypted, "an encrypted port");
+        }
+        other => panic!("no open ports: {other:?}"),
+    }
+    // The session's id names its sandbox; the serve in it holds the session.
+    let session = remote_id(&t, "session.chat");
+    assert!(session.ends_with(&format!(".{first}")), "{session}");
+    let binary = found_in_sandbox(&fake, &first, "agentform");
+    assert_eq!(binary.len(), 1, "agentform uploaded: {binary:?}");
+    assert!(fake.calls_of("TaskCommandRouter/TaskExecStdinWrite") > 1);
+    let ran = commands(&fake);
+    assert!(
+        ran.iter()
+            .any(|c| c.contains("serve --no-confinement --listen 0.0.0.0:8000 ")),
+        "{ran:?}"
+    );
+
+    // `run` archives the applied session (its sandbox is terminated) and
+    // runs a fresh one in a new sandbox; the bash step's file is there.
+    let run = t.run(&["run"]).success();
+    assert!(!fake.alive().contains(&first), "archive terminated it");
+    let alive = fake.alive();
+    assert_eq!(alive.len(), 1, "{alive:?}");
+    let second = alive[0].clone();
+    let proof = found_in_sandbox(&fake, &second, "proof.txt");
+    assert_eq!(proof.len(), 1, "{proof:?}");
+    assert_eq!(
+        std::fs::read_to_string(&proof[0]).unwrap(),
+        "hello from the sandbox\n"
+    );
+    let text = transcripts(&t);
+    assert!(text.contains("hello from the sandbox"), "{text}");
+    assert!(text.contains("I wrote proof.txt in the sandbox."), "{text}");
+    assert!(
+        fake.log().iter().any(|l| l == "Tunnel 8000"),
+        "the serve was reached through the tunnel"
+    );
+
+    // A new process finds the session through the state.
+    let plan = t
+        .run(&["plan", "--refresh", "--detailed-exitcode"])
+        .success()
+        .stdout_has("No changes.");
+
+    let destroy = t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+    assert_eq!(fake.created().len(), 2, "{:?}", fake.created());
+    let (agents, envs, sessions) = live_objects(&t.path("state"));
+    assert!(agents.iter().all(|a| a.archived_at.is_some()));
+    assert!(envs.is_empty() && sessions.is_empty());
+
+    let all = everything(&t, &[&apply, &run, &plan, &destroy]);
+    assert_no_secret(&fake, &all);
+}
+
+/// No token, JWT, serve key or model key in `all`.
+#[track_caller]
+fn assert_no_secret(fake: &FakeModal, all: &str) {
+    let serve_keys: Vec<String> = fake
+        .created()
+        .iter()
+        .map(|id| agentform::runtime::remote::serve_key(fake.token_secret(), id))
+        .collect();
+    let secrets = [
+        fake.token_id().to_owned(),
+        fake.token_secret().to_owned(),
+        MODEL_KEY.to_owned(),
+    ]
+    .into_iter()
+    .chain(serve_keys)
+    .chain(fake.handed_out());
+    for secret in secrets {
+        assert!(!all.contains(&secret), "a secret leaked: {}…", &secret[..6]);
+        if let Some(signature) = secret.rsplit('.').next().filter(|s| s.len() >= 20) {
+            assert!(!all.contains(signature), "a JWT signature leaked");
+        }
+    }
+}
+
+#[test]
+fn destroy_without_a_manifest_reaches_the_sandboxes() {
+    let fake = FakeModal::start(Options::default());
+    let t = test_with(&fake, &example(&fake, None));
+    t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(fake.alive().len(), 1);
+    std::fs::remove_file(t.path("agentform.yaml")).unwrap();
+    let out = t
+        .command(&["destroy", "--auto-approve"])
+        .env_remove("MODEL_KEY_X")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+    assert!(!stderr.contains(fake.token_secret()));
+}
+
+#[test]
+fn injected_faults_converge_with_one_sandbox_per_session() {
+    let fake = FakeModal::start(Options {
+        fault_percent: 30,
+        page_size: 1,
+        ..Options::default()
+    });
+    let t = test_with(&fake, &example(&fake, None));
+    t.run(&["apply", "--auto-approve"]).success();
+    t.run(&["run"]).success();
+    assert!(fake.faults_injected() >= 5, "{}", fake.faults_injected());
+    let alive = fake.alive();
+    assert_eq!(alive.len(), 1, "{alive:?}");
+    assert_eq!(
+        fake.created().len(),
+        2,
+        "one sandbox per session made, no duplicate: {:?}",
+        fake.created()
+    );
+    assert_eq!(found_in_sandbox(&fake, &alive[0], "proof.txt").len(), 1);
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+}
+
+#[test]
+fn a_sandbox_terminated_mid_run_fails_clearly_and_plan_replaces_the_session() {
+    let fake = FakeModal::start(Options::default());
+    let marker = "sleep 20.4321";
+    let t = test_with(
+        &fake,
+        &example(&fake, Some(&format!("echo begun; {marker}; echo never"))),
+    );
+    t.run(&["apply", "--auto-approve"]).success();
+    let started = Instant::now();
+    let (run, killed) = std::thread::scope(|scope| {
+        let killer = scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while Instant::now() < deadline {
+                if processes_with(marker) > 0 {
+                    let alive = fake.alive();
+                    assert_eq!(alive.len(), 1, "{alive:?}");
+                    assert!(fake.terminate(&alive[0]));
+                    return Some(alive[0].clone());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        });
+        let run = t.run(&["run"]);
+        (run, killer.join().unwrap().expect("the command ran"))
+    });
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let said = format!("{}{}{}", run.stdout, run.stderr, transcripts(&t));
+    assert!(
+        said.contains(&format!("sandbox `{killed}` is gone")),
+        "{said}"
+    );
+    assert!(transcripts(&t).contains("\"session.error\""));
+    let plan = t.run(&["plan", "--refresh", "--detailed-exitcode"]).code(2);
+    assert!(plan.stdout.contains("session.chat"), "{}", plan.stdout);
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+}
+
+#[test]
+fn plan_without_the_tokens_or_the_model_key_stops_before_any_call() {
+    let fake = FakeModal::start(Options::default());
+    let t = Test::new();
+    t.write("agentform.yaml", &example(&fake, None));
+    let all = [
+        ("MODAL_TOKEN_ID", fake.token_id()),
+        ("MODAL_TOKEN_SECRET", fake.token_secret()),
+        ("MODEL_KEY_X", MODEL_KEY),
+    ];
+    for (missing, _) in all {
+        let mut command = t.command(&["plan"]);
+        for (name, value) in all {
+            if name == missing {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let named = if missing == "MODEL_KEY_X" {
+            format!("`{missing}`, which is not set")
+        } else {
+            format!("`{missing}` is not set")
+        };
+        assert!(stderr.contains(&named), "{stderr}");
+    }
+    assert!(fake.log().is_empty(), "{:?}", fake.log());
+}
+
+/// Processes on this machine whose command line holds `marker`.
+fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .count()
+}
