@@ -416,9 +416,11 @@ fn processes_with(marker: &str) -> usize {
 #[test]
 fn a_deadline_kills_a_long_command_and_what_it_started() {
     let fake = FakeE2b::start(Options::default());
-    // `sleep` runs as bash's child: killing bash alone would leave it.
+    // `sleep` runs as bash's child: killing bash alone would leave it. The
+    // pid makes the marker this run's alone, whatever else runs here.
+    let seconds = format!("29.{:07}1", std::process::id());
     let calls = [
-        json!({"name": "bash", "input": {"command": "echo begun; sleep 29.9871; echo never", "timeout_ms": 1500}}),
+        json!({"name": "bash", "input": {"command": format!("echo begun; sleep {seconds}; echo never"), "timeout_ms": 1500}}),
         bash("echo after"),
     ];
     let t = test_with(&fake, &manifest(&fake, &calls, OPEN));
@@ -443,7 +445,7 @@ fn a_deadline_kills_a_long_command_and_what_it_started() {
         .iter()
         .any(|l| l == "POST /process.Process/SendSignal"));
     assert_eq!(
-        processes_with("29.9871"),
+        processes_with(&seconds),
         0,
         "the command's child was killed too"
     );

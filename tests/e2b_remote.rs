@@ -240,8 +240,8 @@ fn a_cut_start_stream_is_recovered_from_the_serves_log_without_a_second_sandbox(
 #[test]
 fn a_sandbox_killed_mid_run_fails_clearly_and_plan_replaces_the_session() {
     let fake = FakeE2b::start(Options::default());
-    // Not `sleep 20`: tests/modal.rs counts processes with that on the machine.
-    let marker = "sleep 19.4321";
+    // Processes are counted machine-wide: the pid keeps this marker ours.
+    let marker = &format!("sleep 19.{:07}5", std::process::id());
     let t = test_with(
         &fake,
         &example(&fake, Some(&format!("echo begun; {marker}; echo never"))),

@@ -469,9 +469,11 @@ fn processes_with(marker: &str) -> usize {
 #[test]
 fn a_deadline_kills_a_long_command_and_what_it_started() {
     let fake = FakeModal::start(Options::default());
-    // `sleep` runs as bash's child: killing bash alone would leave it.
+    // `sleep` runs as bash's child: killing bash alone would leave it. The
+    // pid makes the marker this run's alone, whatever else runs here.
+    let seconds = format!("29.{:07}2", std::process::id());
     let calls = [
-        json!({"name": "bash", "input": {"command": "echo begun; sleep 29.9872; echo never", "timeout_ms": 1500}}),
+        json!({"name": "bash", "input": {"command": format!("echo begun; sleep {seconds}; echo never"), "timeout_ms": 1500}}),
         bash("echo after"),
     ];
     let t = test_with(&fake, &manifest(&fake, &calls, OPEN));
@@ -492,7 +494,7 @@ fn a_deadline_kills_a_long_command_and_what_it_started() {
     );
     assert!(!results[0].0.contains("never"), "{results:?}");
     assert_eq!(
-        processes_with("29.9872"),
+        processes_with(&seconds),
         0,
         "the command's child was killed too"
     );
@@ -502,8 +504,9 @@ fn a_deadline_kills_a_long_command_and_what_it_started() {
 #[test]
 fn a_sandbox_terminated_mid_run_fails_clearly_and_the_next_call_gets_a_new_one() {
     let fake = FakeModal::start(Options::default());
+    let marker = format!("sleep 20.{:07}3", std::process::id());
     let calls = [
-        bash("echo started; sleep 20; echo never"),
+        bash(&format!("echo started; {marker}; echo never")),
         bash("echo again > after.txt && cat after.txt"),
     ];
     let t = test_with(&fake, &manifest(&fake, &calls, OPEN));
@@ -522,7 +525,7 @@ fn a_sandbox_terminated_mid_run_fails_clearly_and_the_next_call_gets_a_new_one()
                             s.running()
                                 && s.execs
                                     .values()
-                                    .any(|e| e.args.iter().any(|a| a.contains("sleep 20")))
+                                    .any(|e| e.args.iter().any(|a| a.contains(&marker)))
                         })
                         .map(|s| s.id.clone())
                 };
@@ -564,7 +567,7 @@ fn a_sandbox_terminated_mid_run_fails_clearly_and_the_next_call_gets_a_new_one()
     assert_eq!(fake.created().len(), 2, "{:?}", fake.created());
     assert!(fake.workspace(&replacement).join("after.txt").is_file());
     assert_eq!(
-        processes_with("sleep 20"),
+        processes_with(&marker),
         0,
         "the terminated sandbox's commands died"
     );

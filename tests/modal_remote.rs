@@ -238,7 +238,7 @@ fn injected_faults_converge_with_one_sandbox_per_session() {
 #[test]
 fn a_sandbox_terminated_mid_run_fails_clearly_and_plan_replaces_the_session() {
     let fake = FakeModal::start(Options::default());
-    let marker = "sleep 20.4321";
+    let marker = &format!("sleep 20.{:07}4", std::process::id());
     let t = test_with(
         &fake,
         &example(&fake, Some(&format!("echo begun; {marker}; echo never"))),
