@@ -9,7 +9,7 @@
 //! clearly; missing tokens or model keys stop plan before any call; no
 //! secret reaches a file or an output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agentform::sandbox::modal::proto::client as pb;
@@ -28,7 +28,11 @@ fn example(fake: &FakeModal, command: Option<&str>) -> String {
     let mut text = std::fs::read_to_string(path).unwrap();
     text = text.replace(
         "  modal:\n",
-        &format!("  modal:\n    server_url: {}\n", fake.server_url),
+        &format!(
+            "  modal:\n    server_url: {}\n    agent_binary: {}\n",
+            fake.server_url,
+            lean_binary().display()
+        ),
     );
     text = text.replace(
         "    models:\n",
@@ -44,6 +48,27 @@ fn example(fake: &FakeModal, command: Option<&str>) -> String {
         text = text.replace(old, c);
     }
     text
+}
+
+/// The executable under test without its debug information: what a sandbox
+/// gets, so that each test uploads tens of MiB rather than hundreds. One
+/// copy per test process, renamed into place whole.
+fn lean_binary() -> &'static Path {
+    static LEAN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LEAN.get_or_init(|| {
+        let full = PathBuf::from(env!("CARGO_BIN_EXE_agentform"));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let part = dir.join(format!("agentform-lean.{}", std::process::id()));
+        let lean = dir.join("agentform-lean");
+        std::fs::copy(&full, &part).unwrap();
+        // Without `strip` the whole executable goes, which is only slower.
+        let _ = std::process::Command::new("strip")
+            .arg("--strip-debug")
+            .arg(&part)
+            .status();
+        std::fs::rename(&part, &lean).unwrap();
+        lean
+    })
 }
 
 fn test_with(fake: &FakeModal, contents: &str) -> Test {
