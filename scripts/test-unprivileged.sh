@@ -44,8 +44,10 @@ for line in sys.stdin:
 [ "${#binaries[@]}" -gt 0 ] || skip "no test binaries"
 failed=0
 for binary in "${binaries[@]}"; do
+    # The remote-loop tests run their fake's commands unconfined: they test
+    # nothing of the local sandbox, and take minutes.
     echo "test-unprivileged: $binary sandbox (as $user)" >&2
-    if ! su "$user" -s /bin/bash -c "cd /tmp && HOME=/home/$user '$binary' sandbox -q"; then
+    if ! su "$user" -s /bin/bash -c "cd /tmp && HOME=/home/$user '$binary' sandbox -q --skip e2b_remote:: --skip modal_remote::"; then
         failed=1
     fi
 done

@@ -60,14 +60,21 @@ fn lean_binary() -> &'static Path {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let part = dir.join(format!("agentform-lean.{}", std::process::id()));
         let lean = dir.join("agentform-lean");
-        std::fs::copy(&full, &part).unwrap();
-        // Without `strip` the whole executable goes, which is only slower.
-        let _ = std::process::Command::new("strip")
-            .arg("--strip-debug")
-            .arg(&part)
-            .status();
-        std::fs::rename(&part, &lean).unwrap();
-        lean
+        // Without `strip`, or where the target directory is another user's,
+        // the whole executable goes, which is only slower.
+        let made = std::fs::copy(&full, &part).is_ok()
+            && std::process::Command::new("strip")
+                .arg("--strip-debug")
+                .arg(&part)
+                .status()
+                .is_ok_and(|s| s.success())
+            && std::fs::rename(&part, &lean).is_ok();
+        if made {
+            lean
+        } else {
+            let _ = std::fs::remove_file(&part);
+            full
+        }
     })
 }
 

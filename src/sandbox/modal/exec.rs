@@ -310,18 +310,19 @@ mod tests {
     fn a_wrapped_command_runs_in_its_own_group_and_keeps_its_status() {
         let id = format!("unit-{}", uuid4());
         let args = shell("echo \"out $$\"; echo err >&2; exit 7", &id);
+        // A temporary directory of its own, as a sandbox has: a shared
+        // `/tmp/.agentform-exec` may belong to another user.
+        let tmp = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(&args[0])
             .args(&args[1..])
+            .env("TMPDIR", tmp.path())
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(7));
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("out "));
         assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
         assert!(
-            !std::env::temp_dir()
-                .join(".agentform-exec")
-                .join(&id)
-                .exists(),
+            !tmp.path().join(".agentform-exec").join(&id).exists(),
             "cleaned up"
         );
     }
