@@ -219,3 +219,63 @@ pub fn live_objects(
         (agents, envs, sessions)
     })
 }
+
+/// The tool results of every transcript, in order: (text, is_error).
+pub fn tool_results(t: &Test) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut files = files_under(&t.path("state/transcripts"));
+    files.sort();
+    for file in files {
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let e = &line["event"];
+            if line["kind"] == "event" && e["type"] == "agent.tool_result" {
+                let text = e["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| b["text"].as_str())
+                    .collect::<String>();
+                out.push((text, e["is_error"] == true));
+            }
+        }
+    }
+    out
+}
+
+/// Every byte written under the test directory, and every output.
+pub fn everything(t: &Test, outputs: &[&Output]) -> String {
+    let mut all = String::new();
+    for f in files_under(t.root()) {
+        all.push_str(&String::from_utf8_lossy(
+            &std::fs::read(&f).unwrap_or_default(),
+        ));
+    }
+    for o in outputs {
+        all.push_str(&o.stdout);
+        all.push_str(&o.stderr);
+    }
+    all
+}
+
+/// The text of every transcript.
+pub fn transcripts(t: &Test) -> String {
+    let mut text = String::new();
+    for f in files_under(&t.path("state/transcripts")) {
+        text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+    }
+    text
+}
+
+/// Processes on this machine whose command line holds `marker`.
+pub fn count_processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .count()
+}

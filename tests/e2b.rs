@@ -185,44 +185,6 @@ fn test_with(fake: &FakeE2b, contents: &str) -> Test {
     t
 }
 
-/// The tool results of every transcript, in order: (text, is_error).
-fn tool_results(t: &Test) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    let mut files = files_under(&t.path("state/transcripts"));
-    files.sort();
-    for file in files {
-        for line in std::fs::read_to_string(&file).unwrap().lines() {
-            let line: Value = serde_json::from_str(line).unwrap();
-            let e = &line["event"];
-            if line["kind"] == "event" && e["type"] == "agent.tool_result" {
-                let text = e["content"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|b| b["text"].as_str())
-                    .collect::<String>();
-                out.push((text, e["is_error"] == true));
-            }
-        }
-    }
-    out
-}
-
-/// Every byte written under the test directory, and every output.
-fn everything(t: &Test, outputs: &[&Output]) -> String {
-    let mut all = String::new();
-    for f in files_under(t.root()) {
-        all.push_str(&String::from_utf8_lossy(
-            &std::fs::read(&f).unwrap_or_default(),
-        ));
-    }
-    for o in outputs {
-        all.push_str(&o.stdout);
-        all.push_str(&o.stderr);
-    }
-    all
-}
-
 /// The only sandbox alive.
 #[track_caller]
 fn only_sandbox(fake: &FakeE2b) -> String {
@@ -400,19 +362,6 @@ fn test_again(t: &Test, fake: &FakeE2b, calls: &[Value]) -> String {
     text
 }
 
-/// Processes on this machine whose command line holds `marker`.
-fn processes_with(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
-        .count()
-}
-
 #[test]
 fn a_deadline_kills_a_long_command_and_what_it_started() {
     let fake = FakeE2b::start(Options::default());
@@ -445,7 +394,7 @@ fn a_deadline_kills_a_long_command_and_what_it_started() {
         .iter()
         .any(|l| l == "POST /process.Process/SendSignal"));
     assert_eq!(
-        processes_with(&seconds),
+        count_processes_with(&seconds),
         0,
         "the command's child was killed too"
     );

@@ -53,35 +53,12 @@ fn test_with(fake: &FakeE2b, contents: &str) -> Test {
     t
 }
 
-/// Every byte written under the test directory, and every output.
-fn everything(t: &Test, outputs: &[&Output]) -> String {
-    let mut all = String::new();
-    for f in files_under(t.root()) {
-        all.push_str(&String::from_utf8_lossy(
-            &std::fs::read(&f).unwrap_or_default(),
-        ));
-    }
-    for o in outputs {
-        all.push_str(&o.stdout);
-        all.push_str(&o.stderr);
-    }
-    all
-}
-
 /// Files named `name` anywhere under the sandbox's root.
 fn found_in_sandbox(fake: &FakeE2b, id: &str, name: &str) -> Vec<PathBuf> {
     files_under(&fake.root(id))
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == name))
         .collect()
-}
-
-fn transcripts(t: &Test) -> String {
-    let mut text = String::new();
-    for f in files_under(&t.path("state/transcripts")) {
-        text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
-    }
-    text
 }
 
 #[test]
@@ -252,7 +229,7 @@ fn a_sandbox_killed_mid_run_fails_clearly_and_plan_replaces_the_session() {
         let killer = scope.spawn(|| {
             let deadline = Instant::now() + Duration::from_secs(90);
             while Instant::now() < deadline {
-                if processes_with(marker) > 0 {
+                if count_processes_with(marker) > 0 {
                     let alive = fake.alive();
                     assert_eq!(alive.len(), 1, "{alive:?}");
                     assert!(fake.kill(&alive[0]));
@@ -335,17 +312,4 @@ fn plan_without_a_key_stops_before_any_call_naming_the_variable() {
         !t.path("state/workspaces/e2b-locations.json").exists(),
         "nothing noted"
     );
-}
-
-/// Processes on this machine whose command line holds `marker`.
-fn processes_with(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
-        .count()
 }

@@ -156,44 +156,6 @@ fn test_with(fake: &FakeModal, contents: &str) -> Test {
     t
 }
 
-/// The tool results of every transcript, in order: (text, is_error).
-fn tool_results(t: &Test) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    let mut files = files_under(&t.path("state/transcripts"));
-    files.sort();
-    for file in files {
-        for line in std::fs::read_to_string(&file).unwrap().lines() {
-            let line: Value = serde_json::from_str(line).unwrap();
-            let e = &line["event"];
-            if line["kind"] == "event" && e["type"] == "agent.tool_result" {
-                let text = e["content"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|b| b["text"].as_str())
-                    .collect::<String>();
-                out.push((text, e["is_error"] == true));
-            }
-        }
-    }
-    out
-}
-
-/// Every byte written under the test directory, and every output.
-fn everything(t: &Test, outputs: &[&Output]) -> String {
-    let mut all = String::new();
-    for f in files_under(t.root()) {
-        all.push_str(&String::from_utf8_lossy(
-            &std::fs::read(&f).unwrap_or_default(),
-        ));
-    }
-    for o in outputs {
-        all.push_str(&o.stdout);
-        all.push_str(&o.stderr);
-    }
-    all
-}
-
 /// No token, auth token, sandbox token or router JWT in `all`.
 #[track_caller]
 fn assert_no_secret(fake: &FakeModal, all: &str) {
@@ -453,19 +415,6 @@ fn archiving_a_session_terminates_its_sandbox() {
     assert!(fake.alive().is_empty(), "{:?}", fake.alive());
 }
 
-/// Processes on this machine whose command line holds `marker`.
-fn processes_with(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
-        .count()
-}
-
 #[test]
 fn a_deadline_kills_a_long_command_and_what_it_started() {
     let fake = FakeModal::start(Options::default());
@@ -494,7 +443,7 @@ fn a_deadline_kills_a_long_command_and_what_it_started() {
     );
     assert!(!results[0].0.contains("never"), "{results:?}");
     assert_eq!(
-        processes_with(&seconds),
+        count_processes_with(&seconds),
         0,
         "the command's child was killed too"
     );
@@ -567,7 +516,7 @@ fn a_sandbox_terminated_mid_run_fails_clearly_and_the_next_call_gets_a_new_one()
     assert_eq!(fake.created().len(), 2, "{:?}", fake.created());
     assert!(fake.workspace(&replacement).join("after.txt").is_file());
     assert_eq!(
-        processes_with(&marker),
+        count_processes_with(&marker),
         0,
         "the terminated sandbox's commands died"
     );

@@ -87,35 +87,12 @@ fn test_with(fake: &FakeModal, contents: &str) -> Test {
     t
 }
 
-/// Every byte written under the test directory, and every output.
-fn everything(t: &Test, outputs: &[&Output]) -> String {
-    let mut all = String::new();
-    for f in files_under(t.root()) {
-        all.push_str(&String::from_utf8_lossy(
-            &std::fs::read(&f).unwrap_or_default(),
-        ));
-    }
-    for o in outputs {
-        all.push_str(&o.stdout);
-        all.push_str(&o.stderr);
-    }
-    all
-}
-
 /// Files named `name` anywhere under the sandbox's root.
 fn found_in_sandbox(fake: &FakeModal, id: &str, name: &str) -> Vec<PathBuf> {
     files_under(&fake.root(id))
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == name))
         .collect()
-}
-
-fn transcripts(t: &Test) -> String {
-    let mut text = String::new();
-    for f in files_under(&t.path("state/transcripts")) {
-        text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
-    }
-    text
 }
 
 /// The arguments of every command the fake ran.
@@ -281,7 +258,7 @@ fn a_sandbox_terminated_mid_run_fails_clearly_and_plan_replaces_the_session() {
         let killer = scope.spawn(|| {
             let deadline = Instant::now() + Duration::from_secs(90);
             while Instant::now() < deadline {
-                if processes_with(marker) > 0 {
+                if count_processes_with(marker) > 0 {
                     let alive = fake.alive();
                     assert_eq!(alive.len(), 1, "{alive:?}");
                     assert!(fake.terminate(&alive[0]));
@@ -342,17 +319,4 @@ fn plan_without_the_tokens_or_the_model_key_stops_before_any_call() {
         assert!(stderr.contains(&named), "{stderr}");
     }
     assert!(fake.log().is_empty(), "{:?}", fake.log());
-}
-
-/// Processes on this machine whose command line holds `marker`.
-fn processes_with(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
-        .count()
 }

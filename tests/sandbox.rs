@@ -82,44 +82,6 @@ fn run_manifest(contents: &str, env: &[(&str, &str)]) -> (Test, Output) {
     (t, out)
 }
 
-/// The tool results of every transcript, in order: (text, is_error).
-fn tool_results(t: &Test) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    let mut files = files_under(&t.path("state/transcripts"));
-    files.sort();
-    for file in files {
-        for line in std::fs::read_to_string(&file).unwrap().lines() {
-            let line: Value = serde_json::from_str(line).unwrap();
-            let e = &line["event"];
-            if line["kind"] == "event" && e["type"] == "agent.tool_result" {
-                let text = e["content"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|b| b["text"].as_str())
-                    .collect::<String>();
-                out.push((text, e["is_error"] == true));
-            }
-        }
-    }
-    out
-}
-
-/// Every byte written under the test directory and every output, as text.
-fn everything(t: &Test, outputs: &[&Output]) -> String {
-    let mut all = String::new();
-    for f in files_under(t.root()) {
-        all.push_str(&String::from_utf8_lossy(
-            &std::fs::read(&f).unwrap_or_default(),
-        ));
-    }
-    for o in outputs {
-        all.push_str(&o.stdout);
-        all.push_str(&o.stderr);
-    }
-    all
-}
-
 #[test]
 fn commands_never_see_agentforms_environment() {
     let canary = "canary-7c1e-NEVER-IN-A-SANDBOX";
