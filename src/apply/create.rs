@@ -35,12 +35,17 @@ pub(super) async fn create(
             return adopt(change, ctx, runtime, &want, found).await;
         }
     }
-    ctx.state.put_intent(&Intent {
+    let intent = Intent {
         address: addr.clone(),
         provider: runtime.name().to_string(),
         started_at: now(),
         pid: std::process::id(),
-    })?;
+    };
+    if runtime.writes_only_to(ctx.state.db()) {
+        ctx.state.put_intent_before_own_writes(&intent)?;
+    } else {
+        ctx.state.put_intent(&intent)?;
+    }
     let created = create_remote(runtime, addr, &want, &m.project).await?;
     if std::env::var(CRASH_AFTER_CREATE_ENV).is_ok_and(|v| v == addr.to_string()) {
         std::process::abort();

@@ -62,6 +62,14 @@ pub trait Db: Send + Sync + 'static {
     /// Whether a [`group`](Db::group) that fails leaves nothing behind.
     fn atomic_groups(&self) -> bool;
 
+    /// Whether writes become durable in the order they were committed (one
+    /// log, as PostgreSQL's WAL): then a flush makes every earlier commit
+    /// durable too, and a commit that later writes depend on needs no
+    /// flush of its own when one of theirs follows.
+    fn one_log(&self) -> bool {
+        false
+    }
+
     /// [`group`](Db::group), but returning once the writes are on their way
     /// rather than once they are committed: groups sent one after another
     /// are committed in that order, and reads made after the call see them.
@@ -78,8 +86,14 @@ pub trait Db: Send + Sync + 'static {
 
 /// A group sent by [`Db::send_group`].
 pub trait Committing: Send {
-    /// Waits until the group is committed, or says why it was not.
+    /// Waits until the group is committed and durable, or says why it was not.
     fn wait(self: Box<Self>) -> DbResult<()>;
+
+    /// Waits until the group is committed, not necessarily durable: with
+    /// [`Db::one_log`], it becomes durable with the next flush.
+    fn wait_committed(self: Box<Self>) -> DbResult<()> {
+        self.wait()
+    }
 }
 
 /// A group already committed when sent.

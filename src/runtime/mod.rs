@@ -15,9 +15,12 @@ pub mod modal;
 pub mod remote;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
+
+use crate::db::Db;
 
 pub use crate::api::event;
 pub use crate::api::limits::TOOLSET_TOOLS;
@@ -37,6 +40,13 @@ pub trait Runtime: Send + Sync {
     /// the embedded runtime, whose objects live in the state database.
     fn endpoint(&self) -> Option<String> {
         None
+    }
+
+    /// Whether every effect of a create is a write to `db` (the state's
+    /// database), made durable before the call returns: then nothing can
+    /// be left behind that is not in `db`.
+    fn writes_only_to(&self, _db: &Arc<dyn Db>) -> bool {
+        false
     }
 
     async fn create_agent(&self, body: Value) -> Result<Agent>;

@@ -163,6 +163,12 @@ pub trait SandboxProvider: Send + Sync + std::fmt::Debug {
     async fn retire(&self, _environment_id: &str) -> Result<(), SandboxError> {
         Ok(())
     }
+    /// Whether provisioning, opening or removing reaches outside this
+    /// machine (a provider's API), where a crash could leave something
+    /// behind that only the state's intents lead back to.
+    fn remote(&self) -> bool {
+        true
+    }
 }
 
 /// The provider of a runtime that has nowhere to run tools.
@@ -180,6 +186,10 @@ impl SandboxProvider for NoSandboxes {
 
     async fn remove(&self, _session_id: &str) -> Result<(), SandboxError> {
         Ok(())
+    }
+
+    fn remote(&self) -> bool {
+        false
     }
 }
 

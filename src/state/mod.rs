@@ -246,6 +246,14 @@ impl StateStore {
     /// group commit.
     fn change<T>(
         &self,
+        write: impl FnMut(&dyn Group, &mut Meta) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        self.change_then(When::Now, write)
+    }
+
+    fn change_then<T>(
+        &self,
+        durable: When,
         mut write: impl FnMut(&dyn Group, &mut Meta) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
         let (out, serial, committing) = {
@@ -279,6 +287,10 @@ impl StateStore {
                 (Ok(_), None) => return Err(StateError::Db("the change was not written".into())),
             }
         };
+        if durable == When::WithLaterWrites && self.db.one_log() {
+            committing.wait_committed()?;
+            return out;
+        }
         committing.wait()?;
         let out = out?;
         self.make_durable(serial, false)?;
@@ -358,10 +370,26 @@ impl StateStore {
         }
     }
 
+    /// Records that `intent.address` is being created, durable before the
+    /// call returns: before any effect outside the state's database.
     pub fn put_intent(&self, intent: &Intent) -> Result<(), StateError> {
+        self.put_intent_then(intent, When::Now)
+    }
+
+    /// [`put_intent`](Self::put_intent) for a create whose every effect is
+    /// a write to this state's own database, made after the call and made
+    /// durable before it is reported (the local runtime's objects). Where
+    /// the database is one log, those writes are durable only with the
+    /// intent, so the intent waits for their flush instead of one of its
+    /// own; elsewhere it is flushed as usual.
+    pub fn put_intent_before_own_writes(&self, intent: &Intent) -> Result<(), StateError> {
+        self.put_intent_then(intent, When::WithLaterWrites)
+    }
+
+    fn put_intent_then(&self, intent: &Intent, durable: When) -> Result<(), StateError> {
         let key = intent.address.to_string();
         let bytes = encode(&key, intent)?;
-        self.change(|group, _| {
+        self.change_then(durable, |group, _| {
             group.insert(INTENTS, key.as_bytes(), &bytes)?;
             Ok(())
         })
@@ -386,6 +414,15 @@ impl StateStore {
             Ok(())
         })
     }
+}
+
+/// When a change must be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// Before the call returns.
+    Now,
+    /// With the writes that follow it, when the database is one log.
+    WithLaterWrites,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateError> {

@@ -25,6 +25,9 @@ pub const NO_PERMISSION_USER: &str = "noperm";
 pub struct Cluster {
     pub port: u16,
     bin: PathBuf,
+    base: PathBuf,
+    data: PathBuf,
+    fsync: bool,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -154,6 +157,9 @@ impl Cluster {
         let cluster = Cluster {
             port,
             bin: bin.to_path_buf(),
+            base: base.to_path_buf(),
+            data: data.to_path_buf(),
+            fsync,
         };
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
@@ -170,6 +176,40 @@ impl Cluster {
         let _ = watchdog.kill();
         let _ = watchdog.wait();
         None
+    }
+
+    /// Crashes the server as a power cut would crash its processes: an
+    /// immediate shutdown (SIGQUIT), so the WAL not yet written is lost and
+    /// the next start recovers from the log; then starts it again on the
+    /// same port and data.
+    pub fn crash_and_restart(&self) {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .expect("postmaster.pid of a running server");
+        let pid = pid_file
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let status = Command::new("kill")
+            .args(["-QUIT", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "SIGQUIT to the postmaster {pid}");
+        let gone = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                gone.elapsed() < Duration::from_secs(60),
+                "the server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let restarted = Self::launch(&self.bin, &self.base, &self.data, self.port, self.fsync);
+        assert!(
+            restarted.is_some(),
+            "PostgreSQL did not start again; see {}/log",
+            self.base.display()
+        );
     }
 
     fn setup(&self) {

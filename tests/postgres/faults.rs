@@ -130,3 +130,38 @@ fn sigkills_during_a_300_resource_apply_then_convergence() {
     assert_converged(&t, &url, n);
     t.run(&["plan", "--detailed-exitcode"]).success();
 }
+
+/// The intent of a create on the local runtime is not flushed on its own:
+/// the runtime's objects are written after it to the same WAL and flushed
+/// before each answer, so they are durable only with it. A server that
+/// crashes mid-apply (its unwritten WAL lost) must therefore come back with
+/// no object whose intent or record is missing: the next apply converges
+/// with no duplicate.
+#[test]
+fn a_server_crash_mid_apply_loses_no_intent_and_duplicates_nothing() {
+    let n = 60;
+    let server = super::cluster::Cluster::start(false);
+    let url = server.url(&server.database());
+    let t = checkout(&url).env("AGENTFORM_LOCAL_LATENCY_MS", "20");
+    t.write("agentform.yaml", &manifest(n));
+    let (mut child, seen) = apply_until(&t, "16", 30);
+    server.crash_and_restart();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the apply finished before the crash: {:?}",
+        seen.last()
+    );
+    let recorded = t
+        .run(&["state", "list", "--lock-timeout", "10s"])
+        .success()
+        .stdout
+        .lines()
+        .count();
+    assert!(recorded < 1 + 2 * n, "the crash came too late");
+    let t = t.env("AGENTFORM_LOCAL_LATENCY_MS", "0");
+    t.run(&["apply", "--auto-approve", "--parallelism", "16"])
+        .success();
+    assert_converged(&t, &url, n);
+    t.run(&["plan", "--detailed-exitcode"]).success();
+}

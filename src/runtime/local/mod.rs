@@ -39,7 +39,7 @@ use serde_json::Value;
 use crate::api::{body, ids};
 
 use super::{Agent, Deleted, Environment, EventStream, ListQuery, Page, Result, Runtime, Session};
-use crate::db::AsDb;
+use crate::db::{AsDb, Db};
 use crate::engine::{Engine, EngineOptions};
 use crate::redact::Secrets;
 use crate::sandbox::{NoSandboxes, SandboxProvider};
@@ -111,6 +111,8 @@ impl LocalOptions {
 /// The `local` provider: the Managed Agents API emulated over a database's
 /// trees named `local.*`.
 pub struct LocalRuntime {
+    /// The database its objects live in.
+    db: Arc<dyn Db>,
     records: Records,
     options: LocalOptions,
     /// Session events, for listing; the engine has them too.
@@ -128,6 +130,7 @@ impl LocalRuntime {
         let engine = Engine::new(Arc::new(events.clone()), options.engine());
         Ok(LocalRuntime {
             records: Records::open(&*db, vault)?,
+            db: Arc::clone(&db),
             options,
             events,
             engine,
@@ -212,6 +215,12 @@ impl LocalRuntime {
 impl Runtime for LocalRuntime {
     fn name(&self) -> &str {
         "local"
+    }
+
+    /// Its objects are in its database, flushed before each answer; its
+    /// sandboxes may reach further.
+    fn writes_only_to(&self, db: &Arc<dyn Db>) -> bool {
+        Arc::ptr_eq(&self.db, db) && !self.options.sandboxes.remote()
     }
 
     async fn create_agent(&self, body: Value) -> Result<Agent> {
@@ -433,5 +442,54 @@ mod tests {
         let agents = f.rt.list_agents(&ListQuery::default()).await.expect("list");
         assert_eq!(agents.data.len(), 1);
         assert_eq!(agents.data[0].name, "unreported");
+    }
+
+    /// A sandbox provider that reaches outside the machine.
+    #[derive(Debug)]
+    struct Elsewhere;
+
+    #[async_trait]
+    impl SandboxProvider for Elsewhere {
+        async fn open(
+            &self,
+            _spec: &crate::sandbox::SandboxSpec,
+        ) -> std::result::Result<Arc<dyn crate::sandbox::Sandbox>, crate::sandbox::SandboxError>
+        {
+            Err(crate::sandbox::SandboxError::Other("elsewhere".into()))
+        }
+
+        async fn remove(
+            &self,
+            _session_id: &str,
+        ) -> std::result::Result<(), crate::sandbox::SandboxError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn only_its_own_database_with_local_sandboxes_holds_every_effect() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(dir.path().join("db"))
+            .expect("open sled")
+            .as_db();
+        let other = sled::open(dir.path().join("other"))
+            .expect("open sled")
+            .as_db();
+        let local = |sandboxes: Arc<dyn SandboxProvider>| {
+            let options = LocalOptions {
+                sandboxes,
+                ..Default::default()
+            };
+            LocalRuntime::open(&db, options).expect("runtime")
+        };
+        let workspaces = crate::sandbox::local::LocalSandboxes::new(dir.path().join("ws"));
+        let rt = local(Arc::new(workspaces));
+        assert!(rt.writes_only_to(&db));
+        assert!(!rt.writes_only_to(&other), "another database");
+        assert!(local(Arc::new(NoSandboxes)).writes_only_to(&db));
+        assert!(
+            !local(Arc::new(Elsewhere)).writes_only_to(&db),
+            "a remote sandbox provider's effects are outside the database"
+        );
     }
 }

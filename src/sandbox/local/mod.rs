@@ -146,6 +146,10 @@ impl SandboxProvider for LocalSandboxes {
         })
         .await
     }
+
+    fn remote(&self) -> bool {
+        false
+    }
 }
 
 fn io_error(path: &str, e: &std::io::Error) -> SandboxError {

@@ -314,10 +314,11 @@ struct SentBatch {
     answer: std::sync::mpsc::Receiver<DbResult<()>>,
 }
 
-impl Committing for SentBatch {
-    fn wait(self: Box<Self>) -> DbResult<()> {
+impl SentBatch {
+    fn finish(self, durable: bool) -> DbResult<()> {
         let result = match self.answer.recv() {
-            Ok(Ok(())) => self.conn.flush(),
+            Ok(Ok(())) if durable => self.conn.flush(),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(self.conn.lost()),
         };
@@ -326,6 +327,16 @@ impl Committing for SentBatch {
             self.conn.forget_cached(None);
         }
         result
+    }
+}
+
+impl Committing for SentBatch {
+    fn wait(self: Box<Self>) -> DbResult<()> {
+        self.finish(true)
+    }
+
+    fn wait_committed(self: Box<Self>) -> DbResult<()> {
+        self.finish(false)
     }
 }
 
@@ -385,6 +396,12 @@ impl Db for PgDb {
     }
 
     fn atomic_groups(&self) -> bool {
+        true
+    }
+
+    /// Every connection's commits go to one WAL, and a flush covers every
+    /// commit that returned before it (`commit.rs`).
+    fn one_log(&self) -> bool {
         true
     }
 }
