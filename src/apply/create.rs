@@ -41,7 +41,8 @@ pub(super) async fn create(
         started_at: now(),
         pid: std::process::id(),
     };
-    if runtime.writes_only_to(ctx.state.db()) {
+    let own_writes = runtime.writes_only_to(ctx.state.db());
+    if own_writes {
         ctx.state.put_intent_before_own_writes(&intent)?;
     } else {
         ctx.state.put_intent(&intent)?;
@@ -57,7 +58,11 @@ pub(super) async fn create(
         version: record.version,
         digest: record.digest.clone(),
     });
-    ctx.state.put(&record)?;
+    if own_writes {
+        ctx.state.put_after_own_writes(&record)?;
+    } else {
+        ctx.state.put(&record)?;
+    }
     Ok(match record.version {
         Some(v) => format!("created {} (version {v})", record.remote_id),
         None => format!("created {}", record.remote_id),

@@ -304,9 +304,14 @@ impl StateStore {
     /// whenever `now`): a marker behind the database is accepted, and an
     /// fsync'd file per change would double the cost of every write.
     ///
-    /// PostgreSQL commits every change: nothing to do.
+    /// PostgreSQL commits every change and makes it durable before the
+    /// change returns, but for those committed to become durable with the
+    /// writes after them ([`When::WithLaterWrites`]): `now` flushes those too.
     fn make_durable(&self, serial: u64, now: bool) -> Result<(), StateError> {
         if !matches!(self.backend, Backend::Sled { .. }) {
+            if now {
+                self.db.flush()?;
+            }
             return Ok(());
         }
         let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
@@ -343,9 +348,24 @@ impl StateStore {
 
     /// Writes a record and makes it durable before returning.
     pub fn put(&self, record: &ResourceRecord) -> Result<(), StateError> {
+        self.put_then(record, When::Now)
+    }
+
+    /// [`put`](Self::put) for the record of a create whose intent was put
+    /// with [`put_intent_before_own_writes`](Self::put_intent_before_own_writes)
+    /// and whose objects are durable: where the database is one log, the
+    /// record is committed now and made durable by the next flush (the next
+    /// action's, or the command's last). Until then a crash of the server
+    /// can lose only the record, and the durable intent leads the next
+    /// apply to adopt the object instead of creating another.
+    pub fn put_after_own_writes(&self, record: &ResourceRecord) -> Result<(), StateError> {
+        self.put_then(record, When::WithLaterWrites)
+    }
+
+    fn put_then(&self, record: &ResourceRecord, durable: When) -> Result<(), StateError> {
         let key = record.address.to_string();
         let bytes = encode(&key, record)?;
-        self.change(|group, meta| {
+        self.change_then(durable, |group, meta| {
             if group.insert(RESOURCES, key.as_bytes(), &bytes)?.is_none() {
                 meta.resources += 1;
             }
