@@ -257,6 +257,31 @@ fn the_environments_image_is_built_at_apply_and_a_failed_build_stops_it() {
     let proof = found_in_sandbox(&fake, &second, "proof.txt");
     assert_eq!(proof.len(), 1, "{proof:?}");
     assert!(transcripts(&t).contains("hello from the sandbox"));
+
+    // A package change whose build fails stops apply; the environment
+    // keeps the packages it had.
+    t.write(
+        "agentform.yaml",
+        &with(&format!("fakepkg, {}", crate::fake_modal::FAILING_PACKAGE)),
+    );
+    let failed = t.run(&["apply", "--auto-approve"]);
+    assert_ne!(failed.code, 0, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("environment.box")
+            && failed.stderr.contains("cannot be provisioned")
+            && failed.stderr.contains("No matching distribution found"),
+        "{}",
+        failed.stderr
+    );
+    let (_, envs, _) = live_objects(&t.path("state"));
+    assert_eq!(envs.len(), 1);
+    match &envs[0].config {
+        agentform::api::environment::EnvironmentConfig::Cloud(c) => {
+            assert_eq!(c.packages.pip, ["fakepkg"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    t.write("agentform.yaml", &with("fakepkg"));
     t.run(&["destroy", "--auto-approve"]).success();
     assert!(fake.alive().is_empty(), "{:?}", fake.alive());
 }
