@@ -2,7 +2,7 @@
 //! against the fake Modal of `fake_modal/`: the official client's
 //! lifecycle keeps the fake honest, then `agentform` itself applies, runs
 //! and destroys through it — files land in the sandbox, the environment
-//! becomes an image, deadlines kill, faults converge without duplicate
+//! becomes an image built once at apply, deadlines kill, faults converge without duplicate
 //! sandboxes, a cut output stream resumes by offset, and no token or JWT
 //! appears anywhere.
 
@@ -522,27 +522,161 @@ fn a_sandbox_terminated_mid_run_fails_clearly_and_the_next_call_gets_a_new_one()
     );
 }
 
+/// The manifest of [`manifest`] with `n` sessions (`chat`, `chat2`, …) in
+/// environment `box`.
+fn manifest_with_sessions(
+    fake: &FakeModal,
+    calls: &[Value],
+    environment: &str,
+    n: usize,
+) -> String {
+    let mut contents = manifest(fake, calls, environment);
+    for i in 2..=n {
+        contents.push_str(&format!(
+            "  chat{i}:\n    agent: bot\n    environment: box\n    steps:\n      - send: go\n        timeout: 120s\n"
+        ));
+    }
+    contents
+}
+
+/// The image noted for each environment in the state's workspaces.
+fn noted_images(t: &Test) -> Value {
+    match std::fs::read_to_string(t.path("state/workspaces/modal-images.json")) {
+        Ok(text) => serde_json::from_str(&text).unwrap(),
+        Err(_) => json!({}),
+    }
+}
+
 #[test]
-fn a_failed_image_build_fails_the_tool_call_with_the_end_of_its_logs() {
+fn apply_builds_the_environments_image_once_and_sessions_start_from_it() {
+    let fake = FakeModal::start(Options::default());
+    let environment = "    config:\n      type: cloud\n      packages: { pip: [fakepkg] }\n";
+    let calls = [bash("echo hi")];
+    let t = test_with(
+        &fake,
+        &manifest_with_sessions(&fake, &calls, environment, 3),
+    );
+    let apply = t.run(&["apply", "--auto-approve"]).success();
+    assert!(fake.created().is_empty(), "a build opens no sandbox");
+    assert_eq!(fake.builds(), 1, "{:?}", fake.log());
+    assert_eq!(fake.calls_of("ModalClient/ImageGetOrCreate"), 1);
+    assert!(fake.calls_of("ModalClient/ImageJoinStreaming") >= 1);
+    let environment_id = remote_id(&t, "environment.box");
+    let noted = noted_images(&t);
+    let image = noted[&environment_id]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(image.starts_with("im-"), "{noted}");
+    let locations =
+        std::fs::read_to_string(t.path("state/workspaces/modal-locations.json")).unwrap();
+    assert!(locations.contains(&fake.server_url), "{locations}");
+
+    // An unchanged environment is not built again.
+    t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(fake.calls_of("ModalClient/ImageGetOrCreate"), 1);
+
+    // Three sessions at once start from the image built at apply.
+    let run = t.run(&["run"]).success();
+    assert_eq!(fake.alive().len(), 3, "{:?}", fake.alive());
+    for id in fake.alive() {
+        assert_eq!(fake.definition(&id).unwrap().image_id, image);
+        assert!(
+            fake.image_commands(&id)
+                .iter()
+                .any(|c| c.contains("'fakepkg'")),
+            "{:?}",
+            fake.image_commands(&id)
+        );
+    }
+    assert_eq!(fake.builds(), 1, "N sessions, one build");
+    assert_eq!(fake.calls_of("ModalClient/ImageGetOrCreate"), 1);
+    let results = tool_results(&t);
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(
+        results.iter().all(|r| r == &("hi\n".to_owned(), false)),
+        "{results:?}"
+    );
+
+    // A package change builds a new image, which new sandboxes start from.
+    let changed = "    config:\n      type: cloud\n      packages: { pip: [fakepkg, otherpkg] }\n";
+    t.write(
+        "agentform.yaml",
+        &manifest_with_sessions(&fake, &calls, changed, 3),
+    );
+    t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(fake.builds(), 2, "{:?}", fake.log());
+    assert_eq!(remote_id(&t, "environment.box"), environment_id);
+    let rebuilt = noted_images(&t)[&environment_id]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(rebuilt, image);
+    t.run(&["run", "--session", "chat"]).success();
+    let newest = fake.created().last().cloned().unwrap();
+    assert_eq!(fake.definition(&newest).unwrap().image_id, rebuilt);
+    assert_eq!(fake.builds(), 2);
+
+    // Destroy forgets the image (Modal keeps it) and leaves no sandbox.
+    let destroy = t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+    assert_eq!(noted_images(&t), json!({}));
+    assert_no_secret(&fake, &everything(&t, &[&apply, &run, &destroy]));
+    assert_no_secret(&fake, &locations);
+}
+
+#[test]
+fn a_failed_image_build_stops_apply_naming_the_environment_and_its_log() {
     let fake = FakeModal::start(Options::default());
     let environment = format!(
         "    config:\n      type: cloud\n      packages: {{ pip: [{}] }}\n",
         crate::fake_modal::FAILING_PACKAGE
     );
     let t = test_with(&fake, &manifest(&fake, &[bash("echo never")], &environment));
-    t.run(&["apply", "--auto-approve"]).success();
-    t.run(&["run"]);
-    let results = tool_results(&t);
-    assert!(results[0].1, "{results:?}");
-    let text = &results[0].0;
-    assert!(text.contains("Modal image build `im-"), "{text}");
-    assert!(text.contains("failed: Image build failed"), "{text}");
+    let out = t.command(&["apply", "--auto-approve"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("environment.box"), "{stderr}");
+    assert!(stderr.contains("Modal image build `im-"), "{stderr}");
+    assert!(stderr.contains("failed: Image build failed"), "{stderr}");
     assert!(
-        text.contains("No matching distribution found for agentform-fail-build"),
-        "{text}"
+        stderr.contains("No matching distribution found for agentform-fail-build"),
+        "the end of the build log: {stderr}"
     );
-    assert!(!text.contains("never"), "{text}");
+    assert_eq!(fake.builds(), 1);
     assert!(fake.created().is_empty(), "{:?}", fake.created());
+    let state = t.run(&["state", "list"]).success();
+    assert!(
+        !state.stdout.contains("environment.box") && !state.stdout.contains("session.chat"),
+        "{}",
+        state.stdout
+    );
+    assert_eq!(noted_images(&t), json!({}));
+}
+
+#[test]
+fn destroy_without_a_manifest_terminates_the_sessions_sandboxes() {
+    let fake = FakeModal::start(Options::default());
+    let t = test_with(
+        &fake,
+        &manifest_with_sessions(&fake, &[bash("echo here > where.txt")], OPEN, 2),
+    );
+    t.run(&["apply", "--auto-approve"]).success();
+    let run = t.run(&["run"]).success();
+    assert_eq!(fake.alive().len(), 2, "{:?}", fake.alive());
+    for id in fake.alive() {
+        assert!(fake.workspace(&id).join("where.txt").is_file());
+    }
+    std::fs::remove_file(t.path("agentform.yaml")).unwrap();
+    let destroy = t.run(&["destroy", "--auto-approve"]).success();
+    assert!(
+        fake.alive().is_empty(),
+        "destroy from the state alone leaves no sandbox: {:?}",
+        fake.alive()
+    );
+    assert_eq!(noted_images(&t), json!({}));
+    assert!(fake.calls_of("ModalClient/SandboxTerminateV2") >= 2);
+    assert_no_secret(&fake, &everything(&t, &[&run, &destroy]));
 }
 
 #[test]
@@ -587,16 +721,17 @@ fn a_refused_token_is_named_and_never_shown() {
         .env("MODAL_TOKEN_ID", fake.token_id())
         .env("MODAL_TOKEN_SECRET", wrong);
     t.write("agentform.yaml", &manifest(&fake, &[bash("true")], OPEN));
-    t.run(&["apply", "--auto-approve"]).success();
-    let run = t.run(&["run"]);
-    let results = tool_results(&t);
-    let text = format!("{results:?} {} {}", run.stdout, run.stderr);
+    // Refused at apply, where the environment's image is built.
+    let apply = t.run(&["apply", "--auto-approve"]);
+    assert_ne!(apply.code, 0, "{}", apply.stderr);
+    let text = format!("{} {}", apply.stdout, apply.stderr);
+    assert!(text.contains("environment.box"), "{text}");
     assert!(text.contains("UNAUTHENTICATED"), "{text}");
     assert!(
         text.contains("check the Modal token in `MODAL_TOKEN_ID` and `MODAL_TOKEN_SECRET`"),
         "{text}"
     );
-    let all = everything(&t, &[&run]);
+    let all = everything(&t, &[&apply]);
     assert!(!all.contains(wrong), "the secret leaked");
     assert!(!all.contains(fake.token_id()), "the token id leaked");
     assert!(fake.created().is_empty());

@@ -203,6 +203,90 @@ fn assert_no_secret(fake: &FakeModal, all: &str) {
 }
 
 #[test]
+fn the_environments_image_is_built_at_apply_and_a_failed_build_stops_it() {
+    let fake = FakeModal::start(Options::default());
+    let with = |package: &str| {
+        example(&fake, None).replace(
+            "      type: cloud\n",
+            &format!("      type: cloud\n      packages: {{ pip: [{package}] }}\n"),
+        )
+    };
+    // A failed build stops apply naming the environment: no session.
+    let t = test_with(&fake, &with(crate::fake_modal::FAILING_PACKAGE));
+    let failed = t.run(&["apply", "--auto-approve"]);
+    assert_ne!(failed.code, 0, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("environment.box"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed
+            .stderr
+            .contains("No matching distribution found for agentform-fail-build"),
+        "the end of the build log: {}",
+        failed.stderr
+    );
+    assert!(fake.created().is_empty(), "{:?}", fake.created());
+    let (_, envs, sessions) = live_objects(&t.path("state"));
+    assert!(envs.is_empty() && sessions.is_empty());
+
+    // Built once at apply; the session's sandbox starts from it, and the
+    // serve installs nothing.
+    t.write("agentform.yaml", &with("fakepkg"));
+    t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(fake.builds(), 2, "the failed one and this one");
+    let joins = fake.calls_of("ModalClient/ImageJoinStreaming");
+    let first = fake.created()[0].clone();
+    let image = fake.image_commands(&first);
+    assert!(
+        image
+            .iter()
+            .any(|c| c.starts_with("RUN python -m pip install") && c.contains("'fakepkg'")),
+        "{image:?}"
+    );
+    t.run(&["run"]).success();
+    assert_eq!(fake.created().len(), 2, "{:?}", fake.created());
+    assert_eq!(fake.builds(), 2, "sessions build nothing");
+    assert_eq!(fake.calls_of("ModalClient/ImageJoinStreaming"), joins);
+    // The serve's environment has no packages to install (they are in the
+    // image): nothing was installed in the sandbox, and the bash step ran.
+    let second = fake.created()[1].clone();
+    let installed = found_in_sandbox(&fake, &second, ".provisioned");
+    assert!(installed.is_empty(), "{installed:?}");
+    let proof = found_in_sandbox(&fake, &second, "proof.txt");
+    assert_eq!(proof.len(), 1, "{proof:?}");
+    assert!(transcripts(&t).contains("hello from the sandbox"));
+
+    // A package change whose build fails stops apply; the environment
+    // keeps the packages it had.
+    t.write(
+        "agentform.yaml",
+        &with(&format!("fakepkg, {}", crate::fake_modal::FAILING_PACKAGE)),
+    );
+    let failed = t.run(&["apply", "--auto-approve"]);
+    assert_ne!(failed.code, 0, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("environment.box")
+            && failed.stderr.contains("cannot be provisioned")
+            && failed.stderr.contains("No matching distribution found"),
+        "{}",
+        failed.stderr
+    );
+    let (_, envs, _) = live_objects(&t.path("state"));
+    assert_eq!(envs.len(), 1);
+    match &envs[0].config {
+        agentform::api::environment::EnvironmentConfig::Cloud(c) => {
+            assert_eq!(c.packages.pip, ["fakepkg"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    t.write("agentform.yaml", &with("fakepkg"));
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+}
+
+#[test]
 fn destroy_without_a_manifest_reaches_the_sandboxes() {
     let fake = FakeModal::start(Options::default());
     let t = test_with(&fake, &example(&fake, None));

@@ -20,6 +20,7 @@ use crate::sandbox::e2b::location::{self, LOCATIONS_FILE};
 use crate::sandbox::e2b::{self, E2bConfig, E2bSandboxes};
 use crate::sandbox::leftovers::Leftovers;
 use crate::sandbox::local::{Confinement, LocalSandboxes};
+use crate::sandbox::modal::location::{self as modal_location, LOCATIONS_FILE as MODAL_LOCATIONS};
 use crate::sandbox::modal::{self, ModalConfig, ModalSandboxes};
 use crate::sandbox::{Limits, SandboxProvider};
 use crate::state::StateStore;
@@ -114,9 +115,10 @@ pub fn local_sandboxes(
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn SandboxProvider>, ProvidersError> {
     let locations = root.join(LOCATIONS_FILE);
+    let modal_locations = root.join(MODAL_LOCATIONS);
     let mut sandboxes = LocalSandboxes::new(root);
     let Some(m) = manifest else {
-        return noted_elsewhere(sandboxes, &locations, &var);
+        return noted_elsewhere(sandboxes, (&locations, &modal_locations), &var);
     };
     match m.providers.local.as_ref().map(|l| l.sandbox) {
         Some(SandboxKind::E2b) => {
@@ -129,7 +131,8 @@ pub fn local_sandboxes(
         Some(SandboxKind::Modal) => {
             let config = modal_config(m.providers.modal.as_ref(), &m.project, var)?;
             tracing::debug!(?config, "Modal sandboxes");
-            let modal = ModalSandboxes::new(config).map_err(ProvidersError::Setting)?;
+            let modal = ModalSandboxes::noting(config, Some(modal_locations))
+                .map_err(ProvidersError::Setting)?;
             return Ok(Arc::new(modal));
         }
         Some(SandboxKind::None) => sandboxes.confinement = Confinement::None,
@@ -143,13 +146,14 @@ pub fn local_sandboxes(
     Ok(Arc::new(sandboxes))
 }
 
-/// Without a manifest: the local sandboxes, and the E2B places noted in
-/// `locations` (see [`e2b::location`]) so that removing a session also
-/// kills its E2B sandboxes. A place whose key variable is not set cannot be
-/// reached: a warning names the variable, and its sandboxes expire.
+/// Without a manifest: the local sandboxes, and the E2B and Modal places
+/// noted in `locations` (see [`e2b::location`], [`modal::location`]) so
+/// that removing a session also kills its E2B or Modal sandboxes. A place
+/// whose key or token variables are not set cannot be reached: a warning
+/// names them, and its sandboxes expire.
 fn noted_elsewhere(
     local: LocalSandboxes,
-    locations: &std::path::Path,
+    (locations, modal_locations): (&std::path::Path, &std::path::Path),
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn SandboxProvider>, ProvidersError> {
     let mut others: Vec<Arc<dyn SandboxProvider>> = Vec::new();
@@ -165,6 +169,24 @@ fn noted_elsewhere(
         let config = place.config(key).map_err(ProvidersError::Setting)?;
         others.push(Arc::new(
             E2bSandboxes::noting(config, Some(locations.to_path_buf()))
+                .map_err(ProvidersError::Setting)?,
+        ));
+    }
+    for place in modal_location::read(modal_locations).map_err(ProvidersError::Setting)? {
+        let read = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let (Some(id), Some(secret)) = (read(&place.token_id_env), read(&place.token_secret_env))
+        else {
+            tracing::warn!(
+                server_url = %place.server_url,
+                "Modal sandboxes may be left to their timeout: their token is read from `{}` and `{}`, which are not both set",
+                place.token_id_env,
+                place.token_secret_env
+            );
+            continue;
+        };
+        let config = place.config(id, secret).map_err(ProvidersError::Setting)?;
+        others.push(Arc::new(
+            ModalSandboxes::noting(config, Some(modal_locations.to_path_buf()))
                 .map_err(ProvidersError::Setting)?,
         ));
     }

@@ -2,7 +2,7 @@
 //! removes a session's sandboxes from that one and from others too. A
 //! command without a manifest (destroy from the state alone) does not know
 //! where a session's tools ran; the places noted beside the workspaces
-//! (E2B accounts) are asked as well, so that nothing is left to expire.
+//! (E2B accounts, Modal apps) are asked as well, so that nothing is left to expire.
 //! This module must not know which providers it holds.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The fake's control plane (`modal.client.ModalClient`): apps, the
 //! environment's builder version, images (built at once: their commands
-//! are recorded, a `WORKDIR` made), auth tokens and V2 sandboxes (create,
+//! are recorded, a `WORKDIR` made; counted as builds), auth tokens and V2 sandboxes (create,
 //! task id, command router access, tunnels, list by tag, tags, wait,
 //! terminate). Every other method answers `UNIMPLEMENTED`.
 
@@ -26,6 +26,14 @@ type Answer<T> = Result<Response<T>, Status>;
 
 /// A package whose image never builds.
 pub const FAILING_PACKAGE: &str = "agentform-fail-build";
+
+impl super::FakeModal {
+    /// Images built (or failed to build): one per distinct list of
+    /// Dockerfile commands, as Modal builds an image once.
+    pub fn builds(&self) -> usize {
+        self.shared.lock().images.len()
+    }
+}
 
 pub fn service(shared: Arc<Shared>) -> ModalClientServer<Control> {
     ModalClientServer::new(Control { shared })
@@ -140,6 +148,8 @@ impl ModalClient for Control {
             .find(|(_, c)| **c == commands)
             .map(|(id, _)| id.clone());
         let (image_id, result) = match known {
+            // A failed image fails again in the join.
+            Some(id) if commands.iter().any(|c| c.contains(FAILING_PACKAGE)) => (id, None),
             Some(id) => (id, Some(success())),
             None => {
                 let id = random_id("im-", 22);

@@ -268,6 +268,7 @@ mod tests {
                 value: "sk-rule-secret".into(),
             }],
             idempotency_key: "agentform-remote-1".into(),
+            packages: Default::default(),
         };
         let sandbox = host.create(&new).await.unwrap();
         assert_eq!(sandbox.id(), "sbx9");

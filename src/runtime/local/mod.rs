@@ -21,6 +21,7 @@
 
 mod events;
 mod images;
+pub use images::image_of;
 mod live;
 #[cfg(test)]
 mod live_tests;

@@ -1,6 +1,7 @@
 //! The `modal` provider: the remote loop of `crate::runtime::remote` on
 //! Modal. [`ModalHost`] is Modal's control plane as a [`SandboxHost`]
-//! (create with the serve's port declared, find by tags, terminate) and
+//! (an environment's image built at apply, create with the serve's port
+//! declared and from that image, find by tags, terminate) and
 //! [`ModalRemote`] one sandbox's command router and tunnel as a
 //! [`RemoteSandbox`] (files as commands' stdin and stdout, commands, the
 //! URL of the serve's port). Modal reaches only the ports declared when a
@@ -27,7 +28,7 @@ use crate::sandbox::modal::proto::task_command_router as tcr;
 use crate::sandbox::modal::{
     self, dockerfile, Access, ExitStatus, Fd, ModalApi, ModalError, ModalErrorKind, Router, Spec,
 };
-use crate::sandbox::{CommandOutput, Network, Packages};
+use crate::sandbox::{CommandOutput, EnvironmentImage, Network, Packages};
 
 /// The provider's name in manifests.
 pub const PROVIDER_NAME: &str = "modal";
@@ -56,6 +57,14 @@ pub struct ModalHost {
 impl ModalHost {
     pub fn new(api: Arc<ModalApi>) -> Self {
         ModalHost { api }
+    }
+
+    /// The image of an environment's packages: built at apply
+    /// ([`SandboxHost::provision`]), found built (`ImageGetOrCreate`
+    /// answers at once) when a session's sandbox is made.
+    async fn image(&self, packages: &Packages) -> Result<String, ModalError> {
+        let builder = self.api.builder_version().await?;
+        self.api.image(dockerfile(packages, &builder)).await
     }
 
     /// One sandbox reached through its command router and tunnels.
@@ -180,12 +189,7 @@ impl SandboxHost for ModalHost {
             ));
         }
         let config = self.api.config();
-        let builder = self.api.builder_version().await.map_err(remote_error)?;
-        let image_id = self
-            .api
-            .image(dockerfile(&Packages::default(), &builder))
-            .await
-            .map_err(remote_error)?;
+        let image_id = self.image(&new.packages).await.map_err(remote_error)?;
         let port = pb::PortSpec {
             port: u32::from(SERVE_PORT),
             unencrypted: false,
@@ -289,6 +293,25 @@ impl SandboxHost for ModalHost {
             return Ok(());
         }
         Err(remote_error(modal::gone(id)))
+    }
+
+    /// Sandboxes start from their environment's image, its packages
+    /// installed.
+    fn preinstalls_packages(&self) -> bool {
+        true
+    }
+
+    /// Builds the environment's image.
+    async fn provision(&self, image: &EnvironmentImage) -> Result<(), RemoteError> {
+        let name = image
+            .environment_address
+            .as_deref()
+            .unwrap_or(&image.environment_id);
+        self.image(&image.packages).await.map(drop).map_err(|e| {
+            let mut e = remote_error(e);
+            e.message = format!("the Modal image of `{name}`: {}", e.message);
+            e
+        })
     }
 
     fn keep_alive_every(&self) -> Duration {

@@ -38,6 +38,7 @@ use super::{
     RuntimeError, Session,
 };
 
+use super::local::image_of;
 pub use ids::{serve_key, session_id, split_session_id};
 pub use launch::{command as serve_command, READY, SERVE_KEY_ENV};
 pub use sandbox::{
@@ -237,6 +238,20 @@ impl RemoteRuntime {
     }
 
     /// A provider error as the runtime's.
+    /// A failed provisioning of `environment`, as the embedded runtime
+    /// words it.
+    fn unprovisioned(&self, environment: &Environment, e: RemoteError) -> RuntimeError {
+        RuntimeError::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "environment `{}` cannot be provisioned: {}: {}",
+                environment.name,
+                self.host.provider(),
+                e.message
+            ),
+        )
+    }
+
     fn error(&self, e: RemoteError) -> RuntimeError {
         let kind = match e.kind {
             RemoteErrorKind::Gone => ErrorKind::NotFound,
@@ -301,8 +316,17 @@ impl Runtime for RemoteRuntime {
         self.local.archive_agent(id).await
     }
 
+    /// Created in the embedded runtime, then provisioned on the host; a
+    /// failed provisioning removes it again.
     async fn create_environment(&self, body: Value) -> Result<Environment> {
-        self.local.create_environment(body).await
+        let created = self.local.create_environment(body).await?;
+        if let Err(e) = self.host.provision(&image_of(&created)).await {
+            if let Err(undo) = self.local.delete_environment(&created.id).await {
+                tracing::warn!(environment = %created.id, "cannot remove an environment that failed to provision: {undo}");
+            }
+            return Err(self.unprovisioned(&created, e));
+        }
+        Ok(created)
     }
     async fn retrieve_environment(&self, id: &str) -> Result<Environment> {
         self.local.retrieve_environment(id).await
@@ -310,8 +334,24 @@ impl Runtime for RemoteRuntime {
     async fn list_environments(&self, query: &ListQuery) -> Result<Page<Environment>> {
         self.local.list_environments(query).await
     }
+    /// Updated in the embedded runtime, then provisioned on the host when
+    /// its packages changed; a failed provisioning puts the previous
+    /// config back.
     async fn update_environment(&self, id: &str, body: Value) -> Result<Environment> {
-        self.local.update_environment(id, body).await
+        let previous = self.local.retrieve_environment(id).await?;
+        let updated = self.local.update_environment(id, body).await?;
+        let image = image_of(&updated);
+        if image.packages == image_of(&previous).packages {
+            return Ok(updated);
+        }
+        if let Err(e) = self.host.provision(&image).await {
+            let back = serde_json::json!({ "config": previous.config });
+            if let Err(undo) = self.local.update_environment(id, back).await {
+                tracing::warn!(environment = %id, "cannot put back the config of an environment that failed to provision: {undo}");
+            }
+            return Err(self.unprovisioned(&updated, e));
+        }
+        Ok(updated)
     }
     async fn archive_environment(&self, id: &str) -> Result<Environment> {
         self.local.archive_environment(id).await

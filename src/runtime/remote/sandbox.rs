@@ -16,7 +16,7 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::Url;
 
-use crate::sandbox::{CommandOutput, Network};
+use crate::sandbox::{CommandOutput, EnvironmentImage, Network, Packages};
 
 /// What went wrong, as far as the runtime decides anything by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +151,10 @@ pub struct NewSandbox {
     /// Retries of the creation send it, so the provider makes one sandbox
     /// (`[a-z0-9-]`).
     pub idempotency_key: String,
+    /// The environment's packages: a host that
+    /// [preinstalls](SandboxHost::preinstalls_packages) them starts the
+    /// sandbox from its image of them.
+    pub packages: Packages,
 }
 
 /// A sandbox as a listing shows it.
@@ -190,4 +194,16 @@ pub trait SandboxHost: Send + Sync {
     /// How often [`keep_alive`](Self::keep_alive) is due while a session
     /// is used.
     fn keep_alive_every(&self) -> Duration;
+    /// Whether sandboxes start with their environment's pip and npm
+    /// packages installed (the serve then installs none). The default: no,
+    /// the serve installs them when it creates the environment.
+    fn preinstalls_packages(&self) -> bool {
+        false
+    }
+    /// The environment was created or its packages changed: build what its
+    /// sessions' sandboxes start from. An error fails the environment's
+    /// create or update. The default builds nothing.
+    async fn provision(&self, _image: &EnvironmentImage) -> Result<(), RemoteError> {
+        Ok(())
+    }
 }

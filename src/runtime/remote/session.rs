@@ -15,8 +15,10 @@ use super::{
     serve_key, session_id, Client, RemoteRuntime, LOOP_REMOTE, META_AGENT, META_AGENT_VERSION,
     META_ENVIRONMENT, META_LOOP,
 };
+use crate::api::environment::EnvironmentConfig;
 use crate::api::META_ADDRESS;
 use crate::api::META_MANIFEST;
+use crate::runtime::local::image_of;
 use crate::runtime::{Agent, Environment, ListQuery, Page, Result, Runtime, RuntimeError, Session};
 use crate::sandbox::Network;
 
@@ -66,6 +68,7 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
         model_hosts: rt.options.model_hosts.clone(),
         header_rules: Vec::new(),
         idempotency_key: idempotency_key(),
+        packages: image_of(&environment).packages,
     };
     let sandbox = rt.host.create(&new).await.map_err(|e| rt.error(e))?;
     let sandbox_id = sandbox.id().to_owned();
@@ -95,7 +98,10 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
         let client = Arc::new(rt.client(Arc::clone(&sandbox), port, metadata)?);
         let remote_env = client
             .api
-            .create_environment(environment_body(&environment))
+            .create_environment(environment_body(
+                &environment,
+                rt.host.preinstalls_packages(),
+            ))
             .await?;
         let remote_agent = client.api.create_agent(agent_body(&agent)).await?;
         let mut session_body = body.clone();
@@ -281,9 +287,16 @@ fn body_of(object: Value, drop: &[&str]) -> Value {
     Value::Object(map)
 }
 
-fn environment_body(environment: &Environment) -> Value {
+/// The environment as the serve creates it; without the pip and npm
+/// packages when the sandbox's image holds them already.
+fn environment_body(environment: &Environment, preinstalled: bool) -> Value {
+    let mut environment = environment.clone();
+    if let (true, EnvironmentConfig::Cloud(cloud)) = (preinstalled, &mut environment.config) {
+        cloud.packages.pip.clear();
+        cloud.packages.npm.clear();
+    }
     body_of(
-        serde_json::to_value(environment).unwrap_or_default(),
+        serde_json::to_value(&environment).unwrap_or_default(),
         &[
             "id",
             "archived_at",

@@ -13,12 +13,17 @@
 //! * `router.rs`: a sandbox's command router (exec, output, stdin);
 //! * `exec.rs`: one command to its end (resumed output, deadline, kill);
 //! * `image.rs`: an environment's image as Dockerfile commands;
+//! * `images.rs`: that image built at apply and noted for its sessions;
+//! * `location.rs`: where the sandboxes are, noted beside the workspaces
+//!   for commands without a manifest;
 //! * `sandbox.rs`: [`ModalSandbox`], the [`Sandbox`] of a session.
 //!
 //! [`ModalSandboxes`] opens sandboxes: it adopts the running sandbox of a
 //! session (found by its `agentform.session` tag, e.g. after a crash)
 //! instead of creating a duplicate, and terminates them by the same tag
-//! when the session is archived or deleted.
+//! when the session is archived or deleted. It builds an environment's
+//! image when the environment is created or its packages change, and
+//! opens the environment's sessions from it.
 //! This module must not know the agent loop or the state, and never puts a
 //! credential in a message, a log line or a sandbox.
 
@@ -27,12 +32,16 @@ mod control;
 mod error;
 mod exec;
 mod image;
+mod images;
+pub mod location;
 pub mod proto;
 mod router;
 mod rpc;
 mod sandbox;
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -45,12 +54,13 @@ pub use self::control::{gone, Access, Listed, ModalApi};
 pub use self::error::{ModalError, ModalErrorKind};
 pub use self::exec::{capture, kill, run, shell, Captured, Fd, Outcome, Spec};
 pub use self::image::{dockerfile, WORKSPACE};
+pub use self::images::IMAGES_FILE;
 use self::proto::client as pb;
 pub use self::router::{ExitStatus, Router};
 pub use self::rpc::{uuid4, CLIENT_HEADERS};
 pub use self::sandbox::{confine, ModalSandbox};
 use super::local::PACKAGE_REGISTRIES;
-use super::{Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use super::{EnvironmentImage, Network, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 use crate::api::META_MANIFEST;
 
 /// The tag naming the session a sandbox belongs to: how it is found again.
@@ -72,15 +82,33 @@ struct Shared {
     /// Sessions archived through this provider: their sandboxes are not
     /// opened again (a turn still running would otherwise start one).
     archived: Mutex<HashSet<String>>,
+    /// Where to note this account's location before the first image or
+    /// sandbox.
+    note: Option<PathBuf>,
+    noted: AtomicBool,
+    /// The environments' images, noted beside `note`.
+    images: images::Images,
 }
 
 impl ModalSandboxes {
     pub fn new(config: ModalConfig) -> Result<Self, String> {
+        Self::noting(config, None)
+    }
+
+    /// Sandboxes that note where they are in `note` (see `location.rs`)
+    /// before the first image or sandbox is made, and their environments'
+    /// images beside it.
+    pub fn noting(config: ModalConfig, note: Option<PathBuf>) -> Result<Self, String> {
         let api = Arc::new(ModalApi::new(config)?);
         Ok(ModalSandboxes {
             shared: Arc::new(Shared {
                 api,
                 archived: Mutex::new(HashSet::new()),
+                images: images::Images {
+                    file: note.as_ref().map(|n| n.with_file_name(IMAGES_FILE)),
+                },
+                note,
+                noted: AtomicBool::new(false),
             }),
         })
     }
@@ -122,7 +150,7 @@ impl Shared {
         }
         let access = match self.adopt(&spec.session_id).await.map_err(modal_error)? {
             Some(access) => access,
-            None => self.create(spec).await.map_err(|e| {
+            None => self.note_location()?.create(spec).await.map_err(|e| {
                 SandboxError::Provision(format!(
                     "Modal sandbox of environment `{}`: {}",
                     spec.environment_id, e.message
@@ -131,6 +159,21 @@ impl Shared {
         };
         let router = Router::new(Arc::clone(&self.api), access).map_err(modal_error)?;
         Ok(Arc::new(router))
+    }
+
+    /// Notes where this account's sandboxes are, once per process.
+    fn note_location(&self) -> Result<&Self, SandboxError> {
+        let Some(file) = &self.note else {
+            return Ok(self);
+        };
+        if self.noted.load(Ordering::Relaxed) {
+            return Ok(self);
+        }
+        location::remember(file, &location::ModalLocation::of(self.api.config())).map_err(|e| {
+            SandboxError::Provision(format!("cannot note where Modal sandboxes are: {e}"))
+        })?;
+        self.noted.store(true, Ordering::Relaxed);
+        Ok(self)
     }
 
     fn is_archived(&self, session_id: &str) -> bool {
@@ -181,16 +224,24 @@ impl Shared {
         Ok(adopted)
     }
 
-    /// A new sandbox for the session, from its environment's image. A
+    /// A new sandbox for the session, from its environment's image (the
+    /// one built at apply; built now for an environment without one). A
     /// create whose answer was lost may have made one: it is looked for by
     /// its tags before trying again, so retries make at most one.
     async fn create(&self, spec: &SandboxSpec) -> Result<Access, ModalError> {
         let config = self.api.config();
-        let builder_version = self.api.builder_version().await?;
-        let image_id = self
-            .api
-            .image(dockerfile(&spec.packages, &builder_version))
-            .await?;
+        let noted = self
+            .images
+            .image_for(&self.api, &spec.environment_id, &spec.packages);
+        let image_id = match noted {
+            Some(id) => id,
+            None => {
+                let builder_version = self.api.builder_version().await?;
+                self.api
+                    .image(dockerfile(&spec.packages, &builder_version))
+                    .await?
+            }
+        };
         let definition = pb::Sandbox {
             image_id,
             timeout_secs: u32::try_from(config.timeout.as_secs().max(1)).unwrap_or(u32::MAX),
@@ -281,6 +332,17 @@ impl SandboxProvider for ModalSandboxes {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(session_id.to_owned());
         self.shared.terminate_all(session_id).await
+    }
+
+    /// Builds the environment's image (see `images.rs`).
+    async fn provision(&self, image: &EnvironmentImage) -> Result<(), SandboxError> {
+        self.shared.note_location()?;
+        self.shared.images.provision(&self.shared.api, image).await
+    }
+
+    /// Forgets the environment's image; Modal keeps it (see `images.rs`).
+    async fn retire(&self, environment_id: &str) -> Result<(), SandboxError> {
+        self.shared.images.retire(environment_id)
     }
 }
 
