@@ -17,12 +17,12 @@ use serde_json::{json, Value};
 
 use super::providers::{e2b_config_for, modal_config_for, ProvidersError};
 use crate::graph::Kind;
-use crate::manifest::spec::{ModalProviderSpec, ModelBackendSpec};
+use crate::manifest::spec::{ModalProviderSpec, ModelBackendSpec, ModelKeySpec};
 use crate::manifest::Manifest;
 use crate::runtime::anthropic::Secret;
 use crate::runtime::e2b::{E2bHost, PROVIDER_NAME};
 use crate::runtime::modal::{self as modal_host, ModalHost};
-use crate::runtime::remote::{RemoteOptions, RemoteRuntime};
+use crate::runtime::remote::{HeaderRule, RemoteOptions, RemoteRuntime};
 use crate::runtime::Runtime;
 use crate::sandbox::e2b::location::{self, E2bLocation, LOCATIONS_FILE};
 use crate::sandbox::e2b::{self, E2bApi, E2bConfig};
@@ -32,6 +32,9 @@ use crate::state::StateStore;
 /// How long the serve in a fresh sandbox may take to listen.
 const READY_DEADLINE: Duration = Duration::from_secs(120);
 const DEFAULT_MODEL_HOST: &str = "api.anthropic.com";
+/// What the serve holds instead of a model key under `model_key: inject`:
+/// the model client needs a value, and the egress replaces its header.
+pub const INJECTED_KEY_PLACEHOLDER: &str = "not-a-key-set-by-the-sandbox-egress";
 
 /// The `e2b` provider, when the manifest or the state uses it.
 pub fn e2b_runtime(
@@ -60,10 +63,16 @@ pub fn e2b_runtime(
                 &m.project,
                 var,
             )?;
+            let keys = m
+                .providers
+                .e2b
+                .as_ref()
+                .and_then(|e| e.model_key)
+                .unwrap_or_default();
             (
                 config,
                 declared
-                    .then(|| models_of(m, PROVIDER_NAME, var))
+                    .then(|| models_of(m, PROVIDER_NAME, keys, var))
                     .transpose()?,
             )
         }
@@ -91,6 +100,7 @@ pub fn e2b_runtime(
         manifest: models.manifest,
         model_envs: models.envs,
         model_hosts: models.hosts,
+        header_rules: models.rules,
         key: Secret::new(config.api_key.clone()),
         ready_deadline: READY_DEADLINE,
         max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
@@ -129,7 +139,9 @@ pub fn modal_runtime(
         Some(m) => {
             let spec = m.providers.modal.as_ref();
             let config = modal_config_for(&user, spec, &m.project, var)?;
-            let models = declared.then(|| models_of(m, name, var)).transpose()?;
+            let models = declared
+                .then(|| models_of(m, name, ModelKeySpec::Env, var))
+                .transpose()?;
             (config, models)
         }
         None => {
@@ -158,6 +170,7 @@ pub fn modal_runtime(
         manifest: models.manifest,
         model_envs: models.envs,
         model_hosts: models.hosts,
+        header_rules: models.rules,
         key: Secret::new(config.token_secret.clone()),
         ready_deadline: READY_DEADLINE,
         max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
@@ -211,15 +224,28 @@ fn config_from_state(
 #[derive(Default)]
 struct Models {
     manifest: String,
+    /// The serve's variables: the keys, or placeholders under `inject`.
     envs: Vec<(String, Secret)>,
     hosts: Vec<String>,
+    /// Under `inject`: the keys, as headers the egress sets per host.
+    rules: Vec<HeaderRule>,
+}
+
+/// How one model backend is reached: its key's variable, its host and
+/// the header its client sends the key in (with the value's prefix).
+struct Reach {
+    key_env: Option<String>,
+    host: Option<String>,
+    header: (&'static str, &'static str),
 }
 
 /// The backends of the models the `provider` agents use, the keys they need
-/// (each must be set) and the hosts they reach.
+/// (each must be set) and the hosts they reach; under `inject` the keys
+/// become header rules and the serve gets placeholders.
 fn models_of(
     m: &Manifest,
     provider: &str,
+    keys: ModelKeySpec,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Models, ProvidersError> {
     let specs = m
@@ -248,24 +274,31 @@ fn models_of(
                 r.address
             )));
         };
-        let (key_env, host) = match spec {
+        let reach = match spec {
             ModelBackendSpec::Anthropic {
                 base_url,
                 api_key_env,
                 ..
             } => {
-                (
-                    Some(api_key_env.clone().unwrap_or_else(|| {
+                Reach {
+                    key_env: Some(api_key_env.clone().unwrap_or_else(|| {
                         crate::model::anthropic::DEFAULT_API_KEY_ENV.to_owned()
                     })),
-                    Some(host_of(base_url.as_deref()).unwrap_or_else(|| DEFAULT_MODEL_HOST.into())),
-                )
+                    host: Some(
+                        host_of(base_url.as_deref()).unwrap_or_else(|| DEFAULT_MODEL_HOST.into()),
+                    ),
+                    header: ("x-api-key", ""),
+                }
             }
             ModelBackendSpec::Openai {
                 base_url,
                 api_key_env,
                 ..
-            } => (api_key_env.clone(), host_of(Some(base_url))),
+            } => Reach {
+                key_env: api_key_env.clone(),
+                host: host_of(Some(base_url)),
+                header: ("authorization", "Bearer "),
+            },
             ModelBackendSpec::Scripted { transcript, .. } => {
                 if let Some(t) = transcript {
                     return Err(ProvidersError::Setting(format!(
@@ -274,21 +307,38 @@ fn models_of(
                         r.address
                     )));
                 }
-                (None, None)
+                Reach {
+                    key_env: None,
+                    host: None,
+                    header: ("", ""),
+                }
             }
         };
-        if let Some(env) = key_env {
-            let value = var(&env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+        if let Some(env) = &reach.key_env {
+            let value = var(env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
                 ProvidersError::Setting(format!(
                     "`{}` runs on `{provider}` with model `{model}`, whose key is read from `{env}`, which is not set",
                     r.address
                 ))
             })?;
-            if !out.envs.iter().any(|(k, _)| *k == env) {
-                out.envs.push((env, Secret::new(value)));
+            let value = match keys {
+                ModelKeySpec::Env => value,
+                ModelKeySpec::Inject => {
+                    inject(&mut out.rules, &reach, value.trim()).map_err(|why| {
+                        ProvidersError::Setting(format!(
+                            "`{}` runs on `{provider}` with model `{model}` and `model_key: inject`, but {why}",
+                            r.address
+                        ))
+                    })?;
+                    INJECTED_KEY_PLACEHOLDER.to_owned()
+                }
+            };
+            if !out.envs.iter().any(|(k, _)| k == env) {
+                out.envs.push((env.clone(), Secret::new(value)));
             }
         }
-        out.hosts.extend(host.filter(|h| !out.hosts.contains(h)));
+        out.hosts
+            .extend(reach.host.filter(|h| !out.hosts.contains(h)));
         used.insert(model, spec.clone());
     }
     out.manifest = json!({
@@ -297,6 +347,31 @@ fn models_of(
     })
     .to_string();
     Ok(out)
+}
+
+/// Adds the rule that sets `key` on the model's requests; a message (no
+/// secret in it) when the host is unknown or already gets another key in
+/// the same header.
+fn inject(rules: &mut Vec<HeaderRule>, reach: &Reach, key: &str) -> Result<(), String> {
+    let Some(host) = &reach.host else {
+        return Err("its `base_url` names no host to set the key for".to_owned());
+    };
+    let (name, prefix) = reach.header;
+    let rule = HeaderRule {
+        host: host.clone(),
+        name: name.to_owned(),
+        value: format!("{prefix}{key}"),
+    };
+    match rules.iter().find(|r| r.host == rule.host && r.name == rule.name) {
+        Some(r) if r.value == rule.value => Ok(()),
+        Some(_) => Err(format!(
+            "another model reaches `{host}` with a different key in `{name}`, and one egress rule per host cannot tell them apart"
+        )),
+        None => {
+            rules.push(rule);
+            Ok(())
+        }
+    }
 }
 
 fn host_of(url: Option<&str>) -> Option<String> {

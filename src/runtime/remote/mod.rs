@@ -64,6 +64,9 @@ pub struct RemoteOptions {
     pub model_envs: Vec<(String, Secret)>,
     /// Hosts the models are reached at, allowed under limited networking.
     pub model_hosts: Vec<String>,
+    /// Headers the provider's egress sets on the sandbox's requests (the
+    /// model keys under `model_key: inject`); `Debug` hides their values.
+    pub header_rules: Vec<HeaderRule>,
     /// The provider's key: the serve keys are derived from it.
     pub key: Secret,
     /// How long the serve may take to listen.

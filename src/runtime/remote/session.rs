@@ -64,7 +64,7 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
         metadata: metadata.clone(),
         network: network_of(&environment),
         model_hosts: rt.options.model_hosts.clone(),
-        header_rules: Vec::new(),
+        header_rules: rt.options.header_rules.clone(),
         idempotency_key: idempotency_key(),
     };
     let sandbox = rt.host.create(&new).await.map_err(|e| rt.error(e))?;
