@@ -444,6 +444,98 @@ fn check_static_for(path: &Path, label: &str, provider: &str) -> Result<(), Stri
 mod tests {
     use super::*;
 
+    fn manifest(dir: &Path, models: &str, agents: &str) -> Manifest {
+        let path = dir.join("agentform.yaml");
+        let yaml = format!(
+            "version: 1\nname: m\nprovider: e2b\nproviders:\n  local:\n    models:\n{models}\
+             environments:\n  box: {{ config: {{ type: cloud }} }}\nagents:\n{agents}"
+        );
+        std::fs::write(&path, yaml).unwrap();
+        crate::manifest::load(&crate::manifest::LoadOptions {
+            files: vec![path],
+            vars: Vec::new(),
+            allow_empty: false,
+        })
+        .unwrap_or_else(|d| panic!("{}", d.render(false)))
+    }
+
+    const TWO_MODELS: &str = "      claude: { backend: anthropic, api_key_env: A_KEY }\n      \
+         local: { backend: openai, base_url: 'http://llm.internal:8000/v1', api_key_env: O_KEY }\n";
+
+    fn var(name: &str) -> Option<String> {
+        match name {
+            "A_KEY" => Some("sk-a-secret ".into()),
+            "O_KEY" => Some("sk-o-secret".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn inject_turns_the_keys_into_header_rules_and_the_serve_gets_placeholders() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest(
+            dir.path(),
+            TWO_MODELS,
+            "  a: { model: claude }\n  b: { model: local }\n",
+        );
+        let models = models_of(&m, "e2b", ModelKeySpec::Inject, &var).unwrap();
+        let rules: Vec<(&str, &str, &str)> = models
+            .rules
+            .iter()
+            .map(|r| (r.host.as_str(), r.name.as_str(), r.value.as_str()))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("api.anthropic.com", "x-api-key", "sk-a-secret"),
+                ("llm.internal", "authorization", "Bearer sk-o-secret"),
+            ]
+        );
+        assert_eq!(models.hosts, ["api.anthropic.com", "llm.internal"]);
+        for (name, value) in &models.envs {
+            assert_eq!(value.expose(), INJECTED_KEY_PLACEHOLDER, "{name}");
+        }
+        assert_eq!(models.envs.len(), 2);
+        assert!(!models.manifest.contains("secret"), "{}", models.manifest);
+        let shown = format!("{:?}", models.rules);
+        assert!(!shown.contains("secret"), "{shown}");
+
+        let env = models_of(&m, "e2b", ModelKeySpec::Env, &var).unwrap();
+        assert!(env.rules.is_empty());
+        assert!(env.envs.iter().any(|(_, v)| v.expose() == "sk-a-secret "));
+    }
+
+    #[test]
+    fn inject_refuses_two_keys_for_one_host_and_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = "      one: { backend: anthropic, api_key_env: A_KEY }\n      \
+                      two: { backend: anthropic, api_key_env: O_KEY }\n";
+        let m = manifest(
+            dir.path(),
+            models,
+            "  a: { model: one }\n  b: { model: two }\n",
+        );
+        let e = models_of(&m, "e2b", ModelKeySpec::Inject, &var)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("`api.anthropic.com` with a different key"),
+            "{e}"
+        );
+        assert!(!e.contains("secret"), "{e}");
+        // The same key twice is one rule.
+        let same = "      one: { backend: anthropic, api_key_env: A_KEY }\n      \
+                    two: { backend: anthropic, api_key_env: A_KEY }\n";
+        let m = manifest(
+            dir.path(),
+            same,
+            "  a: { model: one }\n  b: { model: two }\n",
+        );
+        let models = models_of(&m, "e2b", ModelKeySpec::Inject, &var).unwrap();
+        assert_eq!(models.rules.len(), 1);
+    }
+
     #[test]
     fn a_dynamic_executable_is_refused_naming_the_file() {
         // The test binary itself is linked dynamically.
