@@ -231,12 +231,18 @@ struct Models {
     rules: Vec<HeaderRule>,
 }
 
-/// How one model backend is reached: its key's variable, its host and
-/// the header its client sends the key in (with the value's prefix).
+/// How one model backend is reached: its key (if it takes one) and its host.
 struct Reach {
-    key_env: Option<String>,
+    key: Option<Key>,
     host: Option<String>,
-    header: (&'static str, &'static str),
+}
+
+/// A model's key: the variable holding it and how its client sends it.
+struct Key {
+    env: String,
+    header: &'static str,
+    /// Before the key in the header's value.
+    prefix: &'static str,
 }
 
 /// The backends of the models the `provider` agents use, the keys they need
@@ -279,25 +285,29 @@ fn models_of(
                 base_url,
                 api_key_env,
                 ..
-            } => {
-                Reach {
-                    key_env: Some(api_key_env.clone().unwrap_or_else(|| {
-                        crate::model::anthropic::DEFAULT_API_KEY_ENV.to_owned()
-                    })),
-                    host: Some(
-                        host_of(base_url.as_deref()).unwrap_or_else(|| DEFAULT_MODEL_HOST.into()),
-                    ),
-                    header: ("x-api-key", ""),
-                }
-            }
+            } => Reach {
+                key: Some(Key {
+                    env: api_key_env
+                        .clone()
+                        .unwrap_or_else(|| crate::model::anthropic::DEFAULT_API_KEY_ENV.to_owned()),
+                    header: "x-api-key",
+                    prefix: "",
+                }),
+                host: Some(
+                    host_of(base_url.as_deref()).unwrap_or_else(|| DEFAULT_MODEL_HOST.into()),
+                ),
+            },
             ModelBackendSpec::Openai {
                 base_url,
                 api_key_env,
                 ..
             } => Reach {
-                key_env: api_key_env.clone(),
+                key: api_key_env.clone().map(|env| Key {
+                    env,
+                    header: "authorization",
+                    prefix: "Bearer ",
+                }),
                 host: host_of(Some(base_url)),
-                header: ("authorization", "Bearer "),
             },
             ModelBackendSpec::Scripted { transcript, .. } => {
                 if let Some(t) = transcript {
@@ -308,13 +318,13 @@ fn models_of(
                     )));
                 }
                 Reach {
-                    key_env: None,
+                    key: None,
                     host: None,
-                    header: ("", ""),
                 }
             }
         };
-        if let Some(env) = &reach.key_env {
+        if let Some(key) = &reach.key {
+            let env = &key.env;
             let value = var(env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
                 ProvidersError::Setting(format!(
                     "`{}` runs on `{provider}` with model `{model}`, whose key is read from `{env}`, which is not set",
@@ -324,7 +334,7 @@ fn models_of(
             let value = match keys {
                 ModelKeySpec::Env => value,
                 ModelKeySpec::Inject => {
-                    inject(&mut out.rules, &reach, value.trim()).map_err(|why| {
+                    inject(&mut out.rules, reach.host.as_deref(), key, value.trim()).map_err(|why| {
                         ProvidersError::Setting(format!(
                             "`{}` runs on `{provider}` with model `{model}` and `model_key: inject`, but {why}",
                             r.address
@@ -352,15 +362,20 @@ fn models_of(
 /// Adds the rule that sets `key` on the model's requests; a message (no
 /// secret in it) when the host is unknown or already gets another key in
 /// the same header.
-fn inject(rules: &mut Vec<HeaderRule>, reach: &Reach, key: &str) -> Result<(), String> {
-    let Some(host) = &reach.host else {
+fn inject(
+    rules: &mut Vec<HeaderRule>,
+    host: Option<&str>,
+    key: &Key,
+    value: &str,
+) -> Result<(), String> {
+    let Some(host) = host else {
         return Err("its `base_url` names no host to set the key for".to_owned());
     };
-    let (name, prefix) = reach.header;
+    let name = key.header;
     let rule = HeaderRule {
-        host: host.clone(),
+        host: host.to_owned(),
         name: name.to_owned(),
-        value: format!("{prefix}{key}"),
+        value: format!("{}{value}", key.prefix),
     };
     match rules.iter().find(|r| r.host == rule.host && r.name == rule.name) {
         Some(r) if r.value == rule.value => Ok(()),
