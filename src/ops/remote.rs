@@ -2,7 +2,8 @@
 //! when the manifest or the state uses them: their settings and keys, the executable
 //! it uploads (a static x86_64 build against the real service; against a
 //! loopback fake this executable as it is), the model backends its agents
-//! use and their keys, all checked here, before any call, so that a plan
+//! use and their keys (with E2B's `model_key: inject`, turned into egress
+//! header rules and placeholders), all checked here, before any call, so that a plan
 //! with bad input stops naming the variable or file and leaves nothing
 //! behind. Without a manifest (destroy from the state) the E2B location
 //! noted beside the workspaces says where E2B sandboxes are, and the

@@ -15,7 +15,8 @@
 //! the [`SandboxHost`] / [`RemoteSandbox`] traits (`sandbox.rs`), which
 //! E2B implements in `crate::runtime::e2b` and Modal in
 //! `crate::runtime::modal`. It never writes a credential
-//! anywhere but the serve's own environment.
+//! anywhere but the serve's own environment and the header rules the
+//! provider's egress applies (`model_key: inject`).
 
 mod ids;
 mod launch;
