@@ -5,7 +5,8 @@
 //! destroyed with nothing left, also from the state alone; archives kill
 //! sandboxes; injected faults converge without a duplicate sandbox; a cut
 //! start stream and a sandbox killed mid-run fail clearly; the timeout is
-//! re-armed; no secret reaches a file or an output.
+//! re-armed; no secret reaches a file (the sandboxes' included) or an
+//! output.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -137,7 +138,13 @@ fn the_example_applies_runs_outlives_the_cli_and_is_destroyed_with_nothing_left(
     assert!(agents.iter().all(|a| a.archived_at.is_some()));
     assert!(envs.is_empty() && sessions.is_empty());
 
-    let all = everything(&t, &[&apply, &run, &plan, &destroy]);
+    let mut all = everything(&t, &[&apply, &run, &plan, &destroy]);
+    // The sandboxes' files too: the serve's log, its manifest, its data.
+    for sandbox in fake.created() {
+        for f in files_under(&fake.root(&sandbox)) {
+            all.push_str(&String::from_utf8_lossy(&std::fs::read(f).unwrap()));
+        }
+    }
     let secrets = [fake.key().to_owned(), MODEL_KEY.to_owned()]
         .into_iter()
         .chain(serve_keys)

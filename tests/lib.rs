@@ -4,12 +4,14 @@
 mod common;
 mod fake_e2b;
 mod fake_modal;
+mod fake_model;
 
 mod anthropic;
 mod bad_manifests;
 mod cli;
 mod crash;
 mod e2b;
+mod e2b_inject;
 mod e2b_remote;
 mod examples;
 mod lifecycle;

@@ -2,7 +2,8 @@
 //! when the manifest or the state uses them: their settings and keys, the executable
 //! it uploads (a static x86_64 build against the real service; against a
 //! loopback fake this executable as it is), the model backends its agents
-//! use and their keys, all checked here, before any call, so that a plan
+//! use and their keys (with E2B's `model_key: inject`, turned into egress
+//! header rules and placeholders), all checked here, before any call, so that a plan
 //! with bad input stops naming the variable or file and leaves nothing
 //! behind. Without a manifest (destroy from the state) the E2B location
 //! noted beside the workspaces says where E2B sandboxes are, and the
@@ -17,12 +18,12 @@ use serde_json::{json, Value};
 
 use super::providers::{e2b_config_for, modal_config_for, ProvidersError};
 use crate::graph::Kind;
-use crate::manifest::spec::{ModalProviderSpec, ModelBackendSpec};
+use crate::manifest::spec::{ModalProviderSpec, ModelBackendSpec, ModelKeySpec};
 use crate::manifest::Manifest;
 use crate::runtime::anthropic::Secret;
 use crate::runtime::e2b::{E2bHost, PROVIDER_NAME};
 use crate::runtime::modal::{self as modal_host, ModalHost};
-use crate::runtime::remote::{RemoteOptions, RemoteRuntime};
+use crate::runtime::remote::{HeaderRule, RemoteOptions, RemoteRuntime};
 use crate::runtime::Runtime;
 use crate::sandbox::e2b::location::{self, E2bLocation, LOCATIONS_FILE};
 use crate::sandbox::e2b::{self, E2bApi, E2bConfig};
@@ -32,6 +33,9 @@ use crate::state::StateStore;
 /// How long the serve in a fresh sandbox may take to listen.
 const READY_DEADLINE: Duration = Duration::from_secs(120);
 const DEFAULT_MODEL_HOST: &str = "api.anthropic.com";
+/// What the serve holds instead of a model key under `model_key: inject`:
+/// the model client needs a value, and the egress replaces its header.
+pub const INJECTED_KEY_PLACEHOLDER: &str = "not-a-key-set-by-the-sandbox-egress";
 
 /// The `e2b` provider, when the manifest or the state uses it.
 pub fn e2b_runtime(
@@ -60,10 +64,16 @@ pub fn e2b_runtime(
                 &m.project,
                 var,
             )?;
+            let keys = m
+                .providers
+                .e2b
+                .as_ref()
+                .and_then(|e| e.model_key)
+                .unwrap_or_default();
             (
                 config,
                 declared
-                    .then(|| models_of(m, PROVIDER_NAME, var))
+                    .then(|| models_of(m, PROVIDER_NAME, keys, var))
                     .transpose()?,
             )
         }
@@ -91,6 +101,7 @@ pub fn e2b_runtime(
         manifest: models.manifest,
         model_envs: models.envs,
         model_hosts: models.hosts,
+        header_rules: models.rules,
         key: Secret::new(config.api_key.clone()),
         ready_deadline: READY_DEADLINE,
         max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
@@ -129,7 +140,9 @@ pub fn modal_runtime(
         Some(m) => {
             let spec = m.providers.modal.as_ref();
             let config = modal_config_for(&user, spec, &m.project, var)?;
-            let models = declared.then(|| models_of(m, name, var)).transpose()?;
+            let models = declared
+                .then(|| models_of(m, name, ModelKeySpec::Env, var))
+                .transpose()?;
             (config, models)
         }
         None => {
@@ -158,6 +171,7 @@ pub fn modal_runtime(
         manifest: models.manifest,
         model_envs: models.envs,
         model_hosts: models.hosts,
+        header_rules: models.rules,
         key: Secret::new(config.token_secret.clone()),
         ready_deadline: READY_DEADLINE,
         max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
@@ -211,15 +225,34 @@ fn config_from_state(
 #[derive(Default)]
 struct Models {
     manifest: String,
+    /// The serve's variables: the keys, or placeholders under `inject`.
     envs: Vec<(String, Secret)>,
     hosts: Vec<String>,
+    /// Under `inject`: the keys, as headers the egress sets per host.
+    rules: Vec<HeaderRule>,
+}
+
+/// How one model backend is reached: its key (if it takes one) and its host.
+struct Reach {
+    key: Option<Key>,
+    host: Option<String>,
+}
+
+/// A model's key: the variable holding it and how its client sends it.
+struct Key {
+    env: String,
+    header: &'static str,
+    /// Before the key in the header's value.
+    prefix: &'static str,
 }
 
 /// The backends of the models the `provider` agents use, the keys they need
-/// (each must be set) and the hosts they reach.
+/// (each must be set) and the hosts they reach; under `inject` the keys
+/// become header rules and the serve gets placeholders.
 fn models_of(
     m: &Manifest,
     provider: &str,
+    keys: ModelKeySpec,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Models, ProvidersError> {
     let specs = m
@@ -248,24 +281,35 @@ fn models_of(
                 r.address
             )));
         };
-        let (key_env, host) = match spec {
+        let reach = match spec {
             ModelBackendSpec::Anthropic {
                 base_url,
                 api_key_env,
                 ..
-            } => {
-                (
-                    Some(api_key_env.clone().unwrap_or_else(|| {
-                        crate::model::anthropic::DEFAULT_API_KEY_ENV.to_owned()
-                    })),
-                    Some(host_of(base_url.as_deref()).unwrap_or_else(|| DEFAULT_MODEL_HOST.into())),
-                )
-            }
+            } => Reach {
+                key: Some(Key {
+                    env: api_key_env
+                        .clone()
+                        .unwrap_or_else(|| crate::model::anthropic::DEFAULT_API_KEY_ENV.to_owned()),
+                    header: "x-api-key",
+                    prefix: "",
+                }),
+                host: Some(
+                    host_of(base_url.as_deref()).unwrap_or_else(|| DEFAULT_MODEL_HOST.into()),
+                ),
+            },
             ModelBackendSpec::Openai {
                 base_url,
                 api_key_env,
                 ..
-            } => (api_key_env.clone(), host_of(Some(base_url))),
+            } => Reach {
+                key: api_key_env.clone().map(|env| Key {
+                    env,
+                    header: "authorization",
+                    prefix: "Bearer ",
+                }),
+                host: host_of(Some(base_url)),
+            },
             ModelBackendSpec::Scripted { transcript, .. } => {
                 if let Some(t) = transcript {
                     return Err(ProvidersError::Setting(format!(
@@ -274,21 +318,38 @@ fn models_of(
                         r.address
                     )));
                 }
-                (None, None)
+                Reach {
+                    key: None,
+                    host: None,
+                }
             }
         };
-        if let Some(env) = key_env {
-            let value = var(&env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+        if let Some(key) = &reach.key {
+            let env = &key.env;
+            let value = var(env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
                 ProvidersError::Setting(format!(
                     "`{}` runs on `{provider}` with model `{model}`, whose key is read from `{env}`, which is not set",
                     r.address
                 ))
             })?;
-            if !out.envs.iter().any(|(k, _)| *k == env) {
-                out.envs.push((env, Secret::new(value)));
+            let value = match keys {
+                ModelKeySpec::Env => value,
+                ModelKeySpec::Inject => {
+                    inject(&mut out.rules, reach.host.as_deref(), key, value.trim()).map_err(|why| {
+                        ProvidersError::Setting(format!(
+                            "`{}` runs on `{provider}` with model `{model}` and `model_key: inject`, but {why}",
+                            r.address
+                        ))
+                    })?;
+                    INJECTED_KEY_PLACEHOLDER.to_owned()
+                }
+            };
+            if !out.envs.iter().any(|(k, _)| k == env) {
+                out.envs.push((env.clone(), Secret::new(value)));
             }
         }
-        out.hosts.extend(host.filter(|h| !out.hosts.contains(h)));
+        out.hosts
+            .extend(reach.host.filter(|h| !out.hosts.contains(h)));
         used.insert(model, spec.clone());
     }
     out.manifest = json!({
@@ -297,6 +358,36 @@ fn models_of(
     })
     .to_string();
     Ok(out)
+}
+
+/// Adds the rule that sets `key` on the model's requests; a message (no
+/// secret in it) when the host is unknown or already gets another key in
+/// the same header.
+fn inject(
+    rules: &mut Vec<HeaderRule>,
+    host: Option<&str>,
+    key: &Key,
+    value: &str,
+) -> Result<(), String> {
+    let Some(host) = host else {
+        return Err("its `base_url` names no host to set the key for".to_owned());
+    };
+    let name = key.header;
+    let rule = HeaderRule {
+        host: host.to_owned(),
+        name: name.to_owned(),
+        value: format!("{}{value}", key.prefix),
+    };
+    match rules.iter().find(|r| r.host == rule.host && r.name == rule.name) {
+        Some(r) if r.value == rule.value => Ok(()),
+        Some(_) => Err(format!(
+            "another model reaches `{host}` with a different key in `{name}`, and one egress rule per host cannot tell them apart"
+        )),
+        None => {
+            rules.push(rule);
+            Ok(())
+        }
+    }
 }
 
 fn host_of(url: Option<&str>) -> Option<String> {
@@ -368,6 +459,98 @@ fn check_static_for(path: &Path, label: &str, provider: &str) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manifest(dir: &Path, models: &str, agents: &str) -> Manifest {
+        let path = dir.join("agentform.yaml");
+        let yaml = format!(
+            "version: 1\nname: m\nprovider: e2b\nproviders:\n  local:\n    models:\n{models}\
+             environments:\n  box: {{ config: {{ type: cloud }} }}\nagents:\n{agents}"
+        );
+        std::fs::write(&path, yaml).unwrap();
+        crate::manifest::load(&crate::manifest::LoadOptions {
+            files: vec![path],
+            vars: Vec::new(),
+            allow_empty: false,
+        })
+        .unwrap_or_else(|d| panic!("{}", d.render(false)))
+    }
+
+    const TWO_MODELS: &str = "      claude: { backend: anthropic, api_key_env: A_KEY }\n      \
+         local: { backend: openai, base_url: 'http://llm.internal:8000/v1', api_key_env: O_KEY }\n";
+
+    fn var(name: &str) -> Option<String> {
+        match name {
+            "A_KEY" => Some("sk-a-secret ".into()),
+            "O_KEY" => Some("sk-o-secret".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn inject_turns_the_keys_into_header_rules_and_the_serve_gets_placeholders() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest(
+            dir.path(),
+            TWO_MODELS,
+            "  a: { model: claude }\n  b: { model: local }\n",
+        );
+        let models = models_of(&m, "e2b", ModelKeySpec::Inject, &var).unwrap();
+        let rules: Vec<(&str, &str, &str)> = models
+            .rules
+            .iter()
+            .map(|r| (r.host.as_str(), r.name.as_str(), r.value.as_str()))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("api.anthropic.com", "x-api-key", "sk-a-secret"),
+                ("llm.internal", "authorization", "Bearer sk-o-secret"),
+            ]
+        );
+        assert_eq!(models.hosts, ["api.anthropic.com", "llm.internal"]);
+        for (name, value) in &models.envs {
+            assert_eq!(value.expose(), INJECTED_KEY_PLACEHOLDER, "{name}");
+        }
+        assert_eq!(models.envs.len(), 2);
+        assert!(!models.manifest.contains("secret"), "{}", models.manifest);
+        let shown = format!("{:?}", models.rules);
+        assert!(!shown.contains("secret"), "{shown}");
+
+        let env = models_of(&m, "e2b", ModelKeySpec::Env, &var).unwrap();
+        assert!(env.rules.is_empty());
+        assert!(env.envs.iter().any(|(_, v)| v.expose() == "sk-a-secret "));
+    }
+
+    #[test]
+    fn inject_refuses_two_keys_for_one_host_and_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = "      one: { backend: anthropic, api_key_env: A_KEY }\n      \
+                      two: { backend: anthropic, api_key_env: O_KEY }\n";
+        let m = manifest(
+            dir.path(),
+            models,
+            "  a: { model: one }\n  b: { model: two }\n",
+        );
+        let e = models_of(&m, "e2b", ModelKeySpec::Inject, &var)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("`api.anthropic.com` with a different key"),
+            "{e}"
+        );
+        assert!(!e.contains("secret"), "{e}");
+        // The same key twice is one rule.
+        let same = "      one: { backend: anthropic, api_key_env: A_KEY }\n      \
+                    two: { backend: anthropic, api_key_env: A_KEY }\n";
+        let m = manifest(
+            dir.path(),
+            same,
+            "  a: { model: one }\n  b: { model: two }\n",
+        );
+        let models = models_of(&m, "e2b", ModelKeySpec::Inject, &var).unwrap();
+        assert_eq!(models.rules.len(), 1);
+    }
 
     #[test]
     fn a_dynamic_executable_is_refused_naming_the_file() {

@@ -4,7 +4,8 @@
 //! /sandboxes/{id}/timeout`, `POST /v2/sandboxes/{id}/connect`, behind
 //! `X-API-Key`; bodies as the SDK's models (`e2b/api/client/models/`)
 //! require them. A sandbox made with `allowPublicTraffic: false` gets a
-//! traffic token that its ports then require.
+//! traffic token that its ports then require; every sandbox gets an
+//! egress proxy (`egress.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -117,6 +118,10 @@ async fn create(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
         let _ = std::fs::write(home.join(".bash_profile"), profile);
     }
     let (killed, _) = watch::channel(false);
+    let egress = match super::egress::start(Arc::clone(&shared), id.clone(), killed.subscribe()) {
+        Ok(url) => url,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
     let traffic_token = (request["network"]["allowPublicTraffic"] == json!(false)).then(token);
     let sandbox = Sandbox {
         id: id.clone(),
@@ -131,6 +136,7 @@ async fn create(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
         timeouts: Vec::new(),
         procs: Default::default(),
         killed,
+        egress: Some(egress),
     };
     let body = created_body(&shared, &sandbox);
     inner.sandboxes.insert(id.clone(), sandbox);

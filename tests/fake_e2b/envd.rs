@@ -145,6 +145,8 @@ fn rpc_error(status: StatusCode, code: &str, message: &str) -> Response {
 struct Target {
     root: PathBuf,
     killed: watch::Receiver<bool>,
+    /// The sandbox's egress proxy.
+    egress: Option<String>,
 }
 
 /// The routing and auth of a request; an answer instead when refused.
@@ -176,6 +178,7 @@ fn route(shared: &Shared, headers: &HeaderMap, what: &str) -> Result<Target, Res
     Ok(Target {
         root: sandbox.root.clone(),
         killed: sandbox.killed.subscribe(),
+        egress: sandbox.egress.clone(),
     })
 }
 
@@ -368,6 +371,11 @@ async fn start(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
         })
         .unwrap_or_default();
     shared.lock().envs_seen.extend(envs.iter().cloned());
+    // The sandbox's own: its outbound HTTP goes through its egress.
+    let mut envs = envs;
+    if let Some(url) = &target.egress {
+        envs.extend(super::egress::envs(url));
+    }
     let cwd = process["cwd"].as_str().unwrap_or("/home/user");
     let Some(cwd) = host_path(&target.root, cwd) else {
         return stream_error("invalid_argument", "cwd must be absolute");

@@ -6,8 +6,11 @@
 //! are built for real the same way (`templates.rs`). Faults on
 //! demand: a share of calls answered 429/503, exec streams cut after their
 //! first output, a sandbox killed mid-run, a latency added to every call.
+//! Each sandbox's outbound HTTP goes through an egress proxy of its own
+//! that applies its `network` rules (`egress.rs`).
 
 mod control;
+mod egress;
 mod envd;
 mod process;
 mod templates;
@@ -22,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+pub use egress::Passed;
 pub use process::Proc;
 pub use templates::Template;
 
@@ -44,6 +48,9 @@ pub struct Options {
     /// Added before every answer (control plane, envd and ports): the
     /// distance to E2B, for benchmarks.
     pub latency: Duration,
+    /// Whether the egress sets the headers of a sandbox's `network.rules`
+    /// (`false`: an egress that ignores them, for negative checks).
+    pub apply_rules: bool,
 }
 
 impl Default for Options {
@@ -56,6 +63,7 @@ impl Default for Options {
             shims: None,
             envd_version: "0.5.7".into(),
             latency: Duration::ZERO,
+            apply_rules: true,
         }
     }
 }
@@ -79,6 +87,8 @@ pub struct Sandbox {
     pub procs: HashMap<u32, Arc<Proc>>,
     /// Flips to `true` when the sandbox dies: its streams break.
     pub killed: watch::Sender<bool>,
+    /// Its egress proxy's URL, given to its processes as `HTTP_PROXY`.
+    pub egress: Option<String>,
 }
 
 #[derive(Default)]
@@ -100,6 +110,8 @@ pub struct Inner {
     /// Templates by id (ready, building or failed).
     pub templates: BTreeMap<String, templates::Template>,
     pub streams_cut: usize,
+    /// Every request through a sandbox's egress, in order.
+    pub egress: Vec<Passed>,
 }
 
 pub struct Shared {
@@ -355,6 +367,12 @@ impl FakeE2b {
         self.shared.lock().envs_seen.clone()
     }
 
+    /// Every request the sandboxes' processes sent out through their
+    /// egress, in order.
+    pub fn egress(&self) -> Vec<Passed> {
+        self.shared.lock().egress.clone()
+    }
+
     /// The traffic tokens of every sandbox alive.
     pub fn traffic_tokens(&self) -> Vec<String> {
         self.shared
@@ -405,6 +423,7 @@ impl FakeE2b {
                 timeouts: Vec::new(),
                 procs: HashMap::new(),
                 killed,
+                egress: None,
             },
         );
         inner.created.push(id.clone());

@@ -73,7 +73,11 @@ pub struct E2bProviderSpec {
     pub agent_binary: Option<String>,
     /// `provider: e2b`: how the model's key reaches the loop in the
     /// sandbox. `env` (the default): as a variable of its serve process,
-    /// never written to a file, the state or a transcript.
+    /// never written to a file, the state or a transcript. `inject`: the
+    /// key never enters the sandbox; E2B's egress proxy sets the key's
+    /// header on the sandbox's requests to the model's host. Stage 1
+    /// (`local: { sandbox: e2b }`) keeps the loop and its key on this
+    /// machine, so it is unaffected.
     pub model_key: Option<ModelKeySpec>,
 }
 
@@ -84,6 +88,11 @@ pub enum ModelKeySpec {
     /// A variable of the serve process in the sandbox.
     #[default]
     Env,
+    /// Never in the sandbox: the sandbox is made with an egress rule that
+    /// sets the key's header (`x-api-key`, or `authorization: Bearer …` for
+    /// `openai` backends) on its requests to the model's host; the serve
+    /// holds a placeholder.
+    Inject,
 }
 
 /// Settings of the `anthropic` provider: Anthropic's Managed Agents API.

@@ -108,7 +108,16 @@ impl SandboxHost for E2bHost {
             .api
             .create(&body, &new.idempotency_key)
             .await
-            .map_err(remote_error)?;
+            .map_err(|e| {
+                // An answer may echo the request: the rules' values are keys.
+                let mut e = remote_error(e);
+                let values = new.header_rules.iter().flat_map(|r| {
+                    std::iter::once(r.value.clone())
+                        .chain(r.value.split_whitespace().map(str::to_owned))
+                });
+                e.message = crate::redact::Redactor::new(values).text(e.message);
+                e
+            })?;
         Ok(self.remote(&connection))
     }
 
@@ -294,5 +303,31 @@ mod tests {
         );
         assert!(route.headers["e2b-traffic-access-token"].is_sensitive());
         assert!(!format!("{route:?}").contains("traffic-secret-9"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_creation_never_shows_a_rules_key() {
+        let echo =
+            json!({"code": 400, "message": "bad rule: Bearer sk-rule-secret-2 / sk-rule-secret-2"});
+        let (base, _log) = serve_replies(vec![Reply::json(400, echo)]).await;
+        let mut config =
+            e2b::E2bConfig::new("e2b_k".into(), e2b::API_KEY_ENV, e2b::DEFAULT_DOMAIN).unwrap();
+        config.api_url = e2b::check_url(&base).unwrap();
+        let host = E2bHost::new(Arc::new(E2bApi::new(config).unwrap()));
+        let new = NewSandbox {
+            metadata: BTreeMap::new(),
+            network: Network::Unrestricted,
+            model_hosts: Vec::new(),
+            header_rules: vec![HeaderRule {
+                host: "llm.internal".into(),
+                name: "authorization".into(),
+                value: "Bearer sk-rule-secret-2".into(),
+            }],
+            idempotency_key: "agentform-remote-2".into(),
+        };
+        let e = host.create(&new).await.err().unwrap();
+        assert!(e.message.contains("bad rule"), "{}", e.message);
+        assert!(!e.message.contains("sk-rule-secret-2"), "{}", e.message);
+        assert!(!format!("{new:?}").contains("sk-rule-secret-2"));
     }
 }

@@ -15,7 +15,8 @@
 //! the [`SandboxHost`] / [`RemoteSandbox`] traits (`sandbox.rs`), which
 //! E2B implements in `crate::runtime::e2b` and Modal in
 //! `crate::runtime::modal`. It never writes a credential
-//! anywhere but the serve's own environment.
+//! anywhere but the serve's own environment and the header rules the
+//! provider's egress applies (`model_key: inject`).
 
 mod ids;
 mod launch;
@@ -65,6 +66,9 @@ pub struct RemoteOptions {
     pub model_envs: Vec<(String, Secret)>,
     /// Hosts the models are reached at, allowed under limited networking.
     pub model_hosts: Vec<String>,
+    /// Headers the provider's egress sets on the sandbox's requests (the
+    /// model keys under `model_key: inject`); `Debug` hides their values.
+    pub header_rules: Vec<HeaderRule>,
     /// The provider's key: the serve keys are derived from it.
     pub key: Secret,
     /// How long the serve may take to listen.

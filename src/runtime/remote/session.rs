@@ -66,7 +66,7 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
         metadata: metadata.clone(),
         network: network_of(&environment),
         model_hosts: rt.options.model_hosts.clone(),
-        header_rules: Vec::new(),
+        header_rules: rt.options.header_rules.clone(),
         idempotency_key: idempotency_key(),
         packages: image_of(&environment).packages,
     };
