@@ -324,6 +324,7 @@ mod tests {
                 value: "Bearer sk-rule-secret-2".into(),
             }],
             idempotency_key: "agentform-remote-2".into(),
+            packages: Default::default(),
         };
         let e = host.create(&new).await.err().unwrap();
         assert!(e.message.contains("bad rule"), "{}", e.message);
