@@ -25,4 +25,5 @@ mod schema;
 mod secrets;
 mod serve;
 mod state;
+mod tls_roots;
 mod yaml_output;

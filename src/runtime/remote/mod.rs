@@ -201,7 +201,7 @@ impl RemoteRuntime {
             .connect(sandbox_id)
             .await
             .map_err(|e| self.error(e))?
-            .ok_or_else(|| gone(of))?;
+            .ok_or_else(|| gone(self.host.provider(), of, sandbox_id))?;
         let port = launch::port(sandbox.as_ref())
             .await
             .map_err(|e| self.error(e))?;
@@ -266,13 +266,19 @@ impl RemoteRuntime {
     }
 
     /// A serve's answer about a session, when the sandbox may be gone:
-    /// a transport failure against a dead sandbox is "not found".
+    /// a failure against a dead sandbox (a transport error, or the
+    /// provider's proxy answering for it, 404 included) is "gone".
     async fn settle<T>(&self, session: &str, sandbox_id: &str, r: Result<T>) -> Result<T> {
         match r {
-            Err(e) if matches!(e.kind, ErrorKind::Transport | ErrorKind::Api) => {
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::Transport | ErrorKind::Api | ErrorKind::NotFound
+                ) =>
+            {
                 if let Ok(false) = self.host.alive(sandbox_id).await {
                     self.forget(sandbox_id);
-                    return Err(gone(session));
+                    return Err(gone(self.host.provider(), session, sandbox_id));
                 }
                 Err(e)
             }
@@ -282,11 +288,12 @@ impl RemoteRuntime {
 }
 
 /// The error of a session whose sandbox is gone.
-fn gone(session: &str) -> RuntimeError {
+fn gone(provider: &str, session: &str, sandbox: &str) -> RuntimeError {
     RuntimeError::new(
         ErrorKind::NotFound,
         format!(
-            "session `{session}` not found: its sandbox is gone (killed, or past its lifetime)"
+            "session `{session}` not found: its {provider} sandbox `{sandbox}` is gone \
+             (killed, or past its lifetime)"
         ),
     )
 }
@@ -413,7 +420,7 @@ impl Runtime for RemoteRuntime {
             .await
             .map_err(|e| self.error(e))?;
         if !killed {
-            return Err(gone(id));
+            return Err(gone(self.host.provider(), id, sandbox_id));
         }
         tracing::info!(sandbox = %sandbox_id, session = id, "deleted; killed its sandbox");
         Ok(Deleted {
