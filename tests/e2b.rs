@@ -82,7 +82,7 @@ fn the_official_sdk_runs_its_lifecycle_against_the_fake() {
 
 /// Stand-ins for the template's `python3 -m pip` and `npm`: they record
 /// their arguments in `~/installs.log` and put a module in the target.
-fn shims(dir: &Path) -> PathBuf {
+pub(crate) fn shims(dir: &Path) -> PathBuf {
     let bin = dir.join("shims");
     std::fs::create_dir_all(&bin).unwrap();
     let python = std::env::var_os("PATH")

@@ -320,3 +320,118 @@ fn plan_without_a_key_stops_before_any_call_naming_the_variable() {
         "nothing noted"
     );
 }
+
+/// How many templates were named (one per build started).
+fn template_builds(fake: &FakeE2b) -> usize {
+    fake.log()
+        .iter()
+        .filter(|l| *l == "POST /v3/templates")
+        .count()
+}
+
+#[test]
+fn the_environments_template_is_built_at_apply_and_a_failed_build_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeE2b::start(Options {
+        shims: Some(crate::e2b::shims(dir.path())),
+        ..Options::default()
+    });
+    let command = "python3 -c 'import fakepkg; print(fakepkg.OK)' > proof.txt && cat proof.txt";
+    let with = |packages: &str| {
+        example(&fake, Some(command)).replace(
+            "      type: cloud\n",
+            &format!("      type: cloud\n      packages: {{ pip: [{packages}] }}\n"),
+        )
+    };
+    // A failed build stops apply naming the environment: no environment,
+    // no sandbox, no template left.
+    let t = test_with(&fake, &with("broken"));
+    let failed = t.run(&["apply", "--auto-approve"]);
+    assert_ne!(failed.code, 0, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("environment.box")
+            && failed
+                .stderr
+                .contains("No matching distribution found for broken"),
+        "the environment and the end of the build log: {}",
+        failed.stderr
+    );
+    assert!(fake.created().is_empty(), "{:?}", fake.created());
+    assert!(fake.templates().is_empty(), "{:?}", fake.templates());
+    let (_, envs, sessions) = live_objects(&t.path("state"));
+    assert!(envs.is_empty() && sessions.is_empty());
+
+    // Built once at apply; the session's sandbox starts from it.
+    t.write("agentform.yaml", &with("fakepkg"));
+    t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(template_builds(&fake), 2, "the failed one and this one");
+    let templates = fake.templates();
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    let template = templates[0].clone();
+    assert_eq!(template.status, "ready");
+    assert_eq!(template.build["fromTemplate"], "base");
+    let first = fake.created()[0].clone();
+    assert_eq!(fake.request(&first).unwrap()["templateID"], template.id);
+
+    // An unchanged re-apply builds nothing; a session builds nothing, and
+    // nothing is installed in its sandbox: the serve's environment has no
+    // packages, and the bash step imports the template's.
+    t.run(&["apply", "--auto-approve"]).success();
+    t.run(&["run"]).success();
+    assert_eq!(template_builds(&fake), 2);
+    let created = fake.created();
+    assert_eq!(created.len(), 2, "{created:?}");
+    let second = created[1].clone();
+    assert_eq!(fake.request(&second).unwrap()["templateID"], template.id);
+    let installs = found_in_sandbox(&fake, &second, "installs.log");
+    assert_eq!(installs.len(), 1, "{installs:?}");
+    let log = std::fs::read_to_string(&installs[0]).unwrap();
+    assert_eq!(log.lines().count(), 1, "installed at build only: {log}");
+    let marker = found_in_sandbox(&fake, &second, ".provisioned");
+    assert!(marker.is_empty(), "the serve installed: {marker:?}");
+    let proof = found_in_sandbox(&fake, &second, "proof.txt");
+    assert_eq!(proof.len(), 1, "{proof:?}");
+    assert_eq!(
+        std::fs::read_to_string(&proof[0]).unwrap(),
+        "fakepkg installed\n"
+    );
+    assert!(transcripts(&t).contains("fakepkg installed"));
+
+    // A package change rebuilds and deletes the replaced template.
+    t.write("agentform.yaml", &with("fakepkg, otherpkg"));
+    t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(template_builds(&fake), 3);
+    let templates = fake.templates();
+    assert_eq!(templates.len(), 1, "the old one deleted: {templates:?}");
+    assert_ne!(templates[0].id, template.id);
+    let changed = templates[0].clone();
+
+    // A package change whose build fails stops apply; the environment
+    // keeps its packages and its template.
+    t.write("agentform.yaml", &with("fakepkg, broken"));
+    let failed = t.run(&["apply", "--auto-approve"]);
+    assert_ne!(failed.code, 0, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("environment.box")
+            && failed.stderr.contains("cannot be provisioned")
+            && failed.stderr.contains("No matching distribution found"),
+        "{}",
+        failed.stderr
+    );
+    let (_, envs, _) = live_objects(&t.path("state"));
+    assert_eq!(envs.len(), 1);
+    match &envs[0].config {
+        agentform::api::environment::EnvironmentConfig::Cloud(c) => {
+            assert_eq!(c.packages.pip, ["fakepkg", "otherpkg"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let ids: Vec<String> = fake.templates().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, [changed.id]);
+
+    // Destroy deletes the template with the environment.
+    t.write("agentform.yaml", &with("fakepkg, otherpkg"));
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.templates().is_empty(), "{:?}", fake.templates());
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+}

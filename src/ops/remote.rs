@@ -108,11 +108,8 @@ pub fn e2b_runtime(
         retry_backoff: None,
     };
     let api = Arc::new(E2bApi::new(config).map_err(ProvidersError::Setting)?);
-    Ok(Some(RemoteRuntime::new(
-        Arc::new(E2bHost::new(api)),
-        local,
-        options,
-    )))
+    let host = E2bHost::new(api).noting_templates(locations.with_file_name(e2b::TEMPLATES_FILE));
+    Ok(Some(RemoteRuntime::new(Arc::new(host), local, options)))
 }
 
 /// The `modal` provider, when the manifest or the state uses it. Without

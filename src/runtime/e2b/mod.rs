@@ -1,12 +1,16 @@
 //! The `e2b` provider: the remote loop of `crate::runtime::remote` on E2B.
-//! [`E2bHost`] is E2B's control plane as a [`SandboxHost`] (create with an
-//! idempotency key, connect, list by metadata, kill, re-arm the timeout)
-//! and [`E2bRemote`] one sandbox's envd as a [`RemoteSandbox`] (files,
-//! commands, the URL of a port). The client is the one of
-//! `crate::sandbox::e2b`; this module only adapts it, and must not know
-//! what runs in the sandbox.
+//! [`E2bHost`] is E2B's control plane as a [`SandboxHost`] (an
+//! environment's template built at apply and deleted with it, create with
+//! an idempotency key and from that template, connect, list by metadata,
+//! kill, re-arm the timeout) and [`E2bRemote`] one sandbox's envd as a
+//! [`RemoteSandbox`] (files, commands, the URL of a port). The client and
+//! the templates are the ones of `crate::sandbox::e2b` (stage 1): the
+//! packages sit in the template where its set-up put them, and the serve
+//! starts with them on its paths. This module only adapts them, and must
+//! not know what runs in the sandbox.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,31 +19,91 @@ use bytes::Bytes;
 
 use super::remote::{
     Listed, NewSandbox, RemoteError, RemoteErrorKind, RemoteSandbox, Route, SandboxHost, Started,
+    META_ENVIRONMENT,
 };
 use crate::sandbox::e2b::{
-    self, Connection, E2bApi, E2bError, E2bErrorKind, Envd, NetworkConfig, NetworkRule, ProcessSpec,
+    self, Connection, E2bApi, E2bError, E2bErrorKind, Envd, Images, NetworkConfig, NetworkRule,
+    ProcessSpec,
 };
 use crate::sandbox::local::PACKAGE_REGISTRIES;
-use crate::sandbox::{CommandOutput, Network};
+use crate::sandbox::{CommandOutput, EnvironmentImage, Network, Packages, SandboxError};
 
 /// The provider's name in manifests.
 pub const PROVIDER_NAME: &str = "e2b";
 
+/// How long installing packages in a sandbox without its template may take.
+const SETUP_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
 /// E2B's control plane.
 pub struct E2bHost {
     api: Arc<E2bApi>,
+    /// The environments' templates; without a file none is built.
+    images: Images,
 }
 
 impl E2bHost {
+    /// A host that builds no template: sessions install their packages.
     pub fn new(api: Arc<E2bApi>) -> Self {
-        E2bHost { api }
+        E2bHost {
+            api,
+            images: Images { file: None },
+        }
     }
 
-    fn remote(&self, connection: &Connection) -> Arc<dyn RemoteSandbox> {
-        Arc::new(E2bRemote {
+    /// Environments' templates are built at apply and noted in `file`
+    /// (the one `providers.local.sandbox: e2b` notes them in).
+    pub fn noting_templates(mut self, file: PathBuf) -> Self {
+        self.images.file = Some(file);
+        self
+    }
+
+    /// `packages`: what the sandbox holds in its set-up's place.
+    fn remote(&self, connection: &Connection, packages: Packages) -> E2bRemote {
+        E2bRemote {
             envd: self.api.envd(connection),
             retry: self.api.config().retry,
-        })
+            packages,
+        }
+    }
+
+    /// Installs the packages in a sandbox made without its environment's
+    /// template (none noted, e.g. an environment made before templates),
+    /// where the template's set-up would have put them.
+    async fn set_up(&self, remote: &E2bRemote) -> Result<(), RemoteError> {
+        let mut spec = ProcessSpec::bash(&e2b::setup_script(&remote.packages));
+        spec.cwd = Some(e2b::HOME.to_owned());
+        let out = e2b::run_command(
+            &remote.envd,
+            spec,
+            SETUP_DEADLINE,
+            &remote.retry,
+            &mut |_| {},
+        )
+        .await
+        .map_err(remote_error)?;
+        if out.exit_code == Some(0) && !out.timed_out {
+            return Ok(());
+        }
+        let text = out.output.trim_end();
+        let mut cut = text.len().saturating_sub(2000);
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        Err(RemoteError::failed(format!(
+            "installing packages in E2B sandbox `{}` failed (exit code {:?}{})\n{}",
+            remote.id(),
+            out.exit_code,
+            if out.timed_out { ", timed out" } else { "" },
+            &text[cut..]
+        )))
+    }
+}
+
+/// A failed template build or deletion, as the remote loop reports it.
+fn template_error(e: SandboxError) -> RemoteError {
+    match e {
+        SandboxError::Provision(m) | SandboxError::Other(m) => RemoteError::failed(m),
+        other => RemoteError::failed(other.to_string()),
     }
 }
 
@@ -96,8 +160,15 @@ impl SandboxHost for E2bHost {
                 .entry(crate::api::META_MANIFEST.to_owned())
                 .or_insert_with(|| project.clone());
         }
+        let environment = new
+            .metadata
+            .get(META_ENVIRONMENT)
+            .map_or("", String::as_str);
+        let template_id = self
+            .images
+            .template_for(&self.api, environment, &new.packages);
         let body = e2b::NewSandbox {
-            template_id: config.template.clone(),
+            template_id: template_id.clone(),
             timeout: config.timeout.as_secs().max(1),
             auto_pause: false,
             metadata,
@@ -118,7 +189,22 @@ impl SandboxHost for E2bHost {
                 e.message = crate::redact::Redactor::new(values).text(e.message);
                 e
             })?;
-        Ok(self.remote(&connection))
+        let remote = self.remote(&connection, new.packages.clone());
+        let has_packages = !new.packages.pip.is_empty() || !new.packages.npm.is_empty();
+        if has_packages && template_id == config.template && self.preinstalls_packages() {
+            // No template of the packages: they are installed here instead.
+            if let Err(e) = self.set_up(&remote).await {
+                if let Err(kill) = self.api.kill(remote.id()).await {
+                    tracing::warn!(
+                        sandbox = remote.id(),
+                        "cannot kill a sandbox whose set-up failed: {}",
+                        kill.message
+                    );
+                }
+                return Err(e);
+            }
+        }
+        Ok(Arc::new(remote))
     }
 
     async fn connect(
@@ -135,7 +221,8 @@ impl SandboxHost for E2bHost {
         let Some(connection) = self.api.connect(id, timeout).await.map_err(remote_error)? else {
             return Ok(None);
         };
-        Ok(Some((self.remote(&connection), detail.metadata)))
+        let remote = self.remote(&connection, Packages::default());
+        Ok(Some((Arc::new(remote), detail.metadata)))
     }
 
     async fn alive(&self, id: &str) -> Result<bool, RemoteError> {
@@ -170,17 +257,45 @@ impl SandboxHost for E2bHost {
     fn keep_alive_every(&self) -> Duration {
         (self.api.config().timeout / 3).max(Duration::from_secs(1))
     }
+
+    /// With templates noted: sandboxes start from their environment's
+    /// template (or install its packages in its place when made), and
+    /// the serve installs nothing.
+    fn preinstalls_packages(&self) -> bool {
+        self.images.file.is_some()
+    }
+
+    /// Builds the environment's template unless it has one of the same
+    /// packages (the one it replaces is deleted); without packages,
+    /// deletes the one it had.
+    async fn provision(&self, image: &EnvironmentImage) -> Result<(), RemoteError> {
+        self.images
+            .provision(&self.api, image)
+            .await
+            .map_err(template_error)
+    }
+
+    /// Deletes the environment's template.
+    async fn retire(&self, environment_id: &str) -> Result<(), RemoteError> {
+        self.images
+            .retire(&self.api, environment_id)
+            .await
+            .map_err(template_error)
+    }
 }
 
 /// One E2B sandbox, through its envd.
 pub struct E2bRemote {
     envd: Envd,
     retry: crate::http::RetryPolicy,
+    /// Installed where the template's set-up puts them: what is started
+    /// here has them on its paths (none when only reconnected).
+    packages: Packages,
 }
 
 impl E2bRemote {
     fn spec(&self, command: &str, envs: &BTreeMap<String, String>) -> ProcessSpec {
-        let mut spec = ProcessSpec::bash(command);
+        let mut spec = ProcessSpec::bash(&e2b::with_packages(&self.packages, command));
         spec.cwd = Some(e2b::HOME.to_owned());
         spec.envs = envs.clone();
         spec

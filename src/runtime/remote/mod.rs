@@ -367,8 +367,14 @@ impl Runtime for RemoteRuntime {
     async fn archive_environment(&self, id: &str) -> Result<Environment> {
         self.local.archive_environment(id).await
     }
+    /// Deleted in the embedded runtime, then what the host built for it
+    /// removed; a failure there is only logged (the environment is gone).
     async fn delete_environment(&self, id: &str) -> Result<Deleted> {
-        self.local.delete_environment(id).await
+        let deleted = self.local.delete_environment(id).await?;
+        if let Err(e) = self.host.retire(id).await {
+            tracing::warn!(environment = %id, "cannot remove what was built for a deleted environment: {e}");
+        }
+        Ok(deleted)
     }
 
     async fn create_session(&self, body: Value) -> Result<Session> {

@@ -206,4 +206,9 @@ pub trait SandboxHost: Send + Sync {
     async fn provision(&self, _image: &EnvironmentImage) -> Result<(), RemoteError> {
         Ok(())
     }
+    /// The environment was deleted: remove what was built for it. The
+    /// default removes nothing.
+    async fn retire(&self, _environment_id: &str) -> Result<(), RemoteError> {
+        Ok(())
+    }
 }

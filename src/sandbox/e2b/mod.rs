@@ -60,7 +60,8 @@ pub use self::config::{
 pub use self::envd::{Entry, Envd, PortRoute, ProcessSpec, Selector, Signal};
 pub use self::error::{E2bError, E2bErrorKind};
 pub use self::exec::{new_tag, run as run_command, start as start_command, Started};
-pub use self::provision::{HOME, WORKSPACE};
+pub use self::images::{Images, TEMPLATES_FILE};
+pub use self::provision::{setup_script, with_packages, HOME, WORKSPACE};
 use self::sandbox::Live;
 pub use self::sandbox::{confine, E2bSandbox};
 pub use self::stream::{Exit, ProcessEvent, ProcessStream, StreamError};

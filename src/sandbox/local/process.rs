@@ -186,7 +186,8 @@ impl Launcher {
     }
 
     /// The environment of unconfined commands: agentform's PATH and LANG,
-    /// HOME (the root), and the package directories of the environment.
+    /// HOME (the root), and the package directories of the environment
+    /// before agentform's `PYTHONPATH` and `NODE_PATH`.
     fn unconfined_environment(&self) -> Vec<(String, OsString)> {
         let base_path = std::env::var_os("PATH")
             .filter(|p| !p.is_empty())
@@ -201,13 +202,26 @@ impl Launcher {
             ("HOME".to_string(), self.root.clone().into_os_string()),
             ("LANG".to_string(), lang),
         ];
+        let mut own: [(&str, Option<PathBuf>); 2] = [("PYTHONPATH", None), ("NODE_PATH", None)];
         if let Some(dir) = &self.env_dir {
             let pip = dir.join("pip");
             let modules = dir.join("npm").join("node_modules");
             path_dirs.push(modules.join(".bin"));
             path_dirs.push(pip.join("bin"));
-            env.push(("PYTHONPATH".to_string(), pip.into_os_string()));
-            env.push(("NODE_PATH".to_string(), modules.into_os_string()));
+            own = [("PYTHONPATH", Some(pip)), ("NODE_PATH", Some(modules))];
+        }
+        // Agentform's own package paths follow the environment's, as its
+        // PATH does (an E2B template's packages, for the serve in a
+        // sandbox).
+        for (name, dir) in own {
+            let inherited = std::env::var_os(name).filter(|v| !v.is_empty());
+            let dirs: Vec<PathBuf> = dir
+                .into_iter()
+                .chain(inherited.iter().flat_map(std::env::split_paths))
+                .collect();
+            if let (false, Ok(value)) = (dirs.is_empty(), std::env::join_paths(dirs)) {
+                env.push((name.to_string(), value));
+            }
         }
         path_dirs.extend(std::env::split_paths(&base_path));
         let path = std::env::join_paths(path_dirs).unwrap_or(base_path);
