@@ -435,3 +435,45 @@ fn the_environments_template_is_built_at_apply_and_a_failed_build_stops_it() {
     assert!(fake.templates().is_empty(), "{:?}", fake.templates());
     assert!(fake.alive().is_empty(), "{:?}", fake.alive());
 }
+
+#[test]
+fn without_a_noted_template_the_sandbox_installs_and_destroy_from_the_state_deletes_the_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeE2b::start(Options {
+        shims: Some(crate::e2b::shims(dir.path())),
+        ..Options::default()
+    });
+    let command = "python3 -c 'import fakepkg; print(fakepkg.OK)' > proof.txt && cat proof.txt";
+    let manifest = example(&fake, Some(command)).replace(
+        "      type: cloud\n",
+        "      type: cloud\n      packages: { pip: [fakepkg] }\n",
+    );
+    let t = test_with(&fake, &manifest);
+    t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(fake.templates().len(), 1);
+
+    // The note lost (an environment made before templates): the session's
+    // sandbox starts from the base template and gets the packages installed
+    // where the template would hold them, once; the serve installs none.
+    let note = t.path("state/workspaces/e2b-templates.json");
+    let kept = std::fs::read(&note).unwrap();
+    std::fs::remove_file(&note).unwrap();
+    t.run(&["run"]).success();
+    let created = fake.created();
+    assert_eq!(created.len(), 2, "{created:?}");
+    let second = created[1].clone();
+    assert_eq!(fake.request(&second).unwrap()["templateID"], "base");
+    let installs = found_in_sandbox(&fake, &second, "installs.log");
+    assert_eq!(installs.len(), 1, "{installs:?}");
+    let log = std::fs::read_to_string(&installs[0]).unwrap();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(found_in_sandbox(&fake, &second, ".provisioned").is_empty());
+    assert!(transcripts(&t).contains("fakepkg installed"));
+
+    // Destroy from the state alone deletes the noted template.
+    std::fs::write(&note, kept).unwrap();
+    std::fs::remove_file(t.path("agentform.yaml")).unwrap();
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.templates().is_empty(), "{:?}", fake.templates());
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+}
