@@ -189,9 +189,15 @@ impl SandboxHost for E2bHost {
                 e.message = crate::redact::Redactor::new(values).text(e.message);
                 e
             })?;
-        let remote = self.remote(&connection, new.packages.clone());
-        let has_packages = !new.packages.pip.is_empty() || !new.packages.npm.is_empty();
-        if has_packages && template_id == config.template && self.preinstalls_packages() {
+        // Without templates the serve installs the packages in its own place.
+        let held = if self.preinstalls_packages() {
+            new.packages.clone()
+        } else {
+            Packages::default()
+        };
+        let has_packages = !held.pip.is_empty() || !held.npm.is_empty();
+        let remote = self.remote(&connection, held);
+        if has_packages && template_id == config.template {
             // No template of the packages: they are installed here instead.
             if let Err(e) = self.set_up(&remote).await {
                 if let Err(kill) = self.api.kill(remote.id()).await {
