@@ -25,9 +25,12 @@ const MAX_RESUMES: u32 = 10;
 const KILL_GRACE: Duration = Duration::from_secs(3);
 /// How long killing may take.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Stdin is written in pieces of this size (the official client's
-/// `STREAMING_STDIN_CHUNK_SIZE`).
-const STDIN_CHUNK: usize = 256 * 1024;
+/// Stdin is written in pieces of up to this size, one `TaskExecStdinWrite`
+/// each: the official client's `TASK_COMMAND_ROUTER_MAX_BUFFER_SIZE`, the
+/// most it sends in one such write. Each write is a round trip, so an
+/// uploaded executable takes a few instead of hundreds (its 256 KiB
+/// `STREAMING_STDIN_CHUNK_SIZE` is for the streaming write, one call).
+const STDIN_CHUNK: usize = 16 * 1024 * 1024;
 /// Where a wrapped command records its process group (a shell word: the
 /// sandbox's temporary directory).
 const PGID_DIR: &str = "\"${TMPDIR:-/tmp}/.agentform-exec\"";
@@ -180,16 +183,21 @@ pub async fn run(
     }
 }
 
-/// Writes `data` to the command's stdin and closes it.
+/// Writes `data` to the command's stdin and closes it, with its last piece
+/// (as the official client's `drain` after `write_eof`).
 async fn write_stdin(router: &Router, exec_id: &str, data: &[u8]) -> Result<(), ModalError> {
+    if data.is_empty() {
+        return router.write_stdin(exec_id, 0, &[], true).await;
+    }
     let mut offset = 0usize;
-    for chunk in data.chunks(STDIN_CHUNK) {
+    let last = (data.len() - 1) / STDIN_CHUNK;
+    for (i, chunk) in data.chunks(STDIN_CHUNK).enumerate() {
         router
-            .write_stdin(exec_id, offset as u64, chunk, false)
+            .write_stdin(exec_id, offset as u64, chunk, i == last)
             .await?;
         offset += chunk.len();
     }
-    router.write_stdin(exec_id, offset as u64, &[], true).await
+    Ok(())
 }
 
 /// Reads one output stream to its end, resuming from the offset reached
