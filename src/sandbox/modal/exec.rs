@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -48,7 +50,7 @@ pub struct Spec {
     pub args: Vec<String>,
     /// An absolute path in the sandbox.
     pub workdir: Option<String>,
-    pub stdin: Vec<u8>,
+    pub stdin: Bytes,
 }
 
 /// How a command ended.
@@ -125,7 +127,7 @@ pub async fn run(
         readers.spawn(read(Arc::clone(router), exec_id.clone(), fd, tx.clone()));
     }
     drop(tx);
-    let stdin = write_stdin(router, &exec_id, &spec.stdin);
+    let stdin = write_stdin(router, &exec_id, spec.stdin.clone());
     let mut stdin_result = None;
     let mut open = 2;
     let mut timed_out = false;
@@ -185,19 +187,19 @@ pub async fn run(
 
 /// Writes `data` to the command's stdin and closes it, with its last piece
 /// (as the official client's `drain` after `write_eof`).
-async fn write_stdin(router: &Router, exec_id: &str, data: &[u8]) -> Result<(), ModalError> {
-    if data.is_empty() {
-        return router.write_stdin(exec_id, 0, &[], true).await;
-    }
+async fn write_stdin(router: &Router, exec_id: &str, data: Bytes) -> Result<(), ModalError> {
     let mut offset = 0usize;
-    let last = (data.len() - 1) / STDIN_CHUNK;
-    for (i, chunk) in data.chunks(STDIN_CHUNK).enumerate() {
+    loop {
+        let end = data.len().min(offset + STDIN_CHUNK);
+        let eof = end == data.len();
         router
-            .write_stdin(exec_id, offset as u64, chunk, i == last)
+            .write_stdin(exec_id, offset as u64, data.slice(offset..end), eof)
             .await?;
-        offset += chunk.len();
+        if eof {
+            return Ok(());
+        }
+        offset = end;
     }
-    Ok(())
 }
 
 /// Reads one output stream to its end, resuming from the offset reached
@@ -257,7 +259,7 @@ pub async fn kill(router: &Arc<Router>, exec_id: &str) {
             exec_id.into(),
         ],
         workdir: None,
-        stdin: Vec::new(),
+        stdin: Bytes::new(),
     };
     let mut ignore = |_: Fd, _: &[u8]| {};
     let killed = Box::pin(run(router, spec, None, KILL_TIMEOUT, &mut ignore));
