@@ -212,11 +212,20 @@ impl Cli<'_> {
         self.run_logged(args, None).map(|(took, _)| took)
     }
 
-    /// Runs `agentform ARGS` with `RUST_LOG=log` (when given); its wall
-    /// time and its log.
+    /// Runs `agentform ARGS` with `RUST_LOG=log` (when given, through `sh`
+    /// whose `times` says the command's CPU time); its wall time and its log.
     fn run_logged(&self, args: &[&str], log: Option<&str>) -> Result<(Duration, String)> {
         let started = Instant::now();
-        let mut command = Command::new(self.bin);
+        let mut command = match log {
+            Some(_) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg("\"$0\" \"$@\"; s=$?; times >&2; exit $s")
+                    .arg(self.bin);
+                sh
+            }
+            None => Command::new(self.bin),
+        };
         command
             .args(args)
             .current_dir(&self.dir)
@@ -278,6 +287,19 @@ const PHASES: [&str; 7] = [
     "objects_ms",
 ];
 
+/// The CPU seconds of the command, from the last line `times` wrote
+/// (`0m1.230s 0m0.450s`: its children's user and system time).
+fn command_cpu(log: &str) -> f64 {
+    let seconds = |t: &str| {
+        let (m, s) = t.trim_end_matches('s').split_once('m')?;
+        Some(m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+    };
+    log.lines()
+        .last()
+        .map(|l| l.split_whitespace().filter_map(seconds).sum())
+        .unwrap_or(0.0)
+}
+
 /// Per phase, every session's time (ms), from the `session phases` and
 /// `serve launch phases` lines of an apply's log.
 fn phases(log: &str) -> BTreeMap<&'static str, Vec<u64>> {
@@ -323,8 +345,8 @@ fn print_phases(one: &BTreeMap<&str, Vec<u64>>, many: &BTreeMap<&str, Vec<u64>>)
 }
 
 /// CPU seconds: this process (the fakes), its reaped children (the
-/// `agentform` commands and finished sandbox commands), and the serves
-/// still running in the fakes' sandboxes.
+/// `agentform` commands and the finished commands of the fakes'
+/// sandboxes), and the serves still running in the fakes' sandboxes.
 #[derive(Clone, Copy, Default)]
 struct Cpu {
     fakes: f64,
@@ -539,16 +561,17 @@ fn bench() -> Result<()> {
             ms(bound),
             apply_many.as_secs_f64() / bound.as_secs_f64()
         );
-        let (fake_cpu, cli_cpu, serve_cpu) = (
+        let cli_cpu = command_cpu(&log);
+        let (fake_cpu, commands_cpu, serve_cpu) = (
             after.fakes - before.fakes,
-            after.children - before.children,
+            (after.children - before.children - cli_cpu).max(0.0),
             after.serves - before.serves,
         );
+        let total = fake_cpu + cli_cpu + commands_cpu + serve_cpu;
         println!(
-            "CPU used: {:.1} s = fakes {fake_cpu:.1} + agentform apply {cli_cpu:.1} + serves {serve_cpu:.1}; \
-             on 2 cores at least {:.1} s of wall time",
-            fake_cpu + cli_cpu + serve_cpu,
-            (fake_cpu + cli_cpu + serve_cpu) / 2.0
+            "CPU used: {total:.1} s = agentform apply {cli_cpu:.1} + fakes {fake_cpu:.1} + \
+             sandbox commands {commands_cpu:.1} + serves {serve_cpu:.1}; on 2 cores at least {:.1} s of wall time",
+            total / 2.0
         );
         print_phases(one_phases, &phases(&log));
         // From 16 records a plan lists the sessions (every sandbox's serve).
