@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let files = protox::compile(PROTOS, ["proto"])?;
     tonic_prost_build::configure()
+        // An uploaded executable's pieces are slices of one buffer, not copies.
+        .bytes(".modal.task_command_router.TaskExecStdinWriteRequest.data")
         .build_server(false)
         .build_transport(false)
         .emit_rerun_if_changed(false)

@@ -12,6 +12,7 @@
 //! client (`sb-` and 26 characters: `sb-` and 22 would be a V1 sandbox).
 
 mod control;
+mod latency;
 mod router;
 mod tunnel;
 
@@ -49,6 +50,9 @@ pub struct Options {
     /// A new sandbox is scheduled only after this many `SandboxGetTaskIdV2`
     /// calls: until then its create answers no task and no command router.
     pub scheduling_polls: u32,
+    /// Added before every answer and to every chunk sent through a tunnel
+    /// (`latency.rs`): the distance to Modal, for benchmarks.
+    pub latency: Duration,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             cut_streams: 0,
             page_size: 100,
             scheduling_polls: 0,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -354,13 +359,16 @@ impl FakeModal {
             *shared.router_url.lock().unwrap() = format!("http://{}", tcr.local_addr().unwrap());
             let control = control::service(Arc::clone(&shared));
             let router = router::service(Arc::clone(&shared));
+            let latency = shared.options.latency;
             tokio::spawn(
                 tonic::transport::Server::builder()
+                    .layer(latency::layer(latency))
                     .add_service(control)
                     .serve_with_incoming(incoming(api)),
             );
             tokio::spawn(
                 tonic::transport::Server::builder()
+                    .layer(latency::layer(latency))
                     .add_service(router)
                     .serve_with_incoming(incoming(tcr)),
             );

@@ -33,7 +33,8 @@ type Stream<T> = tonic::codegen::BoxStream<T>;
 type Answer<T> = Result<Response<T>, Status>;
 
 pub fn service(shared: Arc<Shared>) -> TaskCommandRouterServer<Router> {
-    TaskCommandRouterServer::new(Router { shared })
+    // The official client writes stdin in pieces of up to 16 MiB.
+    TaskCommandRouterServer::new(Router { shared }).max_decoding_message_size(32 << 20)
 }
 
 pub struct Router {

@@ -5,6 +5,8 @@
 //! command that listens on a declared port (`0.0.0.0:PORT`) is started on
 //! `127.0.0.1:0` instead, and the port it took is read from its
 //! `listening on http://…:N` line. A finished sandbox's tunnel refuses.
+//! With a latency set, each chunk towards the sandbox waits it first (a
+//! request pays the distance once, as through the fake E2B's port route).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ pub fn open(shared: &Arc<Shared>, id: &str, port: u32) -> u16 {
     let local = listener.local_addr().expect("tunnel address").port();
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
     let (shared, id) = (Arc::clone(shared), id.to_owned());
+    let latency = shared.options.latency;
     tokio::spawn(async move {
         while let Ok((mut inbound, _)) = listener.accept().await {
             let target = target(&shared, &id, port);
@@ -28,12 +31,45 @@ pub fn open(shared: &Arc<Shared>, id: &str, port: u32) -> u16 {
                 if let Ok(mut outbound) =
                     tokio::net::TcpStream::connect(("127.0.0.1", target)).await
                 {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if latency.is_zero() {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    } else {
+                        forward_delayed(inbound, outbound, latency).await;
+                    }
                 }
             });
         }
     });
     local
+}
+
+/// Copies both ways; what goes towards the sandbox waits `latency` per chunk.
+async fn forward_delayed(
+    inbound: tokio::net::TcpStream,
+    outbound: tokio::net::TcpStream,
+    latency: std::time::Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut in_read, mut in_write) = inbound.into_split();
+    let (mut out_read, mut out_write) = outbound.into_split();
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = in_read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(latency).await;
+            if out_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = out_write.shutdown().await;
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut out_read, &mut in_write).await;
+        let _ = in_write.shutdown().await;
+    };
+    tokio::join!(up, down);
 }
 
 /// The local port the process serving `port` of sandbox `id` listens on,

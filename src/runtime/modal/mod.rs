@@ -334,7 +334,7 @@ impl ModalRemote {
         &self,
         script: &str,
         path: &str,
-        stdin: Vec<u8>,
+        stdin: Bytes,
         limit: usize,
     ) -> Result<(Option<i32>, Vec<u8>), RemoteError> {
         let spec = Spec {
@@ -419,13 +419,13 @@ impl RemoteSandbox for ModalRemote {
 
     async fn read_file(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>, RemoteError> {
         let script = format!("[ -f \"$1\" ] || exit {MISSING}; exec head -c {limit} -- \"$1\"");
-        let (code, bytes) = self.file_script(&script, path, Vec::new(), limit).await?;
+        let (code, bytes) = self.file_script(&script, path, Bytes::new(), limit).await?;
         Ok((code == Some(0)).then_some(bytes))
     }
 
     async fn write_file(&self, path: &str, contents: Bytes) -> Result<(), RemoteError> {
         let script = "mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"";
-        let (code, _) = self.file_script(script, path, contents.to_vec(), 0).await?;
+        let (code, _) = self.file_script(script, path, contents, 0).await?;
         if code == Some(0) {
             return Ok(());
         }
@@ -440,7 +440,7 @@ impl RemoteSandbox for ModalRemote {
         let spec = Spec {
             args: modal::shell(command, &exec_id),
             workdir: Some(HOME.to_owned()),
-            stdin: Vec::new(),
+            stdin: Bytes::new(),
         };
         let mut output = Output::default();
         let (mut stdout, mut stderr) = (Utf8::default(), Utf8::default());

@@ -61,6 +61,7 @@ pub fn command(port: u16) -> String {
 
 /// Uploads and starts the serve; the port it listens on.
 pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u16, RemoteError> {
+    let began = std::time::Instant::now();
     sandbox
         .write_file(&path(sandbox, BINARY), launch.binary)
         .await?;
@@ -70,6 +71,7 @@ pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u
             Bytes::copy_from_slice(launch.manifest.as_bytes()),
         )
         .await?;
+    let uploaded = began.elapsed();
     let started = sandbox
         .start(
             &command(sandbox.serve_port()),
@@ -107,6 +109,7 @@ pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u
             })?
         }
     };
+    let ready = began.elapsed();
     let port = port_of(&line).ok_or_else(|| {
         RemoteError::failed(format!(
             "agentform serve in sandbox `{}` said `{line}`, which names no port",
@@ -116,6 +119,14 @@ pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u
     sandbox
         .write_file(&path(sandbox, PORT_FILE), Bytes::from(port.to_string()))
         .await?;
+    let ms = |d: Duration| d.as_millis() as u64;
+    tracing::debug!(
+        sandbox = sandbox.id(),
+        upload_ms = ms(uploaded),
+        ready_ms = ms(ready - uploaded),
+        port_file_ms = ms(began.elapsed() - ready),
+        "serve launch phases"
+    );
     Ok(port)
 }
 

@@ -61,7 +61,10 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
             metadata.insert(key.to_owned(), v.clone());
         }
     }
+    // Phase times, for the debug log (what a slow apply waits for).
+    let began = std::time::Instant::now();
     kill_leftovers(rt, &metadata).await?;
+    let listed = began.elapsed();
     let new = NewSandbox {
         metadata: metadata.clone(),
         network: network_of(&environment),
@@ -72,6 +75,7 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
     };
     let sandbox = rt.host.create(&new).await.map_err(|e| rt.error(e))?;
     let sandbox_id = sandbox.id().to_owned();
+    let created_at = began.elapsed();
     tracing::info!(sandbox = %sandbox_id, agent = %agent.id, "created a sandbox for a session");
     let made = async {
         let mut envs: BTreeMap<String, String> = rt
@@ -95,6 +99,7 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
         )
         .await
         .map_err(|e| rt.error(e))?;
+        let launched_at = began.elapsed();
         let client = Arc::new(rt.client(Arc::clone(&sandbox), port, metadata)?);
         let remote_env = client
             .api
@@ -110,6 +115,15 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
         });
         session_body["environment_id"] = Value::String(remote_env.id);
         let created = client.api.create_session(session_body).await?;
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        tracing::debug!(
+            sandbox = %sandbox_id,
+            list_ms = ms(listed),
+            create_ms = ms(created_at - listed),
+            launch_ms = ms(launched_at - created_at),
+            objects_ms = ms(began.elapsed() - launched_at),
+            "session phases"
+        );
         Ok::<_, RuntimeError>((client, created))
     }
     .await;

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -25,9 +27,12 @@ const MAX_RESUMES: u32 = 10;
 const KILL_GRACE: Duration = Duration::from_secs(3);
 /// How long killing may take.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Stdin is written in pieces of this size (the official client's
-/// `STREAMING_STDIN_CHUNK_SIZE`).
-const STDIN_CHUNK: usize = 256 * 1024;
+/// Stdin is written in pieces of up to this size, one `TaskExecStdinWrite`
+/// each: the official client's `TASK_COMMAND_ROUTER_MAX_BUFFER_SIZE`, the
+/// most it sends in one such write. Each write is a round trip, so an
+/// uploaded executable takes a few instead of hundreds (its 256 KiB
+/// `STREAMING_STDIN_CHUNK_SIZE` is for the streaming write, one call).
+const STDIN_CHUNK: usize = 16 * 1024 * 1024;
 /// Where a wrapped command records its process group (a shell word: the
 /// sandbox's temporary directory).
 const PGID_DIR: &str = "\"${TMPDIR:-/tmp}/.agentform-exec\"";
@@ -45,7 +50,7 @@ pub struct Spec {
     pub args: Vec<String>,
     /// An absolute path in the sandbox.
     pub workdir: Option<String>,
-    pub stdin: Vec<u8>,
+    pub stdin: Bytes,
 }
 
 /// How a command ended.
@@ -122,7 +127,7 @@ pub async fn run(
         readers.spawn(read(Arc::clone(router), exec_id.clone(), fd, tx.clone()));
     }
     drop(tx);
-    let stdin = write_stdin(router, &exec_id, &spec.stdin);
+    let stdin = write_stdin(router, &exec_id, spec.stdin.clone());
     let mut stdin_result = None;
     let mut open = 2;
     let mut timed_out = false;
@@ -180,16 +185,21 @@ pub async fn run(
     }
 }
 
-/// Writes `data` to the command's stdin and closes it.
-async fn write_stdin(router: &Router, exec_id: &str, data: &[u8]) -> Result<(), ModalError> {
+/// Writes `data` to the command's stdin and closes it, with its last piece
+/// (as the official client's `drain` after `write_eof`).
+async fn write_stdin(router: &Router, exec_id: &str, data: Bytes) -> Result<(), ModalError> {
     let mut offset = 0usize;
-    for chunk in data.chunks(STDIN_CHUNK) {
+    loop {
+        let end = data.len().min(offset + STDIN_CHUNK);
+        let eof = end == data.len();
         router
-            .write_stdin(exec_id, offset as u64, chunk, false)
+            .write_stdin(exec_id, offset as u64, data.slice(offset..end), eof)
             .await?;
-        offset += chunk.len();
+        if eof {
+            return Ok(());
+        }
+        offset = end;
     }
-    router.write_stdin(exec_id, offset as u64, &[], true).await
 }
 
 /// Reads one output stream to its end, resuming from the offset reached
@@ -249,7 +259,7 @@ pub async fn kill(router: &Arc<Router>, exec_id: &str) {
             exec_id.into(),
         ],
         workdir: None,
-        stdin: Vec::new(),
+        stdin: Bytes::new(),
     };
     let mut ignore = |_: Fd, _: &[u8]| {};
     let killed = Box::pin(run(router, spec, None, KILL_TIMEOUT, &mut ignore));

@@ -211,14 +211,14 @@ impl Router {
         &self,
         exec_id: &str,
         offset: u64,
-        data: &[u8],
+        data: bytes::Bytes,
         eof: bool,
     ) -> Result<(), ModalError> {
         let request = tcr::TaskExecStdinWriteRequest {
             task_id: self.access.task_id.clone(),
             exec_id: exec_id.to_owned(),
             offset,
-            data: data.to_vec(),
+            data,
             eof,
         };
         self.unary(

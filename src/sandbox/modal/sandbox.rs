@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::error::{ModalError, ModalErrorKind};
 use super::exec::{self, Fd, Spec};
@@ -146,7 +147,7 @@ impl ModalSandbox {
         path: &str,
         script: &str,
         relative: String,
-        stdin: Vec<u8>,
+        stdin: Bytes,
         limit: usize,
     ) -> Result<Vec<u8>, SandboxError> {
         let (router, _) = self.live().await?;
@@ -200,7 +201,7 @@ impl Sandbox for ModalSandbox {
         let spec = Spec {
             args: exec::shell(command, &exec_id),
             workdir: Some(WORKSPACE.to_owned()),
-            stdin: Vec::new(),
+            stdin: Bytes::new(),
         };
         let (mut stdout, mut stderr) = (Utf8::default(), Utf8::default());
         let mut emit = |text: String| {
@@ -242,7 +243,7 @@ impl Sandbox for ModalSandbox {
              [ -d \"$1\" ] && {{ echo 'is a directory' >&2; exit {DIRECTORY}; }}; \
              exec head -c {limit} -- \"$1\""
         );
-        self.file_script(path, &script, relative, Vec::new(), limit)
+        self.file_script(path, &script, relative, Bytes::new(), limit)
             .await
     }
 
@@ -258,7 +259,7 @@ impl Sandbox for ModalSandbox {
             "[ -d \"$1\" ] && {{ echo 'is a directory' >&2; exit {DIRECTORY}; }}; \
              mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\""
         );
-        self.file_script(path, &script, relative, contents.to_vec(), 0)
+        self.file_script(path, &script, relative, Bytes::copy_from_slice(contents), 0)
             .await
             .map(|_| ())
     }
@@ -272,7 +273,7 @@ impl Sandbox for ModalSandbox {
              find . -mindepth 1 ! -type d -print0"
         );
         let listing = self
-            .file_script(dir, &script, relative, Vec::new(), 64 << 20)
+            .file_script(dir, &script, relative, Bytes::new(), 64 << 20)
             .await?;
         let mut files: Vec<String> = listing
             .split(|b| *b == 0)
