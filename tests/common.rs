@@ -202,7 +202,7 @@ pub fn live_objects(
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
+    let objects = rt.block_on(async {
         let state = agentform::state::StateStore::open(state_dir, "test").expect("open state");
         let local = agentform::runtime::local::LocalRuntime::open(state.db(), Default::default())
             .expect("local runtime");
@@ -217,7 +217,25 @@ pub fn live_objects(
             .await
             .expect("sessions");
         (agents, envs, sessions)
-    })
+    });
+    sled_let_go(&state_dir.join("db"));
+    objects
+}
+
+/// Returns once no sled database in this process holds `db` (sled's I/O
+/// threads may keep its file locked a moment after the last handle is
+/// dropped), so that the next opener, here or in a command, is not refused.
+pub fn sled_let_go(db: &Path) {
+    let Ok(file) = std::fs::File::open(db.join("db")) else {
+        return;
+    };
+    for _ in 0..500 {
+        if file.try_lock().is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("sled kept {} locked for 5 s", db.display());
 }
 
 /// The tool results of every transcript, in order: (text, is_error).

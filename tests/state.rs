@@ -72,14 +72,8 @@ fn with_sled<T>(t: &Test, f: impl FnOnce(&sled::Db) -> T) -> T {
     let out = f(&db);
     db.flush().expect("flush");
     drop(db);
-    let file = std::fs::File::open(path.join("db")).expect("sled's file");
-    for _ in 0..500 {
-        if file.try_lock().is_ok() {
-            return out;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("sled still holds {}", path.display());
+    sled_let_go(&path);
+    out
 }
 
 #[test]
