@@ -289,6 +289,9 @@ fn forward(
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
             tokio::select! {
+                // A killed sandbox's processes end by its kill: their end
+                // must not come out first, as none comes from a dead VM.
+                biased;
                 _ = async { drop(killed.wait_for(|k| *k).await) } => {
                     let _ = tx.send(Err(std::io::Error::other("the sandbox died"))).await;
                     return;
