@@ -366,8 +366,13 @@ impl FakeModal {
                     .add_service(control)
                     .serve_with_incoming(incoming(api)),
             );
+            // The command router takes 16 MiB stdin writes: windows of
+            // h2's default 64 KiB would make each a few hundred round trips
+            // of flow control, which a production server's windows avoid.
             tokio::spawn(
                 tonic::transport::Server::builder()
+                    .initial_stream_window_size(Some(16 << 20))
+                    .initial_connection_window_size(Some(64 << 20))
                     .layer(latency::layer(latency))
                     .add_service(router)
                     .serve_with_incoming(incoming(tcr)),
