@@ -37,6 +37,51 @@ const DEFAULT_MODEL_HOST: &str = "api.anthropic.com";
 /// the model client needs a value, and the egress replaces its header.
 pub const INJECTED_KEY_PLACEHOLDER: &str = "not-a-key-set-by-the-sandbox-egress";
 
+/// The endpoints recorded for the resources of `provider`.
+fn recorded_endpoints(
+    state: &StateStore,
+    provider: &str,
+) -> Result<Vec<Option<String>>, ProvidersError> {
+    Ok(state
+        .list()?
+        .into_iter()
+        .filter(|r| r.provider == provider)
+        .map(|r| r.endpoint)
+        .collect())
+}
+
+/// The executable to upload: the manifest's `agent_binary` (relative to
+/// the manifest), else this one.
+fn upload_binary(
+    manifest: Option<&Manifest>,
+    agent_binary: Option<String>,
+) -> Result<PathBuf, ProvidersError> {
+    match agent_binary {
+        Some(path) => Ok(manifest
+            .map(|m| m.root.join(&path))
+            .unwrap_or_else(|| PathBuf::from(path))),
+        None => std::env::current_exe().map_err(|e| {
+            ProvidersError::Setting(format!("cannot find this executable to upload: {e}"))
+        }),
+    }
+}
+
+/// A remote loop's options: what it uploads, its models, and the secret
+/// its serves' keys derive from.
+fn remote_options(binary: PathBuf, models: Models, key: &str) -> RemoteOptions {
+    RemoteOptions {
+        binary,
+        manifest: models.manifest,
+        model_envs: models.envs,
+        model_hosts: models.hosts,
+        header_rules: models.rules,
+        key: Secret::new(key.to_owned()),
+        ready_deadline: READY_DEADLINE,
+        max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
+        retry_backoff: None,
+    }
+}
+
 /// The `e2b` provider, when the manifest or the state uses it.
 pub fn e2b_runtime(
     state: &StateStore,
@@ -46,12 +91,7 @@ pub fn e2b_runtime(
 ) -> Result<Option<RemoteRuntime>, ProvidersError> {
     let declared =
         manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == PROVIDER_NAME));
-    let recorded: Vec<Option<String>> = state
-        .list()?
-        .into_iter()
-        .filter(|r| r.provider == PROVIDER_NAME)
-        .map(|r| r.endpoint)
-        .collect();
+    let recorded = recorded_endpoints(state, PROVIDER_NAME)?;
     if !declared && recorded.is_empty() {
         return Ok(None);
     }
@@ -79,14 +119,10 @@ pub fn e2b_runtime(
         }
         None => (config_from_state(&locations, &recorded, var)?, None),
     };
-    let binary = match manifest.and_then(|m| m.providers.e2b.as_ref()?.agent_binary.clone()) {
-        Some(path) => manifest
-            .map(|m| m.root.join(&path))
-            .unwrap_or_else(|| PathBuf::from(path)),
-        None => std::env::current_exe().map_err(|e| {
-            ProvidersError::Setting(format!("cannot find this executable to upload: {e}"))
-        })?,
-    };
+    let binary = upload_binary(
+        manifest,
+        manifest.and_then(|m| m.providers.e2b.as_ref()?.agent_binary.clone()),
+    )?;
     if declared && !is_loopback(&config.api_url) {
         check_static(&binary).map_err(ProvidersError::Setting)?;
     }
@@ -95,18 +131,7 @@ pub fn e2b_runtime(
             ProvidersError::Setting(format!("cannot note where E2B sandboxes are: {e}"))
         })?;
     }
-    let models = models.unwrap_or_default();
-    let options = RemoteOptions {
-        binary,
-        manifest: models.manifest,
-        model_envs: models.envs,
-        model_hosts: models.hosts,
-        header_rules: models.rules,
-        key: Secret::new(config.api_key.clone()),
-        ready_deadline: READY_DEADLINE,
-        max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
-        retry_backoff: None,
-    };
+    let options = remote_options(binary, models.unwrap_or_default(), &config.api_key);
     let api = Arc::new(E2bApi::new(config).map_err(ProvidersError::Setting)?);
     let host = E2bHost::new(api).noting_templates(locations.with_file_name(e2b::TEMPLATES_FILE));
     Ok(Some(RemoteRuntime::new(Arc::new(host), local, options)))
@@ -123,12 +148,7 @@ pub fn modal_runtime(
 ) -> Result<Option<RemoteRuntime>, ProvidersError> {
     let name = modal_host::PROVIDER_NAME;
     let declared = manifest.is_some_and(|m| m.resources.iter().any(|r| r.provider == name));
-    let recorded: Vec<Option<String>> = state
-        .list()?
-        .into_iter()
-        .filter(|r| r.provider == name)
-        .map(|r| r.endpoint)
-        .collect();
+    let recorded = recorded_endpoints(state, name)?;
     if !declared && recorded.is_empty() {
         return Ok(None);
     }
@@ -151,29 +171,14 @@ pub fn modal_runtime(
             (modal_config_for(&user, Some(&spec), "", var)?, None)
         }
     };
-    let binary = match manifest.and_then(|m| m.providers.modal.as_ref()?.agent_binary.clone()) {
-        Some(path) => manifest
-            .map(|m| m.root.join(&path))
-            .unwrap_or_else(|| PathBuf::from(path)),
-        None => std::env::current_exe().map_err(|e| {
-            ProvidersError::Setting(format!("cannot find this executable to upload: {e}"))
-        })?,
-    };
+    let binary = upload_binary(
+        manifest,
+        manifest.and_then(|m| m.providers.modal.as_ref()?.agent_binary.clone()),
+    )?;
     if declared && !is_loopback(&config.server_url) {
         check_static_for(&binary, "a Modal", name).map_err(ProvidersError::Setting)?;
     }
-    let models = models.unwrap_or_default();
-    let options = RemoteOptions {
-        binary,
-        manifest: models.manifest,
-        model_envs: models.envs,
-        model_hosts: models.hosts,
-        header_rules: models.rules,
-        key: Secret::new(config.token_secret.clone()),
-        ready_deadline: READY_DEADLINE,
-        max_retries: crate::http::retry::DEFAULT_MAX_RETRIES,
-        retry_backoff: None,
-    };
+    let options = remote_options(binary, models.unwrap_or_default(), &config.token_secret);
     let api = Arc::new(ModalApi::new(config).map_err(ProvidersError::Setting)?);
     Ok(Some(RemoteRuntime::new(
         Arc::new(ModalHost::new(api)),

@@ -10,6 +10,7 @@ pub mod e2b;
 pub mod leftovers;
 pub mod local;
 pub mod modal;
+pub mod notes;
 pub mod tools;
 
 use std::sync::Arc;

@@ -42,12 +42,7 @@ pub struct Built {
 static FILE_LOCK: Mutex<()> = Mutex::new(());
 
 fn read(file: &Path) -> Result<BTreeMap<String, Built>, String> {
-    match std::fs::read(file) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("`{}` is not a list of E2B templates: {e}", file.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(format!("cannot read `{}`: {e}", file.display())),
-    }
+    crate::sandbox::notes::read(file, "E2B templates")
 }
 
 /// Sets (or with `None` removes) the environment's entry.
@@ -58,13 +53,7 @@ fn write(file: &Path, environment_id: &str, built: Option<&Built>) -> Result<(),
         Some(b) => all.insert(environment_id.to_owned(), b.clone()),
         None => all.remove(environment_id),
     };
-    let json = serde_json::to_vec_pretty(&all).map_err(|e| e.to_string())?;
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
-    }
-    let partial = file.with_extension(format!("json.{}.partial", std::process::id()));
-    std::fs::write(&partial, json).map_err(|e| format!("`{}`: {e}", partial.display()))?;
-    std::fs::rename(&partial, file).map_err(|e| format!("`{}`: {e}", file.display()))
+    crate::sandbox::notes::write(file, &all)
 }
 
 fn has_packages(packages: &Packages) -> bool {

@@ -52,29 +52,17 @@ impl ModalLocation {
 
 /// The places recorded in `file`; none when it does not exist.
 pub fn read(file: &Path) -> Result<Vec<ModalLocation>, String> {
-    match std::fs::read(file) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("`{}` is not a list of Modal locations: {e}", file.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("cannot read `{}`: {e}", file.display())),
-    }
+    crate::sandbox::notes::read(file, "Modal locations")
 }
 
-/// Adds `location` to `file` unless it is there (written whole, then
-/// renamed over the old file).
+/// Adds `location` to `file` unless it is there.
 pub fn remember(file: &Path, location: &ModalLocation) -> Result<(), String> {
     let mut known = read(file)?;
     if known.contains(location) {
         return Ok(());
     }
     known.push(location.clone());
-    let json = serde_json::to_vec_pretty(&known).map_err(|e| e.to_string())?;
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
-    }
-    let partial = file.with_extension(format!("json.{}.partial", std::process::id()));
-    std::fs::write(&partial, json).map_err(|e| format!("`{}`: {e}", partial.display()))?;
-    std::fs::rename(&partial, file).map_err(|e| format!("`{}`: {e}", file.display()))
+    crate::sandbox::notes::write(file, &known)
 }
 
 #[cfg(test)]
