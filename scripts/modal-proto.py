@@ -27,9 +27,13 @@ KEEP = {
     "modal.client.ModalClient": [
         "AppGetOrCreate",
         "AuthTokenGet",
+        "BlobCreate",
         "EnvironmentGetOrCreate",
         "ImageGetOrCreate",
         "ImageJoinStreaming",
+        "MountBatchedCheckExistence",
+        "MountGetOrCreate",
+        "MountPutFile",
         "SandboxCreateV2",
         "SandboxGetCommandRouterAccess",
         "SandboxGetTaskIdV2",
