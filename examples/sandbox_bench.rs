@@ -10,9 +10,11 @@
 //! Drives the `agentform` executable of the same profile, each figure from
 //! the command's wall time or the run's transcript:
 //!   (a) session cold start of `provider: e2b` and `provider: modal`:
-//!       `apply` of one session (sandbox created, agentform uploaded, serve
-//!       ready, its objects made), then the first reply (`run --continue`,
-//!       a one-word step);
+//!       `apply` of one session (sandbox created, agentform uploaded or, on
+//!       Modal, mounted, serve ready, its objects made), then the first
+//!       reply (`run --continue`, a one-word step); then the `apply` of one
+//!       more session, when what is sent once per service (Modal's mount of
+//!       the executable) is there, as it is for each of many sessions;
 //!   (b) `calls` bash calls of `true` in one step, per row: `local` (the
 //!       loop and tools here, unconfined), stage 1 of each service (loop
 //!       here, tools in the sandbox), stage 2 (loop and tools in the
@@ -20,8 +22,8 @@
 //!       second is timed;
 //!   (c) per service, `apply` of `sessions` stage-2 sessions at
 //!       `--parallelism`, against the critical-path bound: the waves of
-//!       sessions (⌈sessions / parallelism⌉) times one session's apply of
-//!       (a); the CPU time it took (the fakes, the `agentform` command,
+//!       sessions (⌈sessions / parallelism⌉) times the one more session's
+//!       apply of (a); the CPU time it took (the fakes, the `agentform` command,
 //!       the serves in the sandboxes) and each session's phases from the
 //!       apply's debug log (`session phases`, `serve launch phases`),
 //!       alone and among the many; then a `plan --refresh`, which must
@@ -475,7 +477,8 @@ fn bench() -> Result<()> {
     );
     let stage2: Vec<&Row> = rows.iter().filter(|r| r.stage2).collect();
 
-    // (a) cold start of a stage-2 session; its apply is the bound's unit.
+    // (a) cold start of a stage-2 session; the apply of one more is the
+    // bound's unit.
     let mut one_apply = Vec::new();
     for row in &stage2 {
         let (_d, cli) = setup(&bin, &fakes, &manifest(row, 1, 0))?;
@@ -492,7 +495,17 @@ fn bench() -> Result<()> {
             first.first().copied().unwrap_or(0)
         );
         cli.run(&["destroy", "--auto-approve"])?;
-        one_apply.push((apply_one, phases(&log)));
+        // Again, as each of many sessions is made: what the first one made
+        // or sent once (Modal's mount of the executable) is there.
+        let (_d, cli) = setup(&bin, &fakes, &manifest(row, 1, 0))?;
+        let (apply_again, log) =
+            cli.run_logged(&["apply", "--auto-approve"], Some(PHASE_LOG))?;
+        println!(
+            "apply of one more session (the bound's unit)                 {:8.0} ms",
+            ms(apply_again)
+        );
+        cli.run(&["destroy", "--auto-approve"])?;
+        one_apply.push((apply_again, phases(&log)));
     }
 
     // (b) bash calls per row.
@@ -557,7 +570,7 @@ fn bench() -> Result<()> {
             ms(apply_many)
         );
         println!(
-            "critical-path bound ({waves} waves × one session's apply) {:8.0} ms  → {:.2}× (target ≤ 1.5×)",
+            "critical-path bound ({waves} waves × one more session's apply) {:8.0} ms  → {:.2}× (target ≤ 1.5×)",
             ms(bound),
             apply_many.as_secs_f64() / bound.as_secs_f64()
         );

@@ -1,7 +1,7 @@
 //! Whole sessions on Modal (`provider: modal`, the remote loop), against
 //! the fake Modal of `fake_modal/`: `examples/modal` applies (a sandbox per
-//! session with the serve's port declared, agentform uploaded through
-//! stdin and serving in it, reached through the tunnel), runs (the
+//! session with the serve's port declared, agentform uploaded once as a
+//! mount and serving in every sandbox, reached through the tunnel), runs (the
 //! scripted model's bash writes a file found in the fake sandbox),
 //! refreshes with no changes and is destroyed with nothing left, also from
 //! the state alone; archives terminate sandboxes; injected faults converge
@@ -130,9 +130,17 @@ fn the_example_applies_runs_refreshes_and_is_destroyed_with_nothing_left() {
     // The session's id names its sandbox; the serve in it holds the session.
     let session = remote_id(&t, "session.chat");
     assert!(session.ends_with(&format!(".{first}")), "{session}");
+    // agentform is placed by one mount, its bytes sent to the blob store
+    // once, not written into the sandbox.
+    let lean = std::fs::metadata(lean_binary()).unwrap().len();
+    assert_eq!(definition.mount_ids.len(), 1, "{:?}", definition.mount_ids);
     let binary = found_in_sandbox(&fake, &first, "agentform");
-    assert_eq!(binary.len(), 1, "agentform uploaded: {binary:?}");
-    assert!(fake.calls_of("TaskCommandRouter/TaskExecStdinWrite") > 1);
+    assert_eq!(binary.len(), 1, "agentform placed: {binary:?}");
+    assert!(
+        binary[0].ends_with("root/.agentform/bin/agentform"),
+        "{binary:?}"
+    );
+    assert_eq!(fake.blob_bytes_received(), lean, "the executable went up once");
     let ran = commands(&fake);
     assert!(
         ran.iter()
@@ -147,6 +155,12 @@ fn the_example_applies_runs_refreshes_and_is_destroyed_with_nothing_left() {
     let alive = fake.alive();
     assert_eq!(alive.len(), 1, "{alive:?}");
     let second = alive[0].clone();
+    assert_eq!(
+        fake.blob_bytes_received(),
+        lean,
+        "an executable Modal has is not sent again"
+    );
+    assert_eq!(fake.definition(&second).unwrap().mount_ids.len(), 1);
     let proof = found_in_sandbox(&fake, &second, "proof.txt");
     assert_eq!(proof.len(), 1, "{proof:?}");
     assert_eq!(

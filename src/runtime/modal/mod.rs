@@ -1,7 +1,8 @@
 //! The `modal` provider: the remote loop of `crate::runtime::remote` on
 //! Modal. [`ModalHost`] is Modal's control plane as a [`SandboxHost`]
-//! (an environment's image built at apply, create with the serve's port
-//! declared and from that image, find by tags, terminate) and
+//! (an environment's image built at apply, the executable placed in every
+//! sandbox by one mount, create with the serve's port declared and from
+//! that image, find by tags, terminate) and
 //! [`ModalRemote`] one sandbox's command router and tunnel as a
 //! [`RemoteSandbox`] (files as commands' stdin and stdout, commands, the
 //! URL of the serve's port). Modal reaches only the ports declared when a
@@ -52,11 +53,17 @@ const CHECK_EVERY: Duration = Duration::from_secs(60);
 /// Modal's control plane.
 pub struct ModalHost {
     api: Arc<ModalApi>,
+    /// The mount every sandbox is made with: the executable, stored by
+    /// Modal once instead of written into each sandbox.
+    mount: tokio::sync::OnceCell<String>,
 }
 
 impl ModalHost {
     pub fn new(api: Arc<ModalApi>) -> Self {
-        ModalHost { api }
+        ModalHost {
+            api,
+            mount: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// The image of an environment's packages: built at apply
@@ -204,6 +211,7 @@ impl SandboxHost for ModalHost {
                 ports: vec![port],
             })),
             resources: Some(pb::Resources::default()),
+            mount_ids: self.mount.get().cloned().into_iter().collect(),
             ..Default::default()
         };
         let mut tags = new.metadata.clone();
@@ -293,6 +301,27 @@ impl SandboxHost for ModalHost {
             return Ok(());
         }
         Err(remote_error(modal::gone(id)))
+    }
+
+    /// A mount of the executable (`mount.rs` of the Modal client): Modal
+    /// stores it once, digest-addressed, and places it in every sandbox
+    /// made with the mount.
+    async fn place_executable(&self, path: &str, binary: &Bytes) -> Result<bool, RemoteError> {
+        let file = modal::MountFile {
+            path: format!("{HOME}/{}", path.trim_start_matches('/')),
+            content: binary.clone(),
+            mode: 0o755,
+        };
+        let files = [file];
+        self.mount
+            .get_or_try_init(|| self.api.mount(&files))
+            .await
+            .map_err(|e| {
+                let mut e = remote_error(e);
+                e.message = format!("the mount of the agentform executable: {}", e.message);
+                e
+            })?;
+        Ok(true)
     }
 
     /// Sandboxes start from their environment's image, its packages

@@ -34,9 +34,23 @@ const GONE: &str = "agentform-serve-gone";
 const BINARY: &str = "agentform";
 const MANIFEST: &str = "serve.yaml";
 
+/// The executable a launch runs.
+#[derive(Clone)]
+pub enum Executable {
+    /// Uploaded into the sandbox first.
+    Upload(Bytes),
+    /// Already at [`PLACED`], put there by the host.
+    Placed,
+}
+
+/// Where a host that places the executable for every sandbox puts it,
+/// under the sandbox user's home (not in [`DIR`] itself, which the serve
+/// writes to, while a placed file may be on a read-only mount).
+pub const PLACED: &str = ".agentform/bin/agentform";
+
 /// Everything a launch needs besides the sandbox.
 pub struct Launch<'a> {
-    pub binary: Bytes,
+    pub executable: Executable,
     /// The serve manifest's text.
     pub manifest: &'a str,
     /// The serve's environment: its API key and the model keys.
@@ -49,12 +63,18 @@ fn path(sandbox: &dyn RemoteSandbox, name: &str) -> String {
     format!("{}/{DIR}/{name}", sandbox.home().trim_end_matches('/'))
 }
 
-/// The serve's command line, listening on `port` (0: any). `--no-confinement`
-/// is the one place the local confinement is turned off, and it says so.
-pub fn command(port: u16) -> String {
+/// The serve's command line, listening on `port` (0: any), running the
+/// uploaded executable or the one [placed](PLACED). `--no-confinement` is
+/// the one place the local confinement is turned off, and it says so.
+pub fn command(port: u16, placed: bool) -> String {
+    // A placed executable may sit on a read-only mount: not chmod-ed.
+    let (prepare, run) = match placed {
+        false => (format!("chmod 700 {BINARY} && "), format!("./{BINARY}")),
+        true => (String::new(), format!("\"$HOME/{PLACED}\"")),
+    };
     format!(
-        "cd \"$HOME/{DIR}\" && chmod 700 {BINARY} && echo $$ > {PID_FILE} && \
-         exec > >(tee -a {LOG_FILE}) 2>&1 && exec ./{BINARY} --file {MANIFEST} \
+        "cd \"$HOME/{DIR}\" && {prepare}echo $$ > {PID_FILE} && \
+         exec > >(tee -a {LOG_FILE}) 2>&1 && exec {run} --file {MANIFEST} \
          serve --no-confinement --listen 0.0.0.0:{port} --allow-remote --data data"
     )
 }
@@ -62,9 +82,13 @@ pub fn command(port: u16) -> String {
 /// Uploads and starts the serve; the port it listens on.
 pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u16, RemoteError> {
     let began = std::time::Instant::now();
-    sandbox
-        .write_file(&path(sandbox, BINARY), launch.binary)
-        .await?;
+    let placed = match launch.executable {
+        Executable::Upload(binary) => {
+            sandbox.write_file(&path(sandbox, BINARY), binary).await?;
+            false
+        }
+        Executable::Placed => true,
+    };
     sandbox
         .write_file(
             &path(sandbox, MANIFEST),
@@ -74,7 +98,7 @@ pub async fn launch(sandbox: &dyn RemoteSandbox, launch: Launch<'_>) -> Result<u
     let uploaded = began.elapsed();
     let started = sandbox
         .start(
-            &command(sandbox.serve_port()),
+            &command(sandbox.serve_port(), placed),
             &launch.envs,
             READY,
             launch.deadline,
@@ -196,9 +220,20 @@ mod tests {
 
     #[test]
     fn the_command_turns_the_confinement_off_explicitly() {
-        let c = command(0);
-        assert!(command(8000).contains("--listen 0.0.0.0:8000 "));
+        let c = command(0, false);
+        assert!(command(8000, true).contains("--listen 0.0.0.0:8000 "));
         assert!(c.contains("serve --no-confinement"), "{c}");
         assert!(!c.contains("KEY"), "no secret on the command line: {c}");
+    }
+
+    #[test]
+    fn a_placed_executable_runs_from_its_place_unchanged() {
+        let c = command(8000, true);
+        assert!(
+            c.contains(r#"exec "$HOME/.agentform/bin/agentform" --file serve.yaml serve"#),
+            "{c}"
+        );
+        assert!(!c.contains("chmod"), "a mount may be read-only: {c}");
+        assert!(command(8000, false).contains("chmod 700 agentform && echo"));
     }
 }

@@ -84,6 +84,9 @@ pub struct RemoteRuntime {
     local: Arc<dyn Runtime>,
     options: RemoteOptions,
     binary: tokio::sync::OnceCell<Bytes>,
+    /// Whether the host placed the executable for every sandbox (else
+    /// each launch uploads it), decided once per process.
+    placed: tokio::sync::OnceCell<bool>,
     clients: Mutex<HashMap<String, Arc<Client>>>,
 }
 
@@ -116,6 +119,7 @@ impl RemoteRuntime {
             local,
             options,
             binary: tokio::sync::OnceCell::new(),
+            placed: tokio::sync::OnceCell::new(),
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -140,6 +144,21 @@ impl RemoteRuntime {
             })
             .await
             .cloned()
+    }
+
+    /// What a launch runs: the executable the host placed for every
+    /// sandbox (once per process), or the bytes each launch uploads.
+    async fn executable(&self) -> Result<launch::Executable> {
+        let binary = self.binary().await?;
+        let placed = self
+            .placed
+            .get_or_try_init(|| self.host.place_executable(launch::PLACED, &binary))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(match placed {
+            true => launch::Executable::Placed,
+            false => launch::Executable::Upload(binary),
+        })
     }
 
     /// The client of the serve on `port` of `sandbox`.

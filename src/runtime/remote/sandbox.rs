@@ -206,6 +206,13 @@ pub trait SandboxHost: Send + Sync {
     async fn provision(&self, _image: &EnvironmentImage) -> Result<(), RemoteError> {
         Ok(())
     }
+    /// Puts `binary` at `path` (under the sandbox user's home, executable)
+    /// in every sandbox made afterwards, so that launches do not upload it
+    /// into each; `false` when this host cannot, and each launch uploads
+    /// it (the default).
+    async fn place_executable(&self, _path: &str, _binary: &Bytes) -> Result<bool, RemoteError> {
+        Ok(false)
+    }
     /// The environment was deleted: remove what was built for it. The
     /// default removes nothing.
     async fn retire(&self, _environment_id: &str) -> Result<(), RemoteError> {

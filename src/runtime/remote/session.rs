@@ -48,7 +48,7 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
             rt.host.provider()
         )));
     }
-    let binary = rt.binary().await?;
+    let executable = rt.executable().await?;
     let user_meta = string_map(body.get("metadata"));
     let mut metadata = BTreeMap::from([
         (META_LOOP.to_owned(), LOOP_REMOTE.to_owned()),
@@ -91,7 +91,7 @@ pub(super) async fn create(rt: &RemoteRuntime, body: Value) -> Result<Session> {
         let port = launch::launch(
             sandbox.as_ref(),
             Launch {
-                binary,
+                executable,
                 manifest: &rt.options.manifest,
                 envs,
                 deadline: rt.options.ready_deadline,

@@ -5,7 +5,7 @@
 //! `x-modal-auth-token` on the V2 calls), `SandboxCreateV2`,
 //! `SandboxListV2`, `SandboxGetTaskIdV2`, `SandboxWaitV2`,
 //! `SandboxTerminateV2`, `SandboxGetTunnelsV2` and
-//! `SandboxGetCommandRouterAccess`. Every token,
+//! `SandboxGetCommandRouterAccess` (mounts are `mount.rs`'s). Every token,
 //! JWT and sandbox token joins the redactor as it arrives. What a sandbox is
 //! for is the caller's.
 
@@ -81,6 +81,8 @@ pub struct ModalApi {
     /// One cell per image, so that different images build at once and one
     /// image builds once.
     images: Mutex<BTreeMap<Vec<String>, Arc<OnceCell<String>>>>,
+    /// The blob store's HTTP client (`mount.rs`), made at its first use.
+    blob_http: OnceCell<crate::http::Client>,
 }
 
 impl std::fmt::Debug for ModalApi {
@@ -130,6 +132,7 @@ impl ModalApi {
             builder_version: OnceCell::new(),
             auth: Mutex::new(None),
             images: Mutex::new(BTreeMap::new()),
+            blob_http: OnceCell::new(),
         })
     }
 
@@ -152,7 +155,11 @@ impl ModalApi {
         self.rpc.redactor.secrets().add(label, secret);
     }
 
-    async fn unary<Req, Resp, F, Fut>(
+    pub(super) fn blob_http(&self) -> &OnceCell<crate::http::Client> {
+        &self.blob_http
+    }
+
+    pub(super) async fn unary<Req, Resp, F, Fut>(
         &self,
         label: &str,
         message: &Req,

@@ -1,7 +1,8 @@
 //! Running one command in a sandbox to its end through its command router:
 //! started under a fresh exec id, its stdin written and closed, stdout and
 //! stderr read as two streams that resume from their byte offset when they
-//! break (nothing is lost or repeated), its exit status waited for, and at
+//! break (nothing is lost or repeated), its exit status asked for beside
+//! them and taken once they end, and at
 //! the deadline its process group killed. What the command is, is the
 //! caller's; [`shell`] wraps a tool's command so that it can be killed
 //! whole.
@@ -127,6 +128,13 @@ pub async fn run(
         readers.spawn(read(Arc::clone(router), exec_id.clone(), fd, tx.clone()));
     }
     drop(tx);
+    // Asked for beside the output, so that a short command's end is known
+    // when its output is: one round trip less per command.
+    let mut early_wait = JoinSet::new();
+    {
+        let (router, exec_id) = (Arc::clone(router), exec_id.clone());
+        early_wait.spawn(async move { router.wait(&exec_id).await });
+    }
     let stdin = write_stdin(router, &exec_id, spec.stdin.clone());
     let mut stdin_result = None;
     let mut open = 2;
@@ -170,7 +178,15 @@ pub async fn run(
         });
     }
     let remaining = deadline_at.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(remaining, router.wait(&exec_id)).await {
+    let exit = async {
+        match early_wait.join_next().await {
+            Some(Ok(Ok(exit))) => Ok(exit),
+            // It failed (its call may have timed out while the command
+            // ran): asked again, now that the output has ended.
+            _ => router.wait(&exec_id).await,
+        }
+    };
+    match tokio::time::timeout(remaining, exit).await {
         Ok(exit) => Ok(Outcome {
             exit: Some(exit?),
             timed_out: false,

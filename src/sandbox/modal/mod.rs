@@ -12,6 +12,7 @@
 //! * `control.rs`: the control plane (app, image, sandboxes);
 //! * `router.rs`: a sandbox's command router (exec, output, stdin);
 //! * `exec.rs`: one command to its end (resumed output, deadline, kill);
+//! * `mount.rs`: files Modal places in sandboxes (stored once, by digest);
 //! * `image.rs`: an environment's image as Dockerfile commands;
 //! * `images.rs`: that image built at apply and noted for its sessions;
 //! * `location.rs`: where the sandboxes are, noted beside the workspaces
@@ -34,6 +35,7 @@ mod exec;
 mod image;
 mod images;
 pub mod location;
+mod mount;
 pub mod proto;
 mod router;
 mod rpc;
@@ -55,6 +57,7 @@ pub use self::error::{ModalError, ModalErrorKind};
 pub use self::exec::{capture, kill, run, shell, Captured, Fd, Outcome, Spec};
 pub use self::image::{dockerfile, WORKSPACE};
 pub use self::images::IMAGES_FILE;
+pub use self::mount::{MountFile, LARGE_FILE_LIMIT};
 use self::proto::client as pb;
 pub use self::router::{ExitStatus, Router};
 pub use self::rpc::{uuid4, CLIENT_HEADERS};
