@@ -17,6 +17,7 @@ mod examples;
 mod lifecycle;
 mod locking;
 mod modal;
+mod modal_mounts;
 mod modal_remote;
 mod postgres;
 mod run;

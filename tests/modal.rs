@@ -86,7 +86,27 @@ fn the_official_client_runs_its_lifecycle_against_the_fake() {
         "the lifecycle terminated its sandbox"
     );
     assert_eq!(fake.created().len(), 1, "{:?}", fake.created());
+    // Its two local files came as two mounts, the big one through the blob store.
+    let definition = fake.definition(&fake.created()[0]).unwrap();
+    assert_eq!(definition.mount_ids.len(), 2, "{definition:?}");
+    let mounted: Vec<String> = definition
+        .mount_ids
+        .iter()
+        .flat_map(|id| fake.mount_files(id).unwrap())
+        .map(|f| f.filename)
+        .collect();
+    assert_eq!(mounted, ["/data/small.txt", "/data/big.bin"]);
+    assert!(
+        fake.blob_bytes_received() >= 5 << 20,
+        "{}",
+        fake.blob_bytes_received()
+    );
+    assert_eq!(fake.calls_of("Blobs/Put"), 1);
     for method in [
+        "ModalClient/MountBatchedCheckExistence",
+        "ModalClient/BlobCreate",
+        "ModalClient/MountPutFile",
+        "ModalClient/MountGetOrCreate",
         "ModalClient/SandboxCreateV2",
         "ModalClient/SandboxGetTaskIdV2",
         "ModalClient/SandboxGetCommandRouterAccess",

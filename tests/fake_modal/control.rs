@@ -2,7 +2,9 @@
 //! environment's builder version, images (built at once: their commands
 //! are recorded, a `WORKDIR` made; counted as builds), auth tokens and V2 sandboxes (create,
 //! task id, command router access, tunnels, list by tag, tags, wait,
-//! terminate). Every other method answers `UNIMPLEMENTED`.
+//! terminate; a create's mounts placed first), blobs and mounts (handled
+//! in `blobs.rs` and `mounts.rs`). Every other method answers
+//! `UNIMPLEMENTED`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use agentform::sandbox::modal::proto::client as pb;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use super::{finish, host_path, jwt, random_id, Sandbox, Shared};
+use super::{finish, host_path, jwt, mounts, random_id, Sandbox, Shared};
 
 #[allow(clippy::all, dead_code)]
 mod server {
@@ -114,6 +116,48 @@ impl ModalClient for Control {
         let token = jwt("auth");
         self.shared.lock().auth_tokens.push(token.clone());
         Ok(Response::new(pb::AuthTokenGetResponse { token }))
+    }
+
+    async fn blob_create(
+        &self,
+        request: Request<pb::BlobCreateRequest>,
+    ) -> Answer<pb::BlobCreateResponse> {
+        self.enter("BlobCreate", &request, false)?;
+        let message = request.into_inner();
+        if message.content_length < 0 {
+            return Err(Status::invalid_argument("content_length is negative"));
+        }
+        Ok(Response::new(
+            self.shared.blobs.create(&self.shared.options, message),
+        ))
+    }
+
+    async fn mount_batched_check_existence(
+        &self,
+        request: Request<pb::MountBatchedCheckExistenceRequest>,
+    ) -> Answer<pb::MountBatchedCheckExistenceResponse> {
+        self.enter("MountBatchedCheckExistence", &request, false)?;
+        let message = request.into_inner();
+        Ok(Response::new(mounts::check_existence(
+            &self.shared,
+            message,
+        )))
+    }
+
+    async fn mount_put_file(
+        &self,
+        request: Request<pb::MountPutFileRequest>,
+    ) -> Answer<pb::MountPutFileResponse> {
+        self.enter("MountPutFile", &request, false)?;
+        mounts::put_file(&self.shared, request.into_inner()).map(Response::new)
+    }
+
+    async fn mount_get_or_create(
+        &self,
+        request: Request<pb::MountGetOrCreateRequest>,
+    ) -> Answer<pb::MountGetOrCreateResponse> {
+        self.enter("MountGetOrCreate", &request, false)?;
+        mounts::get_or_create(&self.shared, request.into_inner()).map(Response::new)
     }
 
     async fn environment_get_or_create(
@@ -235,6 +279,7 @@ impl ModalClient for Control {
                 definition.image_id
             )));
         };
+        let mounted = mounts::files_of(&inner, &definition.mount_ids)?;
         let mut env = BTreeMap::new();
         for source in &message.secret_sources {
             if let Some(pb::secret_source::Source::Env(map)) = &source.source {
@@ -257,6 +302,10 @@ impl ModalClient for Control {
             if let Some(path) = host_path(&root, dir.trim()) {
                 std::fs::create_dir_all(path).map_err(|e| Status::internal(e.to_string()))?;
             }
+        }
+        if let Err(e) = mounts::place(&self.shared, &root, &mounted) {
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(e);
         }
         let created_at = self.shared.created_at(&mut inner);
         let timeout = if definition.timeout_secs == 0 {

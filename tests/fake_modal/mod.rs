@@ -10,9 +10,18 @@
 //! terminated mid-run. A declared port's tunnel reaches the process
 //! listening for it in the sandbox (`tunnel.rs`). Sandbox ids have the V2 shape of the official
 //! client (`sb-` and 26 characters: `sb-` and 22 would be a V1 sandbox).
+//! Mounts as Modal serves them: files of 4 MiB or more go up to a blob
+//! store (`BlobCreate`, then HTTP PUTs to a third loopback listener, in
+//! parts above `Options::multipart_over`; `blobs.rs`), every file's content
+//! is put by sha256 (`MountPutFile`) into a content store, a mount lists
+//! stored files (`MountGetOrCreate`), and a sandbox created with
+//! `mount_ids` finds them in its directory as hard links of one stored copy
+//! per (content, mode) (`mounts.rs`).
 
+mod blobs;
 mod control;
 mod latency;
+mod mounts;
 mod router;
 mod tunnel;
 
@@ -53,6 +62,11 @@ pub struct Options {
     /// Added before every answer and to every chunk sent through a tunnel
     /// (`latency.rs`): the distance to Modal, for benchmarks.
     pub latency: Duration,
+    /// `BlobCreate` of more bytes than this answers a multipart upload
+    /// (Modal's `MULTIPART_UPLOAD_THRESHOLD`, 1 GiB, by default).
+    pub multipart_over: u64,
+    /// The length of each part of a multipart upload (the last is shorter).
+    pub part_length: u64,
 }
 
 impl Default for Options {
@@ -66,6 +80,8 @@ impl Default for Options {
             page_size: 100,
             scheduling_polls: 0,
             latency: Duration::ZERO,
+            multipart_over: 1 << 30,
+            part_length: 8 << 20,
         }
     }
 }
@@ -145,6 +161,8 @@ pub struct Inner {
     pub apps: BTreeMap<String, String>,
     /// Dockerfile commands of every image, by id.
     pub images: BTreeMap<String, Vec<String>>,
+    /// The files of every mount, by id (`MountGetOrCreate`).
+    pub mounts: BTreeMap<String, Vec<pb::MountFile>>,
     /// Auth tokens handed out (`AuthTokenGet`).
     pub auth_tokens: Vec<String>,
     /// Every call: `Service/Method`.
@@ -161,6 +179,8 @@ pub struct Shared {
     pub options: Options,
     pub dir: PathBuf,
     pub router_url: Mutex<String>,
+    /// The blob server's uploads and the content store of mounted files.
+    pub blobs: blobs::Blobs,
     inner: Mutex<Inner>,
 }
 
@@ -345,6 +365,7 @@ impl FakeModal {
             }),
             dir: dir.path().to_path_buf(),
             router_url: Mutex::new(String::new()),
+            blobs: blobs::Blobs::new(dir.path()).expect("blob store"),
             options,
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -355,6 +376,8 @@ impl FakeModal {
         let server_url = runtime.block_on(async {
             let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let tcr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let blob_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            blobs::serve(Arc::clone(&shared), blob_listener).expect("blob server");
             let server_url = format!("http://{}", api.local_addr().unwrap());
             *shared.router_url.lock().unwrap() = format!("http://{}", tcr.local_addr().unwrap());
             let control = control::service(Arc::clone(&shared));
@@ -457,7 +480,30 @@ impl FakeModal {
         inner.images.get(&image).cloned().unwrap_or_default()
     }
 
-    /// Every call so far: `Service/Method`.
+    /// Bytes of content the blob server received (every PUT's body): what
+    /// went up through `BlobCreate`'s URLs.
+    pub fn blob_bytes_received(&self) -> u64 {
+        self.shared.blobs.received()
+    }
+
+    /// The ids of every mount made, in id order.
+    pub fn mounts(&self) -> Vec<String> {
+        self.shared.lock().mounts.keys().cloned().collect()
+    }
+
+    /// The files of a mount, as `MountGetOrCreate` listed them.
+    pub fn mount_files(&self, mount_id: &str) -> Option<Vec<pb::MountFile>> {
+        self.shared.lock().mounts.get(mount_id).cloned()
+    }
+
+    /// Where the content store keeps the content with this sha256 (hex),
+    /// if it was put.
+    pub fn stored(&self, sha256_hex: &str) -> Option<PathBuf> {
+        self.shared.blobs.stored(sha256_hex)
+    }
+
+    /// Every call so far: `Service/Method` (the blob server's requests as
+    /// `Blobs/Put`, `Blobs/PutPart`, `Blobs/Complete`).
     pub fn log(&self) -> Vec<String> {
         self.shared.lock().log.clone()
     }

@@ -3,14 +3,19 @@
 Run by `tests/modal.rs` with MODAL_SERVER_URL pointing at the fake (plain
 h2c on loopback), the token variables set, and MODAL_CONFIG_PATH and HOME in
 a temporary directory. It walks a sandbox's lifecycle as a user would: an
-app, an image, a sandbox with an environment variable, tags and an open
-port, commands with stdin, stdout, stderr and exit codes, tunnels, a list by
-tag, terminate. Every step checks what came back, so the fake is held to
+app, an image with two local files added as mount layers (a small one put
+inline, a big one of random bytes uploaded through the blob store with its
+ETag checks), a sandbox with an environment variable, tags and an open
+port that finds both files, commands with stdin, stdout, stderr and exit
+codes, tunnels, a list by tag, terminate. Every step checks what came back, so the fake is held to
 what the official client expects, not the other way round. Prints one line
 per check and `N passed, M failed` at the end; exits 1 on any failure.
 """
 
+import hashlib
+import os
 import sys
+import tempfile
 import traceback
 
 import modal
@@ -24,13 +29,39 @@ def check(name, ok, detail=""):
     print(("ok   " if ok else "FAIL ") + name + ("" if ok else f": {detail}"), flush=True)
 
 
+SMALL_TEXT = "a small file, put inline\n"
+BIG_SIZE = 5 * 1024 * 1024 + 12345  # above the client's 4 MiB: goes to the blob store
+
+
+def local_files(dir):
+    """A small text file and a big file of random bytes; the big one's sha256."""
+    small = os.path.join(dir, "small.txt")
+    with open(small, "w") as f:
+        f.write(SMALL_TEXT)
+    big = os.path.join(dir, "big.bin")
+    data = os.urandom(BIG_SIZE)
+    with open(big, "wb") as f:
+        f.write(data)
+    return small, big, hashlib.sha256(data).hexdigest()
+
+
 def lifecycle():
+    with tempfile.TemporaryDirectory() as dir:
+        lifecycle_with(*local_files(dir))
+
+
+def lifecycle_with(small, big, big_sha256):
     app = modal.App.lookup("agentform-sdk-lifecycle", create_if_missing=True)
     check("the app has an id", app.app_id.startswith("ap-"), app.app_id)
     again = modal.App.lookup("agentform-sdk-lifecycle", create_if_missing=True)
     check("looking the app up again finds the same app", again.app_id == app.app_id, again.app_id)
 
-    image = modal.Image.debian_slim().run_commands("mkdir -p /data")
+    image = (
+        modal.Image.debian_slim()
+        .run_commands("mkdir -p /data")
+        .add_local_file(small, "/data/small.txt")
+        .add_local_file(big, "/data/big.bin")
+    )
     tags = {"agentform.session": "sesn_sdk", "purpose": "lifecycle"}
     sb = modal.Sandbox.create(
         app=app,
@@ -47,6 +78,17 @@ def lifecycle():
         sb.object_id,
     )
     check("the image was built", image.object_id.startswith("im-"), image.object_id)
+
+    p = sb.exec("cat", "small.txt")
+    out = p.stdout.read()
+    check("the small mounted file is there", p.wait() == 0 and out == SMALL_TEXT, repr(out))
+    p = sb.exec("sha256sum", "big.bin")
+    out = p.stdout.read()
+    check(
+        "the big mounted file arrived whole",
+        p.wait() == 0 and out.split() == [big_sha256, "big.bin"],
+        f"{out!r}, expected {big_sha256}",
+    )
 
     p = sb.exec("bash", "-c", 'echo "$GREETING"; echo to-stderr >&2; pwd; exit 3')
     out = p.stdout.read()
