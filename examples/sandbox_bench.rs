@@ -498,8 +498,7 @@ fn bench() -> Result<()> {
         // Again, as each of many sessions is made: what the first one made
         // or sent once (Modal's mount of the executable) is there.
         let (_d, cli) = setup(&bin, &fakes, &manifest(row, 1, 0))?;
-        let (apply_again, log) =
-            cli.run_logged(&["apply", "--auto-approve"], Some(PHASE_LOG))?;
+        let (apply_again, log) = cli.run_logged(&["apply", "--auto-approve"], Some(PHASE_LOG))?;
         println!(
             "apply of one more session (the bound's unit)                 {:8.0} ms",
             ms(apply_again)

@@ -140,7 +140,11 @@ fn the_example_applies_runs_refreshes_and_is_destroyed_with_nothing_left() {
         binary[0].ends_with("root/.agentform/bin/agentform"),
         "{binary:?}"
     );
-    assert_eq!(fake.blob_bytes_received(), lean, "the executable went up once");
+    assert_eq!(
+        fake.blob_bytes_received(),
+        lean,
+        "the executable went up once"
+    );
     let ran = commands(&fake);
     assert!(
         ran.iter()
@@ -316,6 +320,43 @@ fn destroy_without_a_manifest_reaches_the_sandboxes() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(fake.alive().is_empty(), "{:?}", fake.alive());
     assert!(!stderr.contains(fake.token_secret()));
+}
+
+/// Above Modal's multipart threshold the executable goes up in parts; a
+/// store that answers `SlowDown` is tried again; the parts are assembled,
+/// checked, and the serve runs from the mount.
+#[test]
+fn the_executable_goes_up_in_parts_through_a_busy_store() {
+    let part_length = 4u64 << 20;
+    let fake = FakeModal::start(Options {
+        multipart_over: 1 << 20,
+        part_length,
+        slow_down_puts: 2,
+        ..Options::default()
+    });
+    let t = test_with(&fake, &example(&fake, None));
+    t.run(&["apply", "--auto-approve"]).success();
+    let lean = std::fs::metadata(lean_binary()).unwrap().len();
+    let parts = lean.div_ceil(part_length) as usize;
+    assert!(parts >= 2, "{lean} bytes");
+    assert_eq!(fake.calls_of("Blobs/SlowDown"), 2);
+    assert_eq!(
+        fake.calls_of("Blobs/PutPart"),
+        parts + 2,
+        "{:?}",
+        fake.log()
+    );
+    assert_eq!(fake.calls_of("Blobs/Complete"), 1);
+    assert_eq!(fake.blob_bytes_received(), lean);
+    let alive = fake.alive();
+    assert_eq!(alive.len(), 1, "{alive:?}");
+    let placed = found_in_sandbox(&fake, &alive[0], "agentform");
+    assert_eq!(
+        std::fs::read(&placed[0]).unwrap(),
+        std::fs::read(lean_binary()).unwrap()
+    );
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
 }
 
 #[test]

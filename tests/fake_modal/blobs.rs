@@ -296,6 +296,21 @@ fn log(shared: &Shared, what: &str) {
     shared.lock().log.push(format!("Blobs/{what}"));
 }
 
+/// S3's answer under load, while `Options::slow_down_puts` lasts.
+fn slow_down(shared: &Shared) -> Option<Response> {
+    let mut inner = shared.lock();
+    if inner.slow_downs_left == 0 {
+        return None;
+    }
+    inner.slow_downs_left -= 1;
+    inner.log.push("Blobs/SlowDown".into());
+    Some(error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SlowDown",
+        "Please reduce your request rate.",
+    ))
+}
+
 /// Receives `body` into a new file `tmp`: its length and MD5.
 async fn receive(blobs: &Blobs, body: Body, tmp: &Path) -> Result<(u64, [u8; 16]), Response> {
     use md5::Digest as _;
@@ -371,6 +386,9 @@ async fn put_whole(
     body: Body,
 ) -> Response {
     log(&shared, "Put");
+    if let Some(busy) = slow_down(&shared) {
+        return busy;
+    }
     let blobs = &shared.blobs;
     let Some(length) = blobs
         .state()
@@ -401,6 +419,9 @@ async fn put_part(
     body: Body,
 ) -> Response {
     log(&shared, "PutPart");
+    if let Some(busy) = slow_down(&shared) {
+        return busy;
+    }
     let blobs = &shared.blobs;
     let expected = blobs.state().get(&id).and_then(|b| match b.parts {
         Some((part_length, count)) if (1..=count).contains(&n) && !b.complete => {

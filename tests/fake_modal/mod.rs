@@ -67,6 +67,9 @@ pub struct Options {
     pub multipart_over: u64,
     /// The length of each part of a multipart upload (the last is shorter).
     pub part_length: u64,
+    /// This many uploads to the blob store (whole or parts) are answered
+    /// 503 `SlowDown`, as S3 does under load.
+    pub slow_down_puts: usize,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             latency: Duration::ZERO,
             multipart_over: 1 << 30,
             part_length: 8 << 20,
+            slow_down_puts: 0,
         }
     }
 }
@@ -172,6 +176,7 @@ pub struct Inner {
     pub creates_to_lose: usize,
     pub cuts_left: usize,
     pub streams_cut: usize,
+    pub slow_downs_left: usize,
     last_created_at: f64,
 }
 
@@ -361,6 +366,7 @@ impl FakeModal {
             inner: Mutex::new(Inner {
                 cuts_left: options.cut_streams,
                 creates_to_lose: options.lose_creates,
+                slow_downs_left: options.slow_down_puts,
                 ..Inner::default()
             }),
             dir: dir.path().to_path_buf(),
