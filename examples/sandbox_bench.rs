@@ -482,7 +482,7 @@ fn bench() -> Result<()> {
     let mut one_apply = Vec::new();
     for row in &stage2 {
         let (_d, cli) = setup(&bin, &fakes, &manifest(row, 1, 0))?;
-        let (apply_one, log) = cli.run_logged(&["apply", "--auto-approve"], Some(PHASE_LOG))?;
+        let apply_one = cli.run(&["apply", "--auto-approve"])?;
         cli.run(&["run", "--continue"])?;
         let first = cli.step_latencies()?;
         println!("\n## (a) session cold start, {}", row.name);
