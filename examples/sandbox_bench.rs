@@ -331,7 +331,7 @@ fn print_phases(one: &BTreeMap<&str, Vec<u64>>, many: &BTreeMap<&str, Vec<u64>>)
         let label = match p {
             "list_ms" => "list (leftovers)",
             "create_ms" => "sandbox create",
-            "upload_ms" => "  upload binary+manifest",
+            "upload_ms" => "  upload (binary unless placed)",
             "ready_ms" => "  serve start → ready",
             "port_file_ms" => "  port file",
             "launch_ms" => "launch (the three above)",
