@@ -4,8 +4,9 @@
 //! mount and serving in every sandbox, reached through the tunnel), runs (the
 //! scripted model's bash writes a file found in the fake sandbox),
 //! refreshes with no changes and is destroyed with nothing left, also from
-//! the state alone; archives terminate sandboxes; injected faults converge
-//! without a duplicate sandbox; a sandbox terminated mid-run fails
+//! the state alone; archives terminate sandboxes; injected faults, a lost
+//! create answer and a cut output stream converge without a duplicate
+//! sandbox; a sandbox terminated mid-run fails
 //! clearly; missing tokens or model keys stop plan before any call; no
 //! secret reaches a file or an output.
 
@@ -379,6 +380,36 @@ fn injected_faults_converge_with_one_sandbox_per_session() {
         fake.created()
     );
     assert_eq!(found_in_sandbox(&fake, &alive[0], "proof.txt").len(), 1);
+    t.run(&["destroy", "--auto-approve"]).success();
+    assert!(fake.alive().is_empty(), "{:?}", fake.alive());
+}
+
+/// A create whose answer is lost is found by its tag, not made twice; an
+/// output stream cut after its first chunk is resumed from its offset, and
+/// the serve comes up.
+#[test]
+fn a_lost_create_and_a_cut_start_stream_make_one_sandbox() {
+    let fake = FakeModal::start(Options {
+        lose_creates: 1,
+        cut_streams: 1,
+        ..Options::default()
+    });
+    let t = test_with(&fake, &example(&fake, None));
+    let apply = t.run(&["apply", "--auto-approve"]).success();
+    assert_eq!(fake.streams_cut(), 1, "{}", apply.stderr);
+    assert_eq!(
+        fake.created().len(),
+        1,
+        "no second sandbox: {:?}",
+        fake.created()
+    );
+    let alive = fake.alive();
+    assert_eq!(alive.len(), 1, "{alive:?}");
+    let log = found_in_sandbox(&fake, &alive[0], "serve.log");
+    assert_eq!(log.len(), 1, "{log:?}");
+    let log = std::fs::read_to_string(&log[0]).unwrap();
+    assert!(log.contains("listening on "), "{log}");
+    t.run(&["run"]).success();
     t.run(&["destroy", "--auto-approve"]).success();
     assert!(fake.alive().is_empty(), "{:?}", fake.alive());
 }
