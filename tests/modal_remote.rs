@@ -360,6 +360,29 @@ fn the_executable_goes_up_in_parts_through_a_busy_store() {
     assert!(fake.alive().is_empty(), "{:?}", fake.alive());
 }
 
+/// A blob store that keeps refusing fails `apply` naming its host and its
+/// answer, never the signed upload URL; no sandbox is made.
+#[test]
+fn a_refusing_blob_store_fails_apply_without_showing_the_signed_url() {
+    let fake = FakeModal::start(Options {
+        slow_down_puts: usize::MAX,
+        ..Options::default()
+    });
+    let t = test_with(&fake, &example(&fake, None));
+    let apply = t.run(&["apply", "--auto-approve"]).code(1);
+    let err = &apply.stderr;
+    assert!(
+        err.contains("the mount of the agentform executable"),
+        "{err}"
+    );
+    assert!(err.contains("Modal's blob store at 127.0.0.1"), "{err}");
+    assert!(err.contains("SlowDown"), "{err}");
+    assert!(!err.contains("X-Amz-Signature"), "{err}");
+    assert!(fake.calls_of("Blobs/SlowDown") > 1, "retried");
+    assert!(fake.created().is_empty(), "{:?}", fake.created());
+    assert_no_secret(&fake, &everything(&t, &[&apply]));
+}
+
 #[test]
 fn injected_faults_converge_with_one_sandbox_per_session() {
     let fake = FakeModal::start(Options {
@@ -388,7 +411,7 @@ fn injected_faults_converge_with_one_sandbox_per_session() {
 /// output stream cut after its first chunk is resumed from its offset, and
 /// the serve comes up.
 #[test]
-fn a_lost_create_and_a_cut_start_stream_make_one_sandbox() {
+fn a_lost_create_and_a_cut_output_stream_make_one_sandbox() {
     let fake = FakeModal::start(Options {
         lose_creates: 1,
         cut_streams: 1,

@@ -48,6 +48,9 @@ pub struct Blobs {
     received: AtomicU64,
     /// Serialises the making of placed files.
     placing: Mutex<()>,
+    /// The signature of every URL handed out (S3 signs its upload URLs in
+    /// their query): secrets a client must not show.
+    signatures: Mutex<Vec<String>>,
 }
 
 struct Blob {
@@ -69,6 +72,7 @@ impl Blobs {
             state: Mutex::new(BTreeMap::new()),
             received: AtomicU64::new(0),
             placing: Mutex::new(()),
+            signatures: Mutex::new(Vec::new()),
         };
         for d in [&blobs.blobs, &blobs.store, &blobs.placed] {
             std::fs::create_dir_all(d)?;
@@ -78,6 +82,13 @@ impl Blobs {
 
     fn state(&self) -> MutexGuard<'_, BTreeMap<String, Blob>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn signatures(&self) -> Vec<String> {
+        self.signatures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn received(&self) -> u64 {
@@ -98,6 +109,13 @@ impl Blobs {
             "{}/blobs/{id}",
             self.url.get().map(String::as_str).unwrap_or_default()
         );
+        // Signed as S3's presigned URLs are (the server ignores the query).
+        let signature = random_id("", 40);
+        let signed = format!("?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={signature}");
+        self.signatures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(signature);
         let part_length = options.part_length.max(1);
         let parts = (length > options.multipart_over)
             .then(|| (part_length, length.div_ceil(part_length).max(1) as u32));
@@ -112,14 +130,18 @@ impl Blobs {
         );
         let (old, new) = match parts {
             None => (
-                UploadTypeOneof::UploadUrl(base.clone()),
-                UploadTypesOneof::UploadUrls(pb::UploadUrlList { items: vec![base] }),
+                UploadTypeOneof::UploadUrl(format!("{base}{signed}")),
+                UploadTypesOneof::UploadUrls(pb::UploadUrlList {
+                    items: vec![format!("{base}{signed}")],
+                }),
             ),
             Some((part_length, count)) => {
                 let upload = pb::MultiPartUpload {
                     part_length: part_length as i64,
-                    upload_urls: (1..=count).map(|n| format!("{base}/parts/{n}")).collect(),
-                    completion_url: format!("{base}/complete"),
+                    upload_urls: (1..=count)
+                        .map(|n| format!("{base}/parts/{n}{signed}"))
+                        .collect(),
+                    completion_url: format!("{base}/complete{signed}"),
                 };
                 (
                     UploadTypeOneof::Multipart(upload.clone()),
@@ -296,6 +318,13 @@ fn log(shared: &Shared, what: &str) {
     shared.lock().log.push(format!("Blobs/{what}"));
 }
 
+/// Reads a body to its end: an answer before it would break the client's
+/// write instead of reaching it.
+async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(_)) = stream.next().await {}
+}
+
 /// S3's answer under load, while `Options::slow_down_puts` lasts.
 fn slow_down(shared: &Shared) -> Option<Response> {
     let mut inner = shared.lock();
@@ -387,6 +416,7 @@ async fn put_whole(
 ) -> Response {
     log(&shared, "Put");
     if let Some(busy) = slow_down(&shared) {
+        drain(body).await;
         return busy;
     }
     let blobs = &shared.blobs;
@@ -396,6 +426,7 @@ async fn put_whole(
         .filter(|b| b.parts.is_none())
         .map(|b| b.length)
     else {
+        drain(body).await;
         return no_such_upload(&id);
     };
     let tmp = blobs.blobs.join(format!(".{}", random_id("up-", 12)));
@@ -420,6 +451,7 @@ async fn put_part(
 ) -> Response {
     log(&shared, "PutPart");
     if let Some(busy) = slow_down(&shared) {
+        drain(body).await;
         return busy;
     }
     let blobs = &shared.blobs;
@@ -431,6 +463,7 @@ async fn put_part(
         _ => None,
     });
     let Some(expected) = expected else {
+        drain(body).await;
         return no_such_upload(&id);
     };
     let tmp = blobs.blobs.join(format!(".{}", random_id("up-", 12)));

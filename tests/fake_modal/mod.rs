@@ -526,8 +526,8 @@ impl FakeModal {
         self.shared.lock().streams_cut
     }
 
-    /// Every secret the fake handed out: auth tokens, sandbox tokens and
-    /// command router JWTs.
+    /// Every secret the fake handed out: auth tokens, sandbox tokens,
+    /// command router JWTs and the signatures of upload URLs.
     pub fn handed_out(&self) -> Vec<String> {
         let inner = self.shared.lock();
         let mut all = inner.auth_tokens.clone();
@@ -535,6 +535,8 @@ impl FakeModal {
             all.push(s.sandbox_token.clone());
             all.push(s.router_jwt.clone());
         }
+        drop(inner);
+        all.extend(self.shared.blobs.signatures());
         all
     }
 
