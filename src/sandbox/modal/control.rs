@@ -4,7 +4,7 @@
 //! `ImageGetOrCreate` + `ImageJoinStreaming`, `AuthTokenGet` (a JWT sent as
 //! `x-modal-auth-token` on the V2 calls), `SandboxCreateV2`,
 //! `SandboxListV2`, `SandboxGetTaskIdV2`, `SandboxWaitV2`,
-//! `SandboxTerminateV2`, `SandboxGetTunnelsV2` and
+//! `SandboxTerminateV2`, `SandboxGetTunnelsV2`, `SandboxTagsGetV2` and
 //! `SandboxGetCommandRouterAccess` (mounts are `mount.rs`'s). Every token,
 //! JWT and sandbox token joins the redactor as it arrives. What a sandbox is
 //! for is the caller's.
@@ -499,10 +499,13 @@ impl ModalApi {
         })
     }
 
-    /// A running sandbox's access, for adopting it.
+    /// A running sandbox's access, for adopting it (its task and its
+    /// command router asked for at once).
     pub async fn access(&self, sandbox_id: &str) -> Result<Access, ModalError> {
-        let task_id = self.task_id(sandbox_id, None).await?;
-        let (router_url, jwt) = self.router_access(sandbox_id, None).await?;
+        let (task_id, (router_url, jwt)) = tokio::try_join!(
+            self.task_id(sandbox_id, None),
+            self.router_access(sandbox_id, None)
+        )?;
         Ok(Access {
             sandbox_id: sandbox_id.to_owned(),
             task_id,
@@ -639,6 +642,26 @@ impl ModalApi {
             format!("more than {MAX_PAGES} pages"),
             self.redactor(),
         ))
+    }
+
+    /// The sandbox's tags (`SandboxTagsGetV2`).
+    pub async fn tags(&self, sandbox_id: &str) -> Result<BTreeMap<String, String>, ModalError> {
+        let request = pb::SandboxTagsGetRequest {
+            sandbox_id: sandbox_id.to_owned(),
+        };
+        let response = self
+            .v2(
+                "ModalClient/SandboxTagsGetV2",
+                &request,
+                None,
+                |mut c, r| async move { c.sandbox_tags_get_v2(r).await },
+            )
+            .await?;
+        Ok(response
+            .tags
+            .into_iter()
+            .map(|t| (t.tag_name, t.tag_value))
+            .collect())
     }
 
     /// Whether the sandbox has finished (`SandboxWaitV2` with no wait).
