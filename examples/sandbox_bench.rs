@@ -144,25 +144,19 @@ fn rows(fakes: &Fakes, upload: &Path) -> Vec<Row> {
         fakes.modal.server_url,
         upload.display()
     );
-    let stage1 = |name, service, provider: &str| Row {
+    // Stage 1: tools on the service; stage 2: the loop there too.
+    let remote = |name, service, provider: &str, stage2| Row {
         name,
-        header: format!("providers:\n  local:\n    sandbox: {service}\n{{models}}{provider}"),
+        header: match stage2 {
+            false => format!("providers:\n  local:\n    sandbox: {service}\n{{models}}{provider}"),
+            true => format!("provider: {service}\nproviders:\n  local:\n{{models}}{provider}"),
+        },
         remote: Some(if service == "e2b" {
             Service::E2b
         } else {
             Service::Modal
         }),
-        stage2: false,
-    };
-    let stage2 = |name, service, provider: &str| Row {
-        name,
-        header: format!("provider: {service}\nproviders:\n  local:\n{{models}}{provider}"),
-        remote: Some(if service == "e2b" {
-            Service::E2b
-        } else {
-            Service::Modal
-        }),
-        stage2: true,
+        stage2,
     };
     vec![
         Row {
@@ -171,10 +165,10 @@ fn rows(fakes: &Fakes, upload: &Path) -> Vec<Row> {
             remote: None,
             stage2: false,
         },
-        stage1("e2b stage 1 (tools on E2B)", "e2b", &e2b),
-        stage2("e2b stage 2 (loop on E2B)", "e2b", &e2b),
-        stage1("modal stage 1 (tools on Modal)", "modal", &modal),
-        stage2("modal stage 2 (loop on Modal)", "modal", &modal),
+        remote("e2b stage 1 (tools on E2B)", "e2b", &e2b, false),
+        remote("e2b stage 2 (loop on E2B)", "e2b", &e2b, true),
+        remote("modal stage 1 (tools on Modal)", "modal", &modal, false),
+        remote("modal stage 2 (loop on Modal)", "modal", &modal, true),
     ]
 }
 

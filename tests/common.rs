@@ -189,6 +189,30 @@ pub fn remote_id(t: &Test, address: &str) -> String {
         .to_owned()
 }
 
+/// `apply` of environment `box`, whose image or template build fails: it
+/// fails naming the environment and the build's log, and the environment
+/// keeps the pip packages `pip` it had.
+#[track_caller]
+pub fn failed_build_keeps_packages(t: &Test, pip: &[&str]) {
+    let failed = t.run(&["apply", "--auto-approve"]);
+    assert_ne!(failed.code, 0, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("environment.box")
+            && failed.stderr.contains("cannot be provisioned")
+            && failed.stderr.contains("No matching distribution found"),
+        "{}",
+        failed.stderr
+    );
+    let (_, envs, _) = live_objects(&t.path("state"));
+    assert_eq!(envs.len(), 1);
+    match &envs[0].config {
+        agentform::api::environment::EnvironmentConfig::Cloud(c) => {
+            assert_eq!(c.packages.pip, pip);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The records of the local runtime, read through the library once no process holds the state.
 pub fn live_objects(
     state_dir: &Path,

@@ -148,13 +148,7 @@ fn inject_the_model_answers_through_the_egress_and_the_key_never_enters_the_sand
     let serve_log =
         std::fs::read_to_string(fake.root(&id).join("home/user/.agentform/serve.log")).unwrap();
     assert!(serve_log.contains("listening on "), "{serve_log}");
-    let commands: Vec<String> = fake
-        .shared
-        .lock()
-        .sandboxes
-        .values()
-        .flat_map(|s| s.procs.values().map(|p| p.command.clone()))
-        .collect();
+    let commands = fake.commands();
     assert!(commands.iter().all(|c| !c.contains(MODEL_KEY)));
 
     let destroy = t.run(&["destroy", "--auto-approve"]).success();

@@ -82,13 +82,7 @@ fn the_example_applies_runs_outlives_the_cli_and_is_destroyed_with_nothing_left(
     assert!(session.ends_with(&format!(".{first}")), "{session}");
     let binary = found_in_sandbox(&fake, &first, "agentform");
     assert_eq!(binary.len(), 1, "agentform uploaded: {binary:?}");
-    let commands: Vec<String> = fake
-        .shared
-        .lock()
-        .sandboxes
-        .values()
-        .flat_map(|s| s.procs.values().map(|p| p.command.clone()))
-        .collect();
+    let commands = fake.commands();
     assert!(
         commands
             .iter()
@@ -409,23 +403,7 @@ fn the_environments_template_is_built_at_apply_and_a_failed_build_stops_it() {
     // A package change whose build fails stops apply; the environment
     // keeps its packages and its template.
     t.write("agentform.yaml", &with("fakepkg, broken"));
-    let failed = t.run(&["apply", "--auto-approve"]);
-    assert_ne!(failed.code, 0, "{}", failed.stderr);
-    assert!(
-        failed.stderr.contains("environment.box")
-            && failed.stderr.contains("cannot be provisioned")
-            && failed.stderr.contains("No matching distribution found"),
-        "{}",
-        failed.stderr
-    );
-    let (_, envs, _) = live_objects(&t.path("state"));
-    assert_eq!(envs.len(), 1);
-    match &envs[0].config {
-        agentform::api::environment::EnvironmentConfig::Cloud(c) => {
-            assert_eq!(c.packages.pip, ["fakepkg", "otherpkg"]);
-        }
-        other => panic!("{other:?}"),
-    }
+    failed_build_keeps_packages(&t, &["fakepkg", "otherpkg"]);
     let ids: Vec<String> = fake.templates().into_iter().map(|t| t.id).collect();
     assert_eq!(ids, [changed.id]);
 

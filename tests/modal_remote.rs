@@ -96,16 +96,6 @@ fn found_in_sandbox(fake: &FakeModal, id: &str, name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The arguments of every command the fake ran.
-fn commands(fake: &FakeModal) -> Vec<String> {
-    fake.shared
-        .lock()
-        .sandboxes
-        .values()
-        .flat_map(|s| s.execs.values().map(|e| e.args.join(" ")))
-        .collect()
-}
-
 #[test]
 fn the_example_applies_runs_refreshes_and_is_destroyed_with_nothing_left() {
     let fake = FakeModal::start(Options::default());
@@ -146,7 +136,7 @@ fn the_example_applies_runs_refreshes_and_is_destroyed_with_nothing_left() {
         lean,
         "the executable went up once"
     );
-    let ran = commands(&fake);
+    let ran = fake.commands();
     assert!(
         ran.iter()
             .any(|c| c.contains("serve --no-confinement --listen 0.0.0.0:8000 ")),
@@ -283,23 +273,7 @@ fn the_environments_image_is_built_at_apply_and_a_failed_build_stops_it() {
         "agentform.yaml",
         &with(&format!("fakepkg, {}", crate::fake_modal::FAILING_PACKAGE)),
     );
-    let failed = t.run(&["apply", "--auto-approve"]);
-    assert_ne!(failed.code, 0, "{}", failed.stderr);
-    assert!(
-        failed.stderr.contains("environment.box")
-            && failed.stderr.contains("cannot be provisioned")
-            && failed.stderr.contains("No matching distribution found"),
-        "{}",
-        failed.stderr
-    );
-    let (_, envs, _) = live_objects(&t.path("state"));
-    assert_eq!(envs.len(), 1);
-    match &envs[0].config {
-        agentform::api::environment::EnvironmentConfig::Cloud(c) => {
-            assert_eq!(c.packages.pip, ["fakepkg"]);
-        }
-        other => panic!("{other:?}"),
-    }
+    failed_build_keeps_packages(&t, &["fakepkg"]);
     t.write("agentform.yaml", &with("fakepkg"));
     t.run(&["destroy", "--auto-approve"]).success();
     assert!(fake.alive().is_empty(), "{:?}", fake.alive());

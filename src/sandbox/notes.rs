@@ -3,7 +3,9 @@
 //! with a missing file as empty, written whole and renamed over the old
 //! one, so a reader never sees half a file. Contents are the callers'.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,10 +33,43 @@ pub fn write<T: Serialize>(file: &Path, value: &T) -> Result<(), String> {
     std::fs::rename(&partial, file).map_err(|e| format!("`{}`: {e}", file.display()))
 }
 
+/// Guards the read-modify-writes below within this process.
+static CHANGING: Mutex<()> = Mutex::new(());
+
+/// Adds `item` to the list in `file` unless it is there.
+pub fn remember<T>(file: &Path, what: &str, item: &T) -> Result<(), String>
+where
+    T: Serialize + DeserializeOwned + PartialEq + Clone,
+{
+    let _guard = CHANGING.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut known: Vec<T> = read(file, what)?;
+    if known.contains(item) {
+        return Ok(());
+    }
+    known.push(item.clone());
+    write(file, &known)
+}
+
+/// Sets (or with `None` removes) `key`'s entry of the map in `file`; the
+/// file is written only when that changes it.
+pub fn set_entry<T>(file: &Path, what: &str, key: &str, value: Option<&T>) -> Result<(), String>
+where
+    T: Serialize + DeserializeOwned + PartialEq + Clone,
+{
+    let _guard = CHANGING.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut all: BTreeMap<String, T> = read(file, what)?;
+    let changed = match value {
+        Some(v) => all.insert(key.to_owned(), v.clone()).as_ref() != Some(v),
+        None => all.remove(key).is_some(),
+    };
+    if !changed {
+        return Ok(());
+    }
+    write(file, &all)
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     #[test]

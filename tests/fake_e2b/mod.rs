@@ -367,6 +367,16 @@ impl FakeE2b {
         self.shared.lock().envs_seen.clone()
     }
 
+    /// The command line of every process of the sandboxes here.
+    pub fn commands(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .sandboxes
+            .values()
+            .flat_map(|s| s.procs.values().map(|p| p.command.clone()))
+            .collect()
+    }
+
     /// Every request the sandboxes' processes sent out through their
     /// egress, in order.
     pub fn egress(&self) -> Vec<Passed> {

@@ -408,6 +408,33 @@ fn accept(
         .into_response()
 }
 
+/// One upload of `expected` bytes (`None`: nothing to upload there) kept
+/// as `keep_as`: a busy store's or an unknown blob's answer once the body
+/// is read, else the body checked; the answer and the body's MD5.
+async fn upload(
+    shared: &Shared,
+    id: &str,
+    expected: Option<u64>,
+    keep_as: &Path,
+    headers: &HeaderMap,
+    body: Body,
+) -> (Response, Option<[u8; 16]>) {
+    if let Some(busy) = slow_down(shared) {
+        drain(body).await;
+        return (busy, None);
+    }
+    let Some(expected) = expected else {
+        drain(body).await;
+        return (no_such_upload(id), None);
+    };
+    let blobs = &shared.blobs;
+    let tmp = blobs.blobs.join(format!(".{}", random_id("up-", 12)));
+    match receive(blobs, body, &tmp).await {
+        Ok(got) => (accept(headers, &tmp, got, expected, keep_as), Some(got.1)),
+        Err(response) => (response, None),
+    }
+}
+
 async fn put_whole(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
@@ -415,26 +442,14 @@ async fn put_whole(
     body: Body,
 ) -> Response {
     log(&shared, "Put");
-    if let Some(busy) = slow_down(&shared) {
-        drain(body).await;
-        return busy;
-    }
     let blobs = &shared.blobs;
-    let Some(length) = blobs
+    let length = blobs
         .state()
         .get(&id)
         .filter(|b| b.parts.is_none())
-        .map(|b| b.length)
-    else {
-        drain(body).await;
-        return no_such_upload(&id);
-    };
-    let tmp = blobs.blobs.join(format!(".{}", random_id("up-", 12)));
-    let got = match receive(blobs, body, &tmp).await {
-        Ok(got) => got,
-        Err(response) => return response,
-    };
-    let response = accept(&headers, &tmp, got, length, &blobs.blobs.join(&id));
+        .map(|b| b.length);
+    let keep_as = blobs.blobs.join(&id);
+    let (response, _) = upload(&shared, &id, length, &keep_as, &headers, body).await;
     if response.status() == StatusCode::OK {
         if let Some(blob) = blobs.state().get_mut(&id) {
             blob.complete = true;
@@ -450,10 +465,6 @@ async fn put_part(
     body: Body,
 ) -> Response {
     log(&shared, "PutPart");
-    if let Some(busy) = slow_down(&shared) {
-        drain(body).await;
-        return busy;
-    }
     let blobs = &shared.blobs;
     let expected = blobs.state().get(&id).and_then(|b| match b.parts {
         Some((part_length, count)) if (1..=count).contains(&n) && !b.complete => {
@@ -462,20 +473,11 @@ async fn put_part(
         }
         _ => None,
     });
-    let Some(expected) = expected else {
-        drain(body).await;
-        return no_such_upload(&id);
-    };
-    let tmp = blobs.blobs.join(format!(".{}", random_id("up-", 12)));
-    let got = match receive(blobs, body, &tmp).await {
-        Ok(got) => got,
-        Err(response) => return response,
-    };
-    let part = blobs.blobs.join(format!("{id}.part{n}"));
-    let response = accept(&headers, &tmp, got, expected, &part);
-    if response.status() == StatusCode::OK {
+    let keep_as = blobs.blobs.join(format!("{id}.part{n}"));
+    let (response, md5) = upload(&shared, &id, expected, &keep_as, &headers, body).await;
+    if let (StatusCode::OK, Some(md5)) = (response.status(), md5) {
         if let Some(blob) = blobs.state().get_mut(&id) {
-            blob.part_md5.insert(n, got.1);
+            blob.part_md5.insert(n, md5);
         }
     }
     response

@@ -508,6 +508,16 @@ impl FakeModal {
         self.shared.blobs.stored(sha256_hex)
     }
 
+    /// The arguments of every command the sandboxes here ran.
+    pub fn commands(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .sandboxes
+            .values()
+            .flat_map(|s| s.execs.values().map(|e| e.args.join(" ")))
+            .collect()
+    }
+
     /// Every call so far: `Service/Method` (the blob server's requests as
     /// `Blobs/Put`, `Blobs/PutPart`, `Blobs/Complete`).
     pub fn log(&self) -> Vec<String> {

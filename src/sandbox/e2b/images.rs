@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -38,22 +37,13 @@ pub struct Built {
     pub api_url: String,
 }
 
-/// Guards the file's read-modify-write within this process.
-static FILE_LOCK: Mutex<()> = Mutex::new(());
-
 fn read(file: &Path) -> Result<BTreeMap<String, Built>, String> {
     crate::sandbox::notes::read(file, "E2B templates")
 }
 
 /// Sets (or with `None` removes) the environment's entry.
 fn write(file: &Path, environment_id: &str, built: Option<&Built>) -> Result<(), String> {
-    let _guard = FILE_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut all = read(file)?;
-    match built {
-        Some(b) => all.insert(environment_id.to_owned(), b.clone()),
-        None => all.remove(environment_id),
-    };
-    crate::sandbox::notes::write(file, &all)
+    crate::sandbox::notes::set_entry(file, "E2B templates", environment_id, built)
 }
 
 fn has_packages(packages: &Packages) -> bool {

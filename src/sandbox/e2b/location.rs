@@ -51,12 +51,7 @@ pub fn read(file: &Path) -> Result<Vec<E2bLocation>, String> {
 
 /// Adds `location` to `file` unless it is there.
 pub fn remember(file: &Path, location: &E2bLocation) -> Result<(), String> {
-    let mut known = read(file)?;
-    if known.contains(location) {
-        return Ok(());
-    }
-    known.push(location.clone());
-    crate::sandbox::notes::write(file, &known)
+    crate::sandbox::notes::remember(file, "E2B locations", location)
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -47,25 +46,13 @@ impl Built {
     }
 }
 
-/// Guards the file's read-modify-write within this process.
-static FILE_LOCK: Mutex<()> = Mutex::new(());
-
 fn read(file: &Path) -> Result<BTreeMap<String, Built>, String> {
     crate::sandbox::notes::read(file, "Modal images")
 }
 
 /// Sets (or with `None` removes) the environment's entry.
 fn write(file: &Path, environment_id: &str, built: Option<&Built>) -> Result<(), String> {
-    let _guard = FILE_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut all = read(file)?;
-    let changed = match built {
-        Some(b) => all.insert(environment_id.to_owned(), b.clone()).as_ref() != Some(b),
-        None => all.remove(environment_id).is_some(),
-    };
-    if !changed {
-        return Ok(());
-    }
-    crate::sandbox::notes::write(file, &all)
+    crate::sandbox::notes::set_entry(file, "Modal images", environment_id, built)
 }
 
 /// What an image of `packages` is built from.

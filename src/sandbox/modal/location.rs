@@ -57,12 +57,7 @@ pub fn read(file: &Path) -> Result<Vec<ModalLocation>, String> {
 
 /// Adds `location` to `file` unless it is there.
 pub fn remember(file: &Path, location: &ModalLocation) -> Result<(), String> {
-    let mut known = read(file)?;
-    if known.contains(location) {
-        return Ok(());
-    }
-    known.push(location.clone());
-    crate::sandbox::notes::write(file, &known)
+    crate::sandbox::notes::remember(file, "Modal locations", location)
 }
 
 #[cfg(test)]

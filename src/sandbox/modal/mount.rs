@@ -42,24 +42,22 @@ pub struct MountFile {
     pub mode: u32,
 }
 
-/// A file's digests, as the calls name its content.
+/// A file's SHA-256, as the calls name its content.
 struct Hashed {
     sha256_hex: String,
     sha256_base64: String,
-    md5_base64: String,
-    md5_hex: String,
 }
 
 fn hashed(content: &[u8]) -> Hashed {
     let sha = <Sha256 as sha2::Digest>::digest(content);
-    let md5 = md5_of(content);
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     Hashed {
         sha256_hex: hex(&sha),
         sha256_base64: b64(&sha),
-        md5_base64: b64(&md5),
-        md5_hex: hex(&md5),
     }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -177,8 +175,15 @@ impl ModalApi {
 
     /// Puts `content` in the blob store: its blob id.
     async fn blob(&self, content: &Bytes, hash: &Hashed) -> Result<String, ModalError> {
+        // Only the blob store wants the MD5: made for it alone.
+        let md5 = tokio::task::spawn_blocking({
+            let content = content.clone();
+            move || md5_of(&content)
+        })
+        .await
+        .map_err(|e| ModalError::new(ModalErrorKind::Protocol, e.to_string()))?;
         let request = pb::BlobCreateRequest {
-            content_md5: hash.md5_base64.clone(),
+            content_md5: b64(&md5),
             content_sha256_base64: hash.sha256_base64.clone(),
             content_length: content.len() as i64,
         };
@@ -196,7 +201,7 @@ impl ModalApi {
         // Each target is one store: the next is tried when one fails.
         for (blob_id, target) in targets {
             let sent = match &target {
-                Target::Whole(url) => put_whole(http, url, content, hash).await,
+                Target::Whole(url) => put_whole(http, url, content, &md5).await,
                 Target::Parts(parts) => put_parts(http, parts, content).await,
             };
             match sent {
@@ -304,22 +309,17 @@ impl Attempt for Transfer<'_> {
             request = request.header(*k, v);
         }
         let at = host(self.url);
-        let response = request.send().await.map_err(|e| {
+        let broken = |e: reqwest::Error| {
             Failure::connection(format!(
                 "{} to Modal's blob store at {at}: {}",
                 self.what,
                 describe_reqwest(e.without_url())
             ))
-        })?;
+        };
+        let response = request.send().await.map_err(broken)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|e| {
-            Failure::connection(format!(
-                "{} to Modal's blob store at {at}: {}",
-                self.what,
-                describe_reqwest(e.without_url())
-            ))
-        })?;
+        let body = response.bytes().await.map_err(broken)?;
         if status != StatusCode::OK {
             let text = crate::http::snippet(&String::from_utf8_lossy(&body));
             return Err(Failure::answer(
@@ -353,42 +353,55 @@ fn transfer_error(message: String) -> ModalError {
     ModalError::new(ModalErrorKind::Transient, message)
 }
 
-/// A single-part upload, its `ETag` checked against the content's MD5.
-async fn put_whole(
+/// `PUT body` to `url`, tried again as [`Transfer`] is; the answer's
+/// `ETag` must be `md5`, the body's.
+async fn put_checked(
     http: &Client,
     url: &Url,
-    content: &Bytes,
-    hash: &Hashed,
+    body: Bytes,
+    headers: Vec<(&'static str, String)>,
+    what: &str,
+    md5: &[u8],
 ) -> Result<(), ModalError> {
-    let mut headers = vec![("content-type", "application/octet-stream".to_owned())];
-    let host = host(url);
-    if MD5_HOSTS.iter().any(|h| host.ends_with(h)) {
-        headers.push(("content-md5", hash.md5_base64.clone()));
-    }
     let transfer = Transfer {
         http,
         method: Method::PUT,
         url,
-        body: content.clone(),
+        body,
         headers,
-        what: "an upload",
+        what,
     };
     let (answer, _) = http
         .retrying("Modal blob upload", None, transfer)
         .await
         .map_err(transfer_error)?;
-    let remote = etag(&answer);
-    if remote != hash.md5_hex {
+    let (remote, local) = (etag(&answer), hex(md5));
+    if remote != local {
         return Err(ModalError::new(
             ModalErrorKind::Protocol,
             format!(
-                "Modal's blob store at {host} received other bytes than were sent \
-                 (MD5 {remote}, sent {})",
-                hash.md5_hex
+                "Modal's blob store at {} received other bytes than were sent in {what} \
+                 (MD5 {remote}, sent {local})",
+                host(url)
             ),
         ));
     }
     Ok(())
+}
+
+/// A single-part upload.
+async fn put_whole(
+    http: &Client,
+    url: &Url,
+    content: &Bytes,
+    md5: &[u8],
+) -> Result<(), ModalError> {
+    let mut headers = vec![("content-type", "application/octet-stream".to_owned())];
+    let host = host(url);
+    if MD5_HOSTS.iter().any(|h| host.ends_with(h)) {
+        headers.push(("content-md5", b64(md5)));
+    }
+    put_checked(http, url, content.clone(), headers, "an upload", md5).await
 }
 
 /// A multipart upload: every part at once, each `ETag` checked, then the
@@ -441,31 +454,17 @@ async fn put_parts(
         ));
     };
     let sends = pieces.iter().zip(part_urls).map(|(piece, url)| async move {
-        let transfer = Transfer {
-            http,
-            method: Method::PUT,
-            url,
-            body: piece.clone(),
-            headers: Vec::new(),
-            what: "a part's upload",
-        };
-        let (answer, _) = http
-            .retrying("Modal blob upload", None, transfer)
-            .await
-            .map_err(transfer_error)?;
         let digest = md5_of(piece);
-        let (remote, local) = (etag(&answer), hex(&digest));
-        if remote != local {
-            return Err(ModalError::new(
-                ModalErrorKind::Protocol,
-                format!(
-                    "Modal's blob store at {} received other bytes than were sent in a part \
-                     (MD5 {remote}, sent {local})",
-                    host(url)
-                ),
-            ));
-        }
-        Ok(digest)
+        put_checked(
+            http,
+            url,
+            piece.clone(),
+            Vec::new(),
+            "a part's upload",
+            &digest,
+        )
+        .await?;
+        Ok::<_, ModalError>(digest)
     });
     let digests = futures_util::future::try_join_all(sends).await?;
     let mut body = String::from("<CompleteMultipartUpload>");
@@ -523,12 +522,13 @@ mod tests {
     #[test]
     fn digests_are_those_modal_names_content_by() {
         let h = hashed(b"a");
+        let md5 = md5_of(b"a");
         assert_eq!(
             h.sha256_hex,
             "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
         );
-        assert_eq!(h.md5_hex, "0cc175b9c0f1b6a831c399e269772661");
-        assert_eq!(h.md5_base64, "DMF1ucDxtqgxw5niaXcmYQ==");
+        assert_eq!(hex(&md5), "0cc175b9c0f1b6a831c399e269772661");
+        assert_eq!(b64(&md5), "DMF1ucDxtqgxw5niaXcmYQ==");
         assert_eq!(
             h.sha256_base64,
             "ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3ha/uSLs="
